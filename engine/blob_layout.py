@@ -104,10 +104,10 @@ def tensor_specs(cfg: ExperimentConfig, method: str | None = None,
         for i in range(m.n_layers):
             p = f"gru.{i}."
             shapes += [
-                (p + "weight_ih", 3 * m.dim, m.dim),
-                (p + "weight_hh", 3 * m.dim, m.dim),
-                (p + "bias_ih", 1, 3 * m.dim),
-                (p + "bias_hh", 1, 3 * m.dim),
+                (p + "weight_ih_l0", 3 * m.dim, m.dim),
+                (p + "weight_hh_l0", 3 * m.dim, m.dim),
+                (p + "bias_ih_l0", 1, 3 * m.dim),
+                (p + "bias_hh_l0", 1, 3 * m.dim),
             ]
     if not m.tie_embeddings:
         shapes.append(("output.weight", vocab, m.dim))
