@@ -39,6 +39,17 @@ def check_name(name: str) -> str:
     return name
 
 
+def config_summary(path: Path, cfg: ExperimentConfig) -> dict[str, Any]:
+    """What the list needs from config.toml, cached in meta.json with the file's stamp: listing then
+    reads one small JSON per experiment instead of parsing TOML (a hand-edited config has another
+    stamp, so it is parsed again)."""
+    from .budget import param_count
+
+    st = path.stat()
+    return {"stamp": [st.st_mtime_ns, st.st_size], "params": param_count(cfg),
+            "quant": cfg.quant.method}
+
+
 def now() -> float:
     return round(time.time(), 3)
 
@@ -80,7 +91,7 @@ class Experiment:
     def save_config(self, cfg: ExperimentConfig) -> None:
         config_mod.save(cfg, self.config_path)
         self._config = cfg
-        self.update_meta()
+        self.update_meta(config_summary=config_summary(self.config_path, cfg))
 
     def update_meta(self, **changes: Any) -> dict[str, Any]:
         """Re-read meta.json, apply changes, write atomically: safe against a concurrent writer that
@@ -173,7 +184,9 @@ class Store:
         tmp.mkdir()
         try:
             config_mod.save(cfg, tmp / "config.toml")
-            atomic_write_json(tmp / "meta.json", new_meta(name, parent))
+            meta = new_meta(name, parent)
+            meta["config_summary"] = config_summary(tmp / "config.toml", cfg)
+            atomic_write_json(tmp / "meta.json", meta)
             tmp.rename(folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -221,14 +234,20 @@ class Store:
                     updated=meta.get("updated"), tags=list(meta.get("tags") or []),
                     archived=bool(meta.get("archived")), parent=meta.get("parent"))
         blobs = meta.get("blobs") or {}
+        cached = meta.get("config_summary") or {}
         try:
-            cfg = exp.config
-            from .budget import param_count
-            s.params = param_count(cfg)
-            blob = blobs.get(cfg.quant.method)
-            s.blob_bytes = blob.get("size") if isinstance(blob, dict) else None
+            st = exp.config_path.stat()
+            if cached.get("stamp") != [st.st_mtime_ns, st.st_size]:
+                cached = config_summary(exp.config_path, exp.config)
+        except FileNotFoundError:
+            s.problem = "no config.toml"
+            return s
         except ConfigError as e:
             s.problem = f"config.toml invalid ({e.problems[0]})"
+            return s
+        s.params = cached.get("params")
+        blob = blobs.get(cached.get("quant"))
+        s.blob_bytes = blob.get("size") if isinstance(blob, dict) else None
         return s
 
     def list(self, include_archived: bool = False) -> list[Summary]:

@@ -1,0 +1,27 @@
+# Two entry points (README.md): `make app` and `make test`. Both create the project-local virtualenv
+# on first use. torch is installed alone first, pinned to the CPU build on this machine kind, so no
+# multi-GB CUDA build is pulled in by the package's range.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: app test setup clean-venv bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+app: $(STAMP)
+	$(VENV)/bin/tinylm-tui --workspace .
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

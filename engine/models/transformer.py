@@ -1,0 +1,233 @@
+"""A llama-style transformer, llama2.c-compatible: RMSNorm, RoPE, SwiGLU, grouped-query attention,
+tied or untied classifier.
+
+Why it looks like llama2.c's model.py: the state dict must load into llama2.c tooling and the blob
+writer maps names one to one (`engine/blob_layout.py`), so parameter names, shapes and the init are
+llama2.c's. Where it differs is speed on a small CPU, where a step of a 260K-param model is dominated
+by the number of ops rather than FLOPs:
+
+- q, k and v come from one matmul with the three weights concatenated at run time (the parameters
+  stay `wq`, `wk`, `wv`; the cat of a few KB of weights costs less than two extra matmul launches),
+  and RoPE rotates q and k together in four elementwise ops, with cos/sin tables precomputed as
+  non-persistent buffers (not in the state dict) and no complex numbers;
+- grouped-query attention goes to `F.scaled_dot_product_attention(enable_gqa=True)`, so k and v are
+  never copied n_heads / n_kv_heads times;
+- RMSNorm is `F.rms_norm`.
+
+The RoPE table is computed in float64 and rounded once, exactly like the blob's `rope` tensor
+(firmware/BLOB.md), so PyTorch and the board rotate by the same float32 numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+
+
+def rope_table(head_dim: int, n_pos: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [n_pos, head_dim // 2] of p * theta^(-2k/head_dim), in float64, rounded once."""
+    k = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
+    freqs = torch.outer(torch.arange(n_pos, dtype=torch.float64), theta ** -k)
+    return freqs.cos().float(), freqs.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x[2k], x[2k+1]) of the last dim by its angle: x * cos + swap(x) * sin.
+
+    x is [B, T, heads, head_dim]; cos is [T, 1, head_dim] (each cos repeated for its pair) and sin is
+    [T, 1, head_dim] with the pair's first entry negated, so out[2k] = a*c - b*s and
+    out[2k+1] = b*c + a*s, the same products and sums as llama2.c and the firmware.
+    """
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return x * cos + swapped * sin
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for incremental decoding.
+
+    k, v: [n_layers, batch, n_kv_heads, max_len, head_dim]. `forward_step` writes positions
+    start_pos .. start_pos + T - 1 and attends over 0 .. start_pos + T - 1.
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim()
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * self.head_dim, cfg.dim, bias=False)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [B, H, T, hd], k and v [B, KV, T, hd], RoPE applied to q and k."""
+        B, T, _ = x.shape
+        H, KV = self.n_heads, self.n_kv_heads
+        # `.weight` (not the module) so LoRA-wrapped projections, whose `.weight` is W + B@A*scale,
+        # take the same fused path.
+        w = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight])
+        qkv = F.linear(x, w).view(B, T, H + 2 * KV, self.head_dim)
+        qk = apply_rope(qkv[:, :, : H + KV], cos, sin)
+        q, k = qk[:, :, :H], qk[:, :, H:]
+        v = qkv[:, :, H + KV:]
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=True, enable_gqa=True)
+        y = y.transpose(1, 2).reshape(B, T, -1)
+        return self.resid_dropout(self.wo(y))
+
+    def forward_step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     k_cache: torch.Tensor, v_cache: torch.Tensor, start_pos: int) -> torch.Tensor:
+        """Attention for positions start_pos.. using (and filling) this layer's cache slices."""
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)
+        end = start_pos + T
+        k_cache[:B, :, start_pos:end] = k
+        v_cache[:B, :, start_pos:end] = v
+        keys, values = k_cache[:B, :, :end], v_cache[:B, :, :end]
+        # new query i (at position start_pos + i) sees keys 0 .. start_pos + i
+        mask = None
+        if T > 1:
+            mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start_pos)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = cfg.ffn_dim()
+        self.w1 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, cfg.dim, bias=False)
+        self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.feed_forward = FeedForward(cfg)
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+    def forward_step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     k_cache: torch.Tensor, v_cache: torch.Tensor, start_pos: int) -> torch.Tensor:
+        h = x + self.attention.forward_step(self.attention_norm(x), cos, sin, k_cache, v_cache,
+                                            start_pos)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    """llama2.c's Transformer: `forward(tokens, targets)` -> (logits [B, T, V], mean loss or None)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.seq_len = cfg.seq_len
+        self.tok_embeddings = nn.Embedding(vocab_size, cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.tok_embeddings.weight = self.output.weight  # one Parameter, as in llama2.c
+
+        cos, sin = rope_table(cfg.head_dim(), cfg.seq_len, cfg.rope_theta)
+        # [T, 1, hd]: cos repeated for both members of a pair, sin as (-s, +s): see apply_rope
+        self.register_buffer("rope_cos", cos.repeat_interleave(2, -1).unsqueeze(1), persistent=False)
+        self.register_buffer("rope_sin", torch.stack([-sin, sin], -1).flatten(-2).unsqueeze(1),
+                             persistent=False)
+
+        self.apply(self._init_weights)
+        # llama2.c's scaled init of the residual projections (it scales w3 and wo)
+        for name, p in self.named_parameters():
+            if name.endswith("w3.weight") or name.endswith("wo.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def _logits_and_loss(self, h: torch.Tensor, targets: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.output(self.norm(h))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        T = tokens.shape[1]
+        if T > self.seq_len:
+            raise ValueError(f"sequence of {T} tokens is longer than model.seq_len = {self.seq_len}")
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        h = self.dropout(self.tok_embeddings(tokens))
+        for layer in self.layers:
+            h = layer(h, cos, sin)
+        return self._logits_and_loss(h, targets)
+
+    # ---- incremental decoding ----------------------------------------------------------------
+
+    def init_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """An empty KV cache for up to max_len (≤ seq_len, the RoPE table's length) positions."""
+        if max_len > self.seq_len:
+            raise ValueError(f"max_len = {max_len} is longer than model.seq_len = {self.seq_len}")
+        c = self.cfg
+        p = self.output.weight
+        shape = (c.n_layers, batch_size, c.n_kv_heads, max_len, c.head_dim())
+        return KVCache(torch.zeros(shape, dtype=p.dtype, device=p.device),
+                       torch.zeros(shape, dtype=p.dtype, device=p.device))
+
+    def forward_step(self, tokens: torch.Tensor, cache: KVCache, start_pos: int) -> torch.Tensor:
+        """Logits [B, T, V] of tokens at positions start_pos.., attending to the cached prefix."""
+        T = tokens.shape[1]
+        end = start_pos + T
+        if end > cache.max_len:
+            raise ValueError(f"positions up to {end} do not fit a cache of {cache.max_len}")
+        cos, sin = self.rope_cos[start_pos:end], self.rope_sin[start_pos:end]
+        h = self.tok_embeddings(tokens)
+        for i, layer in enumerate(self.layers):
+            h = layer.forward_step(h, cos, sin, cache.k[i], cache.v[i], start_pos)
+        return self.output(self.norm(h))

@@ -1,0 +1,1 @@
+"""tinylm-tui: the Textual front end. It knows engine/, never torch internals."""
