@@ -313,9 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+
+from . import cli_train  # noqa: E402,F401  (registers train, sample, eval, ... with the parser)
+
+
 def run() -> None:
     sys.exit(main())
 
 
-if __name__ == "__main__":
-    run()
+if __name__ == "__main__":  # `python -m engine.cli`: use the canonical module, where commands registered
+    from engine.cli import run as _run
+
+    _run()

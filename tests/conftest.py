@@ -26,7 +26,7 @@ def run_cli(ws: Path, *args: str, timeout: float = 120, env: dict | None = None
             ) -> subprocess.CompletedProcess:
     """Run `python -m engine.cli` in a subprocess, like a user would run `tinylm`."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "engine.cli", "-w", str(ws), *args],
+    return subprocess.run([sys.executable, "-m", "engine", "-w", str(ws), *args],
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 
 

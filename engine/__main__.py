@@ -1,0 +1,5 @@
+"""`python -m engine` = `tinylm`."""
+
+from .cli import run
+
+run()
