@@ -59,3 +59,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def sweep_temp_files(folder: str | os.PathLike[str], names: tuple[str, ...],
+                     min_age_s: float = 0.0) -> list[str]:
+    """Remove temp files a killed writer left behind for the given target names. Only call it while
+    holding the lock that guards those targets, so no live writer's temp file is removed."""
+    import time
+
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        target = path.name[1:].rsplit(".", 2)[0]
+        if target in names and time.time() - path.stat().st_mtime >= min_age_s:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import config as config_mod
+from .atomic import sweep_temp_files
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig
 from .devices import Dist, dist_from_env, init_distributed, pick_runtime, set_threads
@@ -133,6 +134,7 @@ class Trainer:
         self.lora_rank = lora_rank
         self.on_step = on_step or (lambda rec: None)
         self.stop = StopFlag()
+        self._progress_seen: dict[str, int] = {}
 
     # ---- setup -------------------------------------------------------------------------------------
 
@@ -242,7 +244,11 @@ class Trainer:
             td.barrier()
 
     def _progress(self, what: str, fraction: float) -> None:
-        log.info("%s %.0f%%", what, 100 * fraction)
+        """Log data preparation in quarter steps (the callback fires per chunk)."""
+        bucket = int(fraction * 4)
+        if self._progress_seen.get(what) != bucket:
+            self._progress_seen[what] = bucket
+            log.info("%s %.0f%%", what, 100 * fraction)
 
     # ---- loop --------------------------------------------------------------------------------------
 
@@ -388,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if lock is not None:
             lock.acquire()
+            swept = sweep_temp_files(exp.folder, ("ckpt.pt", "best.pt"))
+            swept += sweep_temp_files(exp.folder, ("meta.json",), min_age_s=5.0)
+            if swept:
+                log.info("removed %d temp files left by a killed run", len(swept))
             changes: dict[str, Any] = {"status": "running", "pid": os.getpid(),
                                        "host": socket.gethostname(), "error": None}
             if args.init_from:
