@@ -27,6 +27,7 @@ from . import config as config_mod
 from .atomic import sweep_temp_files
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig
+from .data.tokenizer import Stopped
 from .devices import Dist, dist_from_env, init_distributed, pick_runtime, set_threads
 from .errors import TinyLMError, UserError
 from .metrics import METRICS_NAME, append_metric
@@ -409,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
             exp.update_meta(status=status, pid=None, step=trainer.step,
                             best_val_loss=trainer.best_val)
         log.info("%s at step %d", status, trainer.step)
+        return 0
+    except Stopped:  # a stop signal while preparing data: nothing half-written was kept
+        log.info("stopped before training started")
+        if lock is not None and lock.held:
+            exp.update_meta(status="stopped" if exp.path("ckpt.pt").exists() else "new", pid=None)
         return 0
     except TinyLMError as e:
         log.error("%s", e)

@@ -26,12 +26,14 @@ _SNIFF_BYTES = 65536  # how much of a file the "is it text at all?" check looks 
 _MAX_CONTROL_SHARE = 0.05  # more control characters than this in the sniffed part = binary
 
 
+_CONTROL_BYTES = bytes([*range(0, 9), 11, *range(14, 32), 127])
+
+
 def _control_share(data: bytes) -> float:
-    """Share of bytes that no text file contains (C0 controls other than tab/newline/CR/FF, DEL)."""
+    """Share of bytes that no text file contains (C0 controls other than tab/newline/FF/CR, DEL)."""
     if not data:
         return 0.0
-    bad = sum(1 for b in data if (b < 32 and b not in (9, 10, 12, 13)) or b == 127)
-    return bad / len(data)
+    return (len(data) - len(data.translate(None, _CONTROL_BYTES))) / len(data)
 
 
 def _line_col(data: bytes, offset: int) -> tuple[int, int]:
@@ -118,14 +120,18 @@ def _split_key(seed: int, doc: str) -> bytes:
                            key=str(seed).encode("ascii")).digest()
 
 
-def train_val_split(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def train_val_split(docs: list[str], val_fraction: float, seed: int,
+                    fmt: str | None = None) -> tuple[list[str], list[str]]:
     """Deterministic split by document: the `round(len * val_fraction)` documents (at least 1, at
-    most all but 1) with the smallest keyed hash go to val. Both halves keep corpus order."""
+    most all but 1) with the smallest keyed hash go to val. Both halves keep corpus order.
+    `fmt` (the resolved corpus format) only sharpens the advice when there are too few documents."""
     n = len(docs)
     if n < 2:
+        fix = {"text": "separate documents with blank lines (or with lines holding <|endoftext|>)",
+               "tinystories": 'set data.format = "text" so blank lines separate documents'
+               }.get(fmt or "", 'set data.format = "text" so blank lines separate documents')
         raise UserError(f"the corpus has {n} document{'s' if n != 1 else ''}, but training needs at "
-                        "least 2 (one for training, one for validation): add more text, or set "
-                        "data.format = \"text\" so blank lines separate documents")
+                        f"least 2 (one for training, one for validation): add more text, or {fix}")
     if not (0.0 < val_fraction < 1.0):
         raise UserError(f"data.val_fraction = {val_fraction!r}: must be between 0 and 0.5, e.g. 0.05")
     n_val = min(max(1, round(n * val_fraction)), n - 1)
