@@ -1,0 +1,438 @@
+"""What the board should say: a numpy implementation of firmware/BLOB.md "Arithmetic" and "Sampler",
+reading the blob (never a checkpoint), so its logits are bit-identical to the C firmware's.
+
+Why numpy can match C bit for bit: every step is one IEEE-754 binary32 operation with
+round-to-nearest-even, done as a float32 vector operation over independent lanes, and every sum is
+sequential. numpy's own reductions (np.sum, np.dot, @) add in a different order (pairwise, BLAS), so
+sums here go through `_seq_sum`: `np.add.accumulate`, which is sequential by definition (each partial
+sum is an output), and whose last element is the C loop `acc = 0; for j: acc = acc + a[j]` except for
+the sign of an all-(−0.0) sum, which the final `+ 0.0f` fixes.
+
+Tokenizer rule (firmware/BLOB.md, proposed "Encoding" paragraph): see `Reference.encode`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .blob import Blob, BlobTensor, read_blob
+from .errors import UserError
+from .quant import quantize_activation, round_half_away
+
+F32 = np.float32
+_ZERO = F32(0.0)
+_ONE = F32(1.0)
+_TWO = F32(2.0)
+
+
+# ---- float32 primitives ------------------------------------------------------------------------------
+# PRIVATE, TEMPORARY: engine/f32math.py (tl_expf, softmax_f32) and engine/sample.py (Sampler) are being
+# written in parallel from the same BLOB.md; fold these into them once they land (same bits).
+
+def _seq_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sequential float32 sum along `axis`, from 0.0f, each add rounded."""
+    acc = np.add.accumulate(np.asarray(a, dtype=F32), axis=axis, dtype=F32)
+    return np.take(acc, -1, axis=axis) + _ZERO
+
+
+def _tl_expf(x: np.ndarray) -> np.ndarray:
+    """BLOB.md `tl_expf`: clamp, k = round_half_away(x·log2e), Cody-Waite reduction, degree-6
+    polynomial (innermost first, each op rounded), times 2^k built from exponent bits."""
+    x = np.asarray(x, dtype=F32)
+    shape = x.shape
+    x = np.clip(x.reshape(-1), F32(-87.0), F32(88.0))
+    k = round_half_away(x * F32(1.44269504))
+    kf = k.astype(F32)
+    r = (x - kf * F32(0.693359375)) + kf * F32(2.12194440e-4)
+    p = r * F32(0.00138888892)
+    for c in (F32(0.00833333377), F32(0.0416666679), F32(0.166666672), F32(0.5), _ONE):
+        p = r * (c + p)
+    p = _ONE + p
+    pow2 = ((k + 127).astype(np.int32) << 23).view(F32)
+    return (p * pow2).reshape(shape)
+
+
+def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype=F32)
+    e = _tl_expf(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.expand_dims(_seq_sum(e, axis=axis), axis)
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return _ONE / (_ONE + _tl_expf(-v))
+
+
+def _silu(v: np.ndarray) -> np.ndarray:
+    return v / (_ONE + _tl_expf(-v))
+
+
+def _tanh(v: np.ndarray) -> np.ndarray:
+    return _TWO * _sigmoid(_TWO * v) - _ONE
+
+
+def _rmsnorm(x: np.ndarray, w: np.ndarray, eps: np.float32) -> np.ndarray:
+    ss = _seq_sum(x * x)
+    ss = ss / F32(x.shape[0])
+    ss = ss + eps
+    r = _ONE / np.sqrt(ss)
+    return w * (r * x)
+
+
+# ---- sampler (PRIVATE, TEMPORARY: see above) -----------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+
+
+class _XorShift64Star:
+    def __init__(self, seed: int) -> None:
+        self.state = (seed & _MASK64) or 0x9E3779B97F4A7C15
+
+    def next_u32(self) -> int:
+        s = self.state
+        s ^= s >> 12
+        s ^= (s << 25) & _MASK64
+        s ^= s >> 27
+        self.state = s
+        return ((s * 0x2545F4914F6CDD1D) & _MASK64) >> 32
+
+    def random_f32(self) -> np.float32:
+        return F32(self.next_u32() >> 8) / F32(16777216.0)
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    """Sampler settings (BLOB.md "Sampler"). temperature 0 = greedy; top_k 0 and top_p 1 = off."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+
+def _param(params: Any, name: str, default: Any, *aliases: str) -> Any:
+    for n in (name, *aliases):
+        if hasattr(params, n):
+            return getattr(params, n)
+    return default
+
+
+def _sample(logits: np.ndarray, params: Any, history: Iterable[int], rng: _XorShift64Star) -> int:
+    x = np.array(logits, dtype=F32)
+    penalty = F32(_param(params, "repetition_penalty", 1.0, "rep_penalty"))
+    if penalty != _ONE:
+        ids = np.array(sorted(set(history)), dtype=np.int64)
+        if ids.size:
+            v = x[ids]
+            x[ids] = np.where(v > 0, v / penalty, v * penalty)
+    temperature = F32(_param(params, "temperature", 0.0))
+    if temperature == 0:
+        return int(np.argmax(x))  # first (lowest) index among the maxima
+    probs = _softmax(x / temperature)
+    vocab = probs.shape[0]
+    top_k = int(_param(params, "top_k", 0))
+    top_p = F32(_param(params, "top_p", 1.0))
+    use_k, use_p = 0 < top_k < vocab, _ZERO < top_p < _ONE
+    if use_k or use_p:
+        order = np.argsort(-probs, kind="stable")  # descending, lower index first on ties
+        if use_k:
+            order = order[:top_k]
+        if use_p:
+            hit = np.nonzero(np.add.accumulate(probs[order], dtype=F32) >= top_p)[0]
+            if hit.size:
+                order = order[:hit[0] + 1]
+    else:
+        order = np.arange(vocab)
+    cdf = np.add.accumulate(probs[order], dtype=F32)
+    r = rng.random_f32() * (cdf[-1] + _ZERO)
+    idx = np.nonzero(r < cdf)[0]
+    return int(order[idx[0]]) if idx.size else int(order[-1])
+
+
+# ---- matmuls -----------------------------------------------------------------------------------------
+
+class _Linear:
+    """Tensors of one qtype stacked by rows (rows are independent, so stacking changes no bits);
+    returns one output per tensor."""
+
+    def __init__(self, tensors: list[BlobTensor], group: int) -> None:
+        self.qtype = tensors[0].qtype
+        self.group = group
+        self.splits = np.cumsum([t.rows for t in tensors])[:-1]
+        cols = tensors[0].cols
+        if self.qtype == "f32":
+            self.w = np.concatenate([t.values for t in tensors]).astype(F32)
+            return
+        ng = -(-cols // group)
+        pad = ng * group - cols
+        vals = np.concatenate([t.values for t in tensors]).astype(np.int32)
+        vals = np.pad(vals, ((0, 0), (0, pad)))
+        self.q = vals.reshape(vals.shape[0], ng, group)
+        self.pad = pad
+        if self.qtype == "int8":
+            self.s = np.concatenate([t.scales for t in tensors]).astype(F32)
+        else:
+            self.s = np.concatenate([np.full(t.rows, t.scales[0], dtype=F32) for t in tensors])
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.qtype == "f32":
+            out = _seq_sum(self.w * x[None, :], axis=1)
+        else:
+            qx, sx = quantize_activation(x, self.group)
+            qx = np.pad(qx, (0, self.pad)).reshape(self.q.shape[1], self.group)
+            isum = np.einsum("rgk,gk->rg", self.q, qx).astype(F32)  # exact integers (< 2^24)
+            if self.qtype == "int8":
+                out = _seq_sum((isum * self.s) * sx[None, :], axis=1)
+            else:
+                out = _seq_sum(isum * sx[None, :], axis=1) * self.s
+        return np.split(out, self.splits) if len(self.splits) else [out]
+
+
+def _linears(tensors: list[BlobTensor], group: int) -> list[_Linear]:
+    """Stack consecutive tensors of the same qtype (q/k/v, w1/w3); a mixed set stays separate."""
+    if all(t.qtype == tensors[0].qtype for t in tensors):
+        return [_Linear(tensors, group)]
+    return [_Linear([t], group) for t in tensors]
+
+
+def _apply(linears: list[_Linear], x: np.ndarray) -> list[np.ndarray]:
+    return [y for lin in linears for y in lin(x)]
+
+
+# ---- the model -----------------------------------------------------------------------------------------
+
+class Reference:
+    """The firmware's forward pass, sampler and tokenizer in numpy. `step(token, pos)` returns the
+    float32 logits the board computes for that token at that position."""
+
+    def __init__(self, blob: Blob | str | Path | bytes, context_len: int | None = None) -> None:
+        self.blob = blob if isinstance(blob, Blob) else read_blob(blob)
+        h = self.blob.header
+        self.header = h
+        self.vocab = self.blob.vocab
+        self.arch = h.arch
+        self.eps = F32(h.norm_eps)
+        g = h.group_size
+        t = self.blob.tensors
+        if context_len is not None and not 0 < context_len <= h.seq_len:
+            raise UserError(f"context_len {context_len}: this blob supports 1..{h.seq_len} positions "
+                            f"(its seq_len); use at most {h.seq_len}")
+        self.context_len = context_len or h.seq_len
+        self.embedding = t["tok_embeddings.weight"]
+        classifier = t["tok_embeddings.weight"] if h.tied else t["output.weight"]
+        self.classifier = _linears([classifier], g)
+        self.layers: list[dict[str, Any]] = []
+        for i in range(h.n_layers):
+            if self.arch == "transformer":
+                p = f"layers.{i}."
+                self.layers.append({
+                    "att_norm": t[p + "attention_norm.weight"].values[0],
+                    "qkv": _linears([t[p + f"attention.w{n}.weight"] for n in "qkv"], g),
+                    "wo": _linears([t[p + "attention.wo.weight"]], g),
+                    "ffn_norm": t[p + "ffn_norm.weight"].values[0],
+                    "w13": _linears([t[p + "feed_forward.w1.weight"],
+                                     t[p + "feed_forward.w3.weight"]], g),
+                    "w2": _linears([t[p + "feed_forward.w2.weight"]], g),
+                })
+            else:
+                p = f"gru.{i}."
+                self.layers.append({
+                    "ih": _linears([t[p + "weight_ih_l0"]], g),
+                    "hh": _linears([t[p + "weight_hh_l0"]], g),
+                    "b_ih": t[p + "bias_ih_l0"].values[0],
+                    "b_hh": t[p + "bias_hh_l0"].values[0],
+                })
+        if self.arch == "transformer":
+            self.final_norm = t["norm.weight"].values[0]
+            self.rope = t["rope"].values
+            self.n_heads, self.n_kv_heads = h.n_heads, h.n_kv_heads
+            self.head_dim = h.dim // h.n_heads
+            self.kv_map = np.arange(h.n_heads) // (h.n_heads // h.n_kv_heads)
+            self.sqrt_head_dim = np.sqrt(F32(self.head_dim))
+        self._lookup = self._build_lookup()
+        self.reset()
+
+    # ---- state ---------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the sequence (KV cache / GRU state)."""
+        h = self.header
+        if self.arch == "transformer":
+            shape = (h.n_layers, self.context_len, h.n_kv_heads, self.head_dim)
+            self.k_cache = np.zeros(shape, dtype=F32)
+            self.v_cache = np.zeros(shape, dtype=F32)
+        else:
+            self.hidden = np.zeros((h.n_layers, h.dim), dtype=F32)
+
+    def _embed(self, token: int) -> np.ndarray:
+        e = self.embedding
+        if e.qtype == "f32":
+            return e.values[token].astype(F32, copy=True)
+        scale = np.repeat(e.scales[token], e.group)[:e.cols]
+        return e.values[token].astype(F32) * scale
+
+    def step(self, token: int, pos: int) -> np.ndarray:
+        """Feed `token` at position `pos`; returns float32 logits [vocab]."""
+        if not 0 <= token < self.header.vocab_size:
+            raise UserError(f"token {token} is outside the vocabulary (0..{self.header.vocab_size - 1})")
+        if self.arch == "gru":
+            return self._step_gru(token)
+        if not 0 <= pos < self.context_len:
+            raise UserError(f"position {pos} is outside the context (0..{self.context_len - 1}); "
+                            "reset() and start a new sequence, or use a longer context_len")
+        return self._step_transformer(token, pos)
+
+    def _rope(self, v: np.ndarray, pos: int) -> np.ndarray:
+        c, s = self.rope[pos, 0::2], self.rope[pos, 1::2]
+        a, b = v[:, 0::2], v[:, 1::2]
+        out = np.empty_like(v)
+        out[:, 0::2] = a * c - b * s
+        out[:, 1::2] = a * s + b * c
+        return out
+
+    def _attention(self, q: np.ndarray, layer: int, pos: int) -> np.ndarray:
+        keys = self.k_cache[layer, :pos + 1][:, self.kv_map, :]  # [T, heads, head_dim]
+        vals = self.v_cache[layer, :pos + 1][:, self.kv_map, :]
+        score = _seq_sum(q[None, :, :] * keys, axis=2) / self.sqrt_head_dim  # [T, heads]
+        p = _softmax(score, axis=0)
+        return _seq_sum(p[:, :, None] * vals, axis=0).reshape(-1)  # t ascending
+
+    def _step_transformer(self, token: int, pos: int) -> np.ndarray:
+        hd = self.head_dim
+        x = self._embed(token)
+        for i, L in enumerate(self.layers):
+            xb = _rmsnorm(x, L["att_norm"], self.eps)
+            q, k, v = _apply(L["qkv"], xb)
+            q = self._rope(q.reshape(self.n_heads, hd), pos)
+            self.k_cache[i, pos] = self._rope(k.reshape(self.n_kv_heads, hd), pos)
+            self.v_cache[i, pos] = v.reshape(self.n_kv_heads, hd)
+            xb = self._attention(q, i, pos)
+            (xb2,) = _apply(L["wo"], xb)
+            x = x + xb2
+            xb = _rmsnorm(x, L["ffn_norm"], self.eps)
+            hb, hb2 = _apply(L["w13"], xb)
+            hb = _silu(hb) * hb2
+            (xb,) = _apply(L["w2"], hb)
+            x = x + xb
+        x = _rmsnorm(x, self.final_norm, self.eps)
+        return _apply(self.classifier, x)[0]
+
+    def _step_gru(self, token: int) -> np.ndarray:
+        d = self.header.dim
+        x = self._embed(token)
+        for i, L in enumerate(self.layers):
+            h = self.hidden[i]
+            gi = _apply(L["ih"], x)[0] + L["b_ih"]
+            gh = _apply(L["hh"], h)[0] + L["b_hh"]
+            r = _sigmoid(gi[:d] + gh[:d])
+            z = _sigmoid(gi[d:2 * d] + gh[d:2 * d])
+            n = _tanh(gi[2 * d:] + r * gh[2 * d:])
+            h = (_ONE - z) * n + z * h
+            self.hidden[i] = h
+            x = h
+        return _apply(self.classifier, x)[0]
+
+    # ---- tokenizer -----------------------------------------------------------------------------------
+
+    def _build_lookup(self) -> dict[bytes, int]:
+        """piece → id as the firmware's binary search over sorted_ids finds it: the last of equal
+        pieces (highest id: a normal piece beats the byte piece with the same byte), control pieces
+        (<unk>, <s>, </s>) never found."""
+        table: dict[bytes, int] = {}
+        for i in self.vocab.sorted_ids():
+            if not self.vocab.is_control(i):
+                table[self.vocab.pieces[i]] = i
+        return table
+
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        """llama2.c run.c's encode on the blob's vocab.
+
+        Byte vocab: the UTF-8 bytes are the ids. Sentencepiece vocab: a space (dummy prefix) is
+        prepended when the text is non-empty; each UTF-8 character becomes the id of its piece, or its
+        bytes + 3 when it has none; then the adjacent pair whose concatenation is a piece with the
+        highest score is merged (leftmost on ties, strict >), until no pair merges. BOS/EOS are added
+        around the text tokens and never merged."""
+        data = text.encode("utf-8")
+        v = self.vocab
+        if v.kind == "byte":
+            return list(data)
+        toks: list[int] = []
+        if data:
+            toks.append(self._lookup[b" "])
+        for ch in text:
+            piece = ch.encode("utf-8")
+            tid = self._lookup.get(piece)
+            if tid is None:
+                toks.extend(b + 3 for b in piece)
+            else:
+                toks.append(tid)
+        pieces, scores = v.pieces, v.scores
+        while True:
+            best, best_id, best_i = -1e10, -1, -1
+            for i in range(len(toks) - 1):
+                tid = self._lookup.get(pieces[toks[i]] + pieces[toks[i + 1]])
+                if tid is not None and scores[tid] > best:
+                    best, best_id, best_i = scores[tid], tid, i
+            if best_i < 0:
+                break
+            toks[best_i:best_i + 2] = [best_id]
+        if bos and v.bos_id is not None:
+            toks.insert(0, v.bos_id)
+        if eos and v.eos_id is not None:
+            toks.append(v.eos_id)
+        return toks
+
+    def decode(self, prev: int | None, token: int) -> bytes:
+        """The bytes the board prints for `token` after `prev`: control tokens print nothing, and a
+        piece's leading space is dropped right after BOS (the dummy prefix)."""
+        if self.vocab.is_control(token):
+            return b""
+        piece = self.vocab.pieces[token]
+        if prev is not None and prev == self.vocab.bos_id and piece.startswith(b" "):
+            piece = piece[1:]
+        return piece
+
+    def decode_all(self, tokens: list[int]) -> bytes:
+        out, prev = [], None
+        for t in tokens:
+            out.append(self.decode(prev, t))
+            prev = t
+        return b"".join(out)
+
+    # ---- generation ----------------------------------------------------------------------------------
+
+    def generate(self, prompt_ids: list[int], params: Any = None, max_new_tokens: int | None = None,
+                 stop_ids: Iterable[int] | None = None) -> Iterator[int]:
+        """Feed the prompt from position 0, then sample (BLOB.md sampler) until a stop token (yielded,
+        then the generator ends; default BOS and EOS), `max_new_tokens`, or the end of the context."""
+        if not prompt_ids:
+            raise UserError("the prompt is empty: start it with BOS (encode(text, bos=True)) or at "
+                            "least one token")
+        params = params if params is not None else SampleParams()
+        if stop_ids is None:
+            stop_ids = {t for t in (self.vocab.bos_id, self.vocab.eos_id) if t is not None}
+        stops = set(stop_ids)
+        self.reset()
+        rng = _XorShift64Star(int(_param(params, "seed", 0)))
+        history = set(int(t) for t in prompt_ids)
+        limit = self.context_len if self.arch == "transformer" else None
+        pos = 0
+        for tok in prompt_ids[:-1]:
+            if limit is not None and pos >= limit:
+                return
+            self.step(int(tok), pos)
+            pos += 1
+        tok, made = int(prompt_ids[-1]), 0
+        while (limit is None or pos < limit) and (max_new_tokens is None or made < max_new_tokens):
+            logits = self.step(tok, pos)
+            pos += 1
+            tok = _sample(logits, params, history, rng)
+            made += 1
+            yield tok
+            if tok in stops:
+                return
+            history.add(tok)

@@ -1,0 +1,217 @@
+"""Blob writer/reader: sizes from blob_layout, exact storage, and every reader check of BLOB.md."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from engine import blob_layout as bl
+from engine import budget, quant
+from engine.blob import BlobError, build_blob, read_blob, rope_table, write_blob
+from engine.config import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig
+from engine.errors import UserError
+from engine.vocab import Vocab, byte_vocab, parse_section, section_bytes
+
+F32 = np.float32
+
+
+def tiny_cfg(arch: str = "transformer", tie: bool = True, group: int = 32) -> ExperimentConfig:
+    model = ModelConfig(arch=arch, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=44,
+                        seq_len=16, tie_embeddings=tie)
+    return ExperimentConfig(model=model, tokenizer=TokenizerConfig(kind="byte", vocab_size=256),
+                            quant=QuantConfig(group_size=group))
+
+
+def random_state(cfg: ExperimentConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    state = {}
+    for s in bl.tensor_specs(cfg, "f32"):
+        if s.name == "rope":
+            continue
+        shape = (s.cols,) if s.rows == 1 else (s.rows, s.cols)
+        state[s.name] = (rng.normal(size=shape) * 0.2).astype(F32)
+    return state
+
+
+def recrc(data: bytes) -> bytes:
+    b = bytearray(data)
+    struct.pack_into("<I", b, len(b) - 4, zlib.crc32(bytes(b[:-4])) & 0xFFFFFFFF)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("arch,tie", [("transformer", True), ("transformer", False), ("gru", True),
+                                      ("gru", False)])
+@pytest.mark.parametrize("method", ["f32", "int8", "ternary"])
+def test_round_trip(tmp_path, arch, tie, method):
+    cfg = tiny_cfg(arch, tie)
+    state = random_state(cfg)
+    vocab = byte_vocab()
+    info = write_blob(tmp_path / f"model.{method}.bin", cfg, state, vocab, method)
+    lay = bl.layout(cfg, method, piece_bytes=vocab.piece_bytes)
+    assert info.size == lay.total_bytes == (tmp_path / f"model.{method}.bin").stat().st_size
+    # the fit budget estimates the byte vocab exactly, so budget == writer here
+    assert budget.compute(cfg, "host").blob_bytes[method] == info.size
+    blob = read_blob(tmp_path / f"model.{method}.bin")
+    h = blob.header
+    assert (h.arch, h.quant, h.dim, h.n_layers, h.vocab_size, h.tied) == (arch, method, 32, 2, 256, tie)
+    assert blob.vocab == vocab and h.bos_id == 0xFFFFFFFF
+    assert blob.sha256 == info.sha256
+    for spec in lay.tensors:
+        t = blob.tensors[spec.name]
+        assert (t.qtype, t.rows, t.cols) == (spec.qtype, spec.rows, spec.cols)
+        if spec.name == "rope":
+            assert np.array_equal(t.values, rope_table(16, 8, 10000.0))
+            continue
+        w = state[spec.name].reshape(spec.rows, spec.cols)
+        assert np.array_equal(t.dequantize(), quant.roundtrip(w, spec.qtype, spec.group)), spec.name
+
+
+def test_int8_storage_is_scales_then_weights_with_short_groups():
+    cfg = tiny_cfg()
+    state = random_state(cfg, 1)
+    data, lay = build_blob(cfg, state, byte_vocab(), "int8")
+    i = [s.name for s in lay.tensors].index("layers.0.feed_forward.w2.weight")  # [32, 44]: 32 + 12
+    spec, off = lay.tensors[i], lay.offsets[i]
+    q, s = quant.quantize_int8(state[spec.name], 32)
+    assert s.shape == (32, 2)
+    assert data[off:off + spec.nbytes()] == s.astype("<f4").tobytes() + q.tobytes()
+    entry = struct.unpack_from("<8I", data, bl.HEADER_BYTES + 32 * i)
+    assert entry == (i, 1, 32, 44, 32, off, spec.nbytes(), 0)
+
+
+def test_ternary_storage_and_precisions():
+    cfg = tiny_cfg()
+    state = random_state(cfg, 2)
+    data, lay = build_blob(cfg, state, byte_vocab(), "ternary")
+    q = {s.name: s.qtype for s in lay.tensors}
+    assert q["tok_embeddings.weight"] == "int8" and q["layers.1.attention.wk.weight"] == "ternary"
+    assert q["layers.0.ffn_norm.weight"] == q["rope"] == "f32"
+    i = [s.name for s in lay.tensors].index("layers.1.feed_forward.w1.weight")
+    spec, off = lay.tensors[i], lay.offsets[i]
+    t, s = quant.quantize_ternary(state[spec.name])
+    assert data[off:off + spec.nbytes()] == np.float32(s).tobytes() + quant.pack_ternary(t).tobytes()
+
+
+def test_vocab_section_round_trip_and_duplicates():
+    pieces = (b"<unk>", b"<s>", b"</s>") + tuple(bytes([b]) for b in range(256)) + (b" ", b"a", b"ab")
+    v = Vocab(pieces, tuple(float(-i) for i in range(len(pieces))), 1, 2, "sentencepiece")
+    sec = section_bytes(v)
+    assert len(sec) == bl.vocab_section_bytes(v.size, v.piece_bytes) and len(sec) % 16 == 0
+    back = parse_section(sec, v.size, 1, 2)
+    assert back == v
+    ids = v.sorted_ids()
+    # equal pieces sort by id: the byte piece " " (id 35) before the normal piece " " (id 259)
+    assert ids.index(35) + 1 == ids.index(259)
+
+
+# ---- bad inputs ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good() -> bytes:
+    cfg = tiny_cfg()
+    return build_blob(cfg, random_state(cfg), byte_vocab(), "ternary")[0]
+
+
+def test_truncated(good):
+    with pytest.raises(BlobError, match=r"truncated"):
+        read_blob(good[:-100])
+    with pytest.raises(BlobError, match=r"136"):
+        read_blob(good[:100])
+
+
+def test_flipped_byte_fails_crc(good):
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x10
+    with pytest.raises(BlobError, match=r"crc32"):
+        read_blob(bytes(bad))
+
+
+def test_wrong_magic(good):
+    with pytest.raises(BlobError, match=r"magic"):
+        read_blob(b"XXXX" + good[4:])
+    with pytest.raises(BlobError, match=r"llama2.c"):
+        read_blob(b"24ka" + good[4:])
+
+
+def test_future_major_version(good):
+    bad = bytearray(good)
+    struct.pack_into("<HH", bad, 4, 2, 3)
+    with pytest.raises(BlobError, match=r"2\.3 is newer.*update tinylm"):
+        read_blob(bytes(bad))
+    struct.pack_into("<HH", bad, 4, 1, 7)  # a newer minor is fine
+    assert read_blob(recrc(bytes(bad))).header.version_minor == 7
+
+
+def test_header_sizes_that_disagree(good):
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, 84, len(good) + 16)  # header total_len
+    with pytest.raises(BlobError, match=r"total_len"):
+        read_blob(bytes(bad))
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, 64, 3)  # n_tensors
+    with pytest.raises(BlobError, match=r"n_tensors is 3"):
+        read_blob(recrc(bytes(bad)))
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, 24, 33)  # dim 33 → shapes no longer match, heads do not split it
+    with pytest.raises(BlobError, match=r"n_heads"):
+        read_blob(recrc(bytes(bad)))
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, 44, 300)  # vocab_size
+    with pytest.raises(BlobError, match=r"tok_embeddings.weight.*\(300, 32\)"):
+        read_blob(recrc(bytes(bad)))
+
+
+def test_bad_table_entries(good):
+    blob = read_blob(good)
+    base = bl.HEADER_BYTES + 32 * blob.tensors["layers.0.attention.wq.weight"].role
+    for field_off, value, words in [(0, 9, "role"), (4, 7, "qtype"), (8, 31, "shape"),
+                                    (20, 8, "offset"), (24, 4, "nbytes"), (4, 0, "nbytes")]:
+        bad = bytearray(good)
+        struct.pack_into("<I", bad, base + field_off, value)
+        with pytest.raises(BlobError, match=words):
+            read_blob(recrc(bytes(bad)))
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, bl.HEADER_BYTES + 4, 2)  # ternary embedding
+    with pytest.raises(BlobError, match="embedding"):
+        read_blob(recrc(bytes(bad)))
+
+
+def test_ternary_11_pair_rejected(good):
+    t = read_blob(good).tensors["layers.0.attention.wo.weight"]
+    bad = bytearray(good)
+    bad[t.offset + 4] = 0xFF
+    with pytest.raises(BlobError, match=r"layers.0.attention.wo.weight.*11"):
+        read_blob(recrc(bytes(bad)))
+
+
+def test_bad_vocab_section(good):
+    h = read_blob(good).header
+    bad = bytearray(good)
+    ids_at = h.vocab_offset + 8 + 8 * 256 + 4
+    struct.pack_into("<H", bad, ids_at, 7)  # sorted_ids: 7 twice
+    with pytest.raises(BlobError, match="sorted_ids"):
+        read_blob(recrc(bytes(bad)))
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, h.vocab_offset + 8 + 4 * 256 + 4 * 10, 10**6)  # an offset
+    with pytest.raises(BlobError, match="offsets"):
+        read_blob(recrc(bytes(bad)))
+
+
+def test_writer_names_bad_shapes_and_vocab_sizes():
+    cfg = tiny_cfg()
+    state = random_state(cfg)
+    state["layers.1.attention.wk.weight"] = np.zeros((32, 32), dtype=F32)
+    with pytest.raises(UserError, match=r"layers.1.attention.wk.weight.*\(32, 32\).*\(16, 32\)"):
+        build_blob(cfg, state, byte_vocab(), "int8")
+    state = random_state(cfg)
+    del state["norm.weight"]
+    with pytest.raises(UserError, match="norm.weight is missing"):
+        build_blob(cfg, state, byte_vocab(), "f32")
+    v = Vocab(byte_vocab().pieces[:200], (0.0,) * 200, None, None, "byte")
+    with pytest.raises(UserError, match=r"200 tokens.*vocab_size is 256"):
+        build_blob(cfg, random_state(cfg), v, "f32")
+    with pytest.raises(UserError, match="quant method"):
+        build_blob(cfg, random_state(cfg), byte_vocab(), "int4")
