@@ -114,7 +114,7 @@ def tensor_specs(cfg: ExperimentConfig, method: str | None = None,
     specs = []
     for name, rows, cols in shapes:
         q = _qtype_for(name, method)
-        g = 0 if q == "ternary" else group
+        g = 0 if q in ("ternary", "f32") else group
         specs.append(TensorSpec(name, rows, cols, q, g))
     return specs
 
@@ -160,9 +160,10 @@ def layout(cfg: ExperimentConfig, method: str | None = None, piece_bytes: int | 
 
 
 def estimate_piece_bytes(cfg: ExperimentConfig) -> int:
-    """Byte tokenizer: 256 one-byte pieces. Sentencepiece BPE on English: ~4.5 bytes a piece on average
-    at vocab 512-4096 (measured on TinyStories; 3 special tokens and 256 byte pieces included)."""
+    """Byte tokenizer: 256 one-byte pieces. Sentencepiece with byte fallback: 3 control pieces
+    (~13 bytes), 256 one-byte pieces, and ~4.5 bytes per learned piece (tok512: 843 bytes exact,
+    this gives 1,376; the budget becomes exact once the tokenizer exists)."""
     vocab = cfg.tokenizer.vocab_size
     if cfg.tokenizer.kind == "byte":
         return 256
-    return int(vocab * 4.5)
+    return 270 + int(4.5 * max(0, vocab - 259))

@@ -104,7 +104,7 @@ class TrainConfig:
 @dataclass
 class QuantConfig:
     method: str = "int8"  # blob format: "f32", "int8" (group-wise) or "ternary" (2-bit, absmean)
-    group_size: int = 32  # int8 / ternary scale group (32 or 64); rows not a multiple are padded
+    group_size: int = 32  # int8 scale group (32 or 64); a row's last group may be shorter
     qat_steps: int = 0  # quantization-aware fine-tuning steps before export
 
 
