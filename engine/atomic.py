@@ -26,6 +26,16 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _file_mode() -> int:
+    """rw for everyone the umask allows, like open() would create (mkstemp makes files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_MODE = _file_mode()
+
+
 def atomic_write_with(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
     """Call `write(fileobj)` on a temp file next to `path`, then atomically replace `path` with it.
 
@@ -36,6 +46,7 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[BinaryIO], 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _MODE)
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

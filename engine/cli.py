@@ -152,6 +152,17 @@ def _fmt_metric(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+@command("set")
+def cmd_set(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.load(args.name)
+    store.refuse_if_running(exp, "change the config of")
+    cfg = config_mod.apply_overrides(exp.config, args.pairs)
+    exp.save_config(cfg)
+    out(f"{exp.name}: {', '.join(args.pairs)}")
+    out(f"budget: {budget_mod.compute(cfg).verdict()}")
+    return 0
+
+
 @command("budget")
 def cmd_budget(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     exp = store.load(args.name)
@@ -254,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("names", nargs="+", metavar="NAME")
     s.add_argument("--all", action="store_true", help="show every config key, not only differences")
 
+    s = sub.add_parser("set", help="change config keys of an experiment (validated)")
+    s.add_argument("name")
+    s.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
+
     s = sub.add_parser("budget", help="will it fit: params, blob sizes, RAM on a board")
     s.add_argument("name")
     s.add_argument("--board", choices=list(budget_mod.BOARDS))
@@ -314,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 
-from . import cli_train  # noqa: E402,F401  (registers train, sample, eval, ... with the parser)
+from . import cli_blob, cli_train  # noqa: E402,F401  (register their subcommands)
 
 
 def run() -> None:

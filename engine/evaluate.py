@@ -9,8 +9,22 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from .config import ExperimentConfig
 from .store import Experiment
 from .workspace import Workspace
+
+
+def validation_bytes(cfg: ExperimentConfig, ws: Workspace) -> int:
+    """UTF-8 bytes of the validation documents: the denominator of bits per byte."""
+    from .data.corpus import read_corpus, split_documents, train_val_split
+
+    docs = split_documents(read_corpus(ws.resolve(cfg.data.corpus)), cfg.data.format)
+    _, val_docs = train_val_split(docs, cfg.data.val_fraction, cfg.data.seed)
+    return sum(len(d.encode("utf-8")) for d in val_docs)
+
+
+def bits_per_byte(loss: float, n_tokens: int, n_bytes: int) -> float:
+    return loss / math.log(2) * n_tokens / max(1, n_bytes)
 
 
 def evaluate(exp: Experiment, ws: Workspace, which: str = "best", max_windows: int = 256,
@@ -19,15 +33,12 @@ def evaluate(exp: Experiment, ws: Workspace, which: str = "best", max_windows: i
     import torch
 
     from .data import prepare
-    from .data.corpus import read_corpus, split_documents, train_val_split
     from .inference import load_model
 
     model, cfg, ckpt = load_model(exp, which)
     corpus = ws.resolve(cfg.data.corpus)
     data = prepare(exp.folder, cfg, corpus, ws.root / "cache", on_progress=on_progress)
-    docs = split_documents(read_corpus(corpus), cfg.data.format)
-    _, val_docs = train_val_split(docs, cfg.data.val_fraction, cfg.data.seed)
-    val_bytes = sum(len(d.encode("utf-8")) for d in val_docs)
+    val_bytes = validation_bytes(cfg, ws)
 
     tokens = np.asarray(data.val_tokens, dtype=np.int64)
     T = cfg.model.seq_len
@@ -45,9 +56,8 @@ def evaluate(exp: Experiment, ws: Workspace, which: str = "best", max_windows: i
             if on_progress:
                 on_progress("eval", (i + 1) / n_windows)
     loss = total_nats / total_tokens
-    tokens_per_byte = len(tokens) / max(1, val_bytes)
     return {
         "checkpoint": which, "step": ckpt.get("step"), "val_loss": loss,
-        "perplexity": math.exp(loss), "bits_per_byte": loss / math.log(2) * tokens_per_byte,
+        "perplexity": math.exp(loss), "bits_per_byte": bits_per_byte(loss, len(tokens), val_bytes),
         "val_tokens_scored": total_tokens, "val_tokens": len(tokens), "val_bytes": val_bytes,
     }

@@ -256,7 +256,7 @@ class Store:
 
     # ---- changes -----------------------------------------------------------------------------------
 
-    def _refuse_if_running(self, exp: Experiment, action: str) -> None:
+    def refuse_if_running(self, exp: Experiment, action: str) -> None:
         info = read_lock(exp.folder)
         if info is not None and info.is_alive():
             raise LockHeld(f"cannot {action} '{exp.name}' while pid {info.pid} is running it; "
@@ -282,7 +282,7 @@ class Store:
 
     def rename(self, old: str, new: str) -> Experiment:
         exp = self.load(old)
-        self._refuse_if_running(exp, "rename")
+        self.refuse_if_running(exp, "rename")
         target = self.folder(new)
         if target.exists():
             raise UserError(f"experiment '{new}' already exists; pick another name")
@@ -303,7 +303,7 @@ class Store:
     def archive(self, name: str, archived: bool = True) -> Experiment:
         """Hide from the default list; nothing is moved or deleted (`--unarchive` brings it back)."""
         exp = self.load(name)
-        self._refuse_if_running(exp, "archive")
+        self.refuse_if_running(exp, "archive")
         exp.update_meta(archived=archived)
         return exp
 

@@ -1,0 +1,1 @@
+"""The device link: serial transports, the protocol client, the virtual board, flashing."""
