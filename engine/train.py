@@ -26,7 +26,7 @@ from typing import Any, Callable
 from . import config as config_mod
 from .atomic import sweep_temp_files
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ExperimentConfig
+from .config import ExperimentConfig, ModelConfig
 from .data.tokenizer import Stopped
 from .devices import Dist, dist_from_env, init_distributed, pick_runtime, set_threads
 from .errors import TinyLMError, UserError
@@ -49,18 +49,29 @@ def lr_at(step: int, cfg: ExperimentConfig) -> float:
     return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (t.lr - t.min_lr)
 
 
-def shape_differences(old: dict[str, Any], new: ExperimentConfig) -> list[str]:
-    """Which shape-defining keys differ between a checkpoint's config and the current one."""
+def shape_differences(old: dict[str, Any], new: ExperimentConfig, weights_only: bool = False
+                      ) -> list[str]:
+    """Keys that differ between a checkpoint's config and the current one. Resume compares every
+    model key (the run must continue the same model); fine-tuning (`weights_only`) compares only what
+    fixes the weight shapes, with the SwiGLU width compared as computed (hidden_dim 0 + multiple_of
+    4 and an explicit 172 are the same shape)."""
     cur = new.to_dict()
-    diffs = []
-    for section, keys in (("model", None), ("tokenizer", ("vocab_size", "kind"))):
-        o, n = old.get(section, {}), cur[section]
-        for k in keys or n:
-            if k == "dropout":
-                continue
-            if o.get(k) != n.get(k):
-                diffs.append(f"{section}.{k}: checkpoint {o.get(k)!r}, config {n.get(k)!r}")
-    return diffs
+    old_model = ModelConfig(**{k: v for k, v in old.get("model", {}).items()
+                               if k in ModelConfig.__dataclass_fields__})
+    if weights_only:
+        pairs = {"model.arch": (old_model.arch, new.model.arch),
+                 "model.dim": (old_model.dim, new.model.dim),
+                 "model.n_layers": (old_model.n_layers, new.model.n_layers),
+                 "model.n_heads": (old_model.n_heads, new.model.n_heads),
+                 "model.n_kv_heads": (old_model.n_kv_heads, new.model.n_kv_heads),
+                 "model.hidden_dim (effective)": (old_model.ffn_dim(), new.model.ffn_dim()),
+                 "model.tie_embeddings": (old_model.tie_embeddings, new.model.tie_embeddings)}
+    else:
+        pairs = {f"model.{k}": (old.get("model", {}).get(k), v)
+                 for k, v in cur["model"].items() if k != "dropout"}
+    for k in ("vocab_size", "kind"):
+        pairs[f"tokenizer.{k}"] = (old.get("tokenizer", {}).get(k), cur["tokenizer"][k])
+    return [f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in pairs.items() if a != b]
 
 
 class StopFlag:
@@ -111,7 +122,7 @@ def load_init_weights(source: str, store: Store, cfg: ExperimentConfig) -> tuple
         other = store.load(source)
         path = other.path("best.pt") if other.path("best.pt").exists() else other.path("ckpt.pt")
     data = load_checkpoint(path)
-    diffs = shape_differences(data["config"], cfg)
+    diffs = shape_differences(data["config"], cfg, weights_only=True)
     if diffs:
         raise UserError(f"cannot initialise from {source}: the model shapes differ:\n  "
                         + "\n  ".join(diffs) + "\nclone that experiment instead "
