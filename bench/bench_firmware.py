@@ -1,0 +1,143 @@
+"""Firmware speed: the host virtual board on stories260K-shaped blobs (f32 / int8 / ternary).
+
+    .venv/bin/python bench/bench_firmware.py            # tokens/s, instructions/token, rv32 projection
+    .venv/bin/python bench/bench_firmware.py --fuzz 60  # also run each libFuzzer harness >= 60 s
+
+- tokens/s: wall clock of `tinylm-board --bench 200` (greedy, one thread, best of 3).
+- instructions/token: valgrind --tool=callgrind, (Ir at 200 tokens - Ir at 100 tokens) / 100, so
+  start-up and the prompt cancel out. Reference point: llama2.c run.c on stories260K, greedy, gcc -O3
+  ~ 1.95 M instructions/token; targets f32 <= that, int8 <= 0.67x, ternary <= 0.5x.
+- rv32: the same firmware cross-built for rv32imc, run under qemu-system-riscv32 -icount shift=0;
+  `ir` of each TOK line (minstret) averaged over tokens 100..199, projected to an ESP32-C3 at 160 MHz
+  with CPI_C3 (see firmware/README.md for why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "firmware"))
+
+from protocol_util import BOARD, FIRMWARE, QemuBoard  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "llama2c"
+PROMPT = "1,403,407,261,378"  # <s> Once upon a time
+LLAMA2C_IR = 1.95e6
+TARGETS = {"f32": 1.0, "int8": 0.67, "ternary": 0.5}
+C3_HZ = 160e6
+CPI_C3 = 1.3  # assumption, see firmware/README.md
+FLASH_BYTES_PER_S = 40e6  # QSPI 80 MHz x 4 bit; the weights stream through the flash cache each token
+
+
+def make_blobs(tmp: Path) -> dict[str, Path]:
+    from engine.blob import write_blob
+    from engine.interop import config_from_llama2c, read_llama2c
+    from engine.vocab import load_vocab
+
+    f, state = read_llama2c(DATA / "stories260K.bin")
+    vocab = load_vocab(DATA / "tok512.model")
+    cfg = config_from_llama2c(f, vocab)
+    out = {}
+    for m in TARGETS:
+        out[m] = tmp / f"stories260K_{m}.blob"
+        write_blob(out[m], cfg, state, vocab, m)
+    return out
+
+
+def bench_wall(blob: Path, n: int = 200) -> float:
+    best = 0.0
+    for _ in range(3):
+        r = subprocess.run([str(BOARD), "--blob", str(blob), "--bench", str(n), "--prompt-ids", PROMPT],
+                           capture_output=True, text=True, check=True)
+        best = max(best, float(re.search(r"tok_per_s=([\d.]+)", r.stdout).group(1)))
+    return best
+
+
+def callgrind_ir(blob: Path, n: int, tmp: Path) -> int:
+    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p",
+                        str(BOARD), "--blob", str(blob), "--bench", str(n), "--prompt-ids", PROMPT],
+                       capture_output=True, text=True, check=True)
+    return int(re.search(r"Collected\s*:\s*(\d+)", r.stderr).group(1))
+
+
+def rv32_ir(blob: Path, n: int = 200) -> float | None:
+    if shutil.which("qemu-system-riscv32") is None or shutil.which("riscv64-unknown-elf-gcc") is None:
+        return None
+    subprocess.run(["make", "-C", str(FIRMWARE), "rv32"], check=True, capture_output=True)
+    with QemuBoard(blob) as b:
+        b.link.msg(60)
+        i = b.link.send("GEN", ids=PROMPT, max=n, temp=0)
+        irs = []
+        while True:
+            m = b.link.msg(600)
+            if m.kind == "TOK":
+                irs.append(m.int("ir"))
+            elif m.kind == "END" and m.int("id") == i:
+                break
+    tail = irs[100:200] if len(irs) >= 200 else irs[len(irs) // 2:]
+    return sum(tail) / len(tail)
+
+
+def run_fuzz(seconds: int) -> None:
+    subprocess.run(["make", "-C", str(FIRMWARE), "fuzz"], check=True)
+    seconds = max(seconds, 60)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("blob", "protocol"):
+            corpus = Path(tmp) / name
+            shutil.copytree(FIRMWARE / "fuzz" / "corpus" / name, corpus)
+            env = {"TL_FUZZ_BLOB": str(FIRMWARE / "fuzz" / "corpus" / "blob" / "transformer_int8.blob")}
+            r = subprocess.run([str(FIRMWARE / "build" / "fuzz" / f"fuzz_{name}"),
+                                f"-max_total_time={seconds}", "-max_len=65536",
+                                f"-artifact_prefix={tmp}/", str(corpus)],
+                               capture_output=True, text=True, env={**env, "PATH": "/usr/bin:/bin"})
+            runs = re.findall(r"Done (\d+) runs in (\d+) second", r.stderr)
+            status = "ok" if r.returncode == 0 else f"FAILED (rc {r.returncode})"
+            print(f"fuzz_{name}: {status}, {runs[-1][0] if runs else '?'} runs in "
+                  f"{runs[-1][1] if runs else '?'} s")
+            if r.returncode != 0:
+                print(r.stderr[-3000:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fuzz", type=int, default=0, metavar="SECONDS", help="run each fuzzer this long (>= 60)")
+    ap.add_argument("--no-rv32", action="store_true", help="skip the qemu projection")
+    args = ap.parse_args()
+    subprocess.run(["make", "-C", str(FIRMWARE), "host"], check=True, capture_output=True)
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        blobs = make_blobs(tmp)
+        print(f"{'quant':8} {'blob B':>9} {'tok/s':>9} {'instr/tok':>11} {'vs run.c':>9} {'target':>7}"
+              f" {'rv32 ir/tok':>12} {'C3 ms/tok':>10} {'C3 tok/s':>9} {'flash ms':>9}")
+        for m, blob in blobs.items():
+            tps = bench_wall(blob)
+            ir = (callgrind_ir(blob, 200, tmp) - callgrind_ir(blob, 100, tmp)) / 100
+            ratio = ir / LLAMA2C_IR
+            ok = "ok" if ratio <= TARGETS[m] else "MISS"
+            rv = None if args.no_rv32 else rv32_ir(blob)
+            size = blob.stat().st_size
+            flash_ms = size / FLASH_BYTES_PER_S * 1e3
+            if rv:
+                ms = rv * CPI_C3 / C3_HZ * 1e3
+                rv_txt = f"{rv / 1e6:10.2f} M {ms:10.2f} {1e3 / max(ms, flash_ms):9.1f}"
+            else:
+                rv_txt = f"{'-':>12} {'-':>10} {'-':>9}"
+            print(f"{m:8} {size:9d} {tps:9.0f} {ir / 1e6:9.3f} M {ratio:8.2f}x {TARGETS[m]:5.2f}{ok:>4}"
+                  f" {rv_txt} {flash_ms:9.2f}")
+        print(f"\nreference: llama2.c run.c stories260K greedy gcc -O3 ~ {LLAMA2C_IR / 1e6:.2f} M instr/token;"
+              f" C3 projection = rv32 instructions x CPI {CPI_C3} / 160 MHz, tok/s also bounded by"
+              f" streaming the blob from flash at {FLASH_BYTES_PER_S / 1e6:.0f} MB/s (flash ms column)")
+    if args.fuzz:
+        run_fuzz(args.fuzz)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,431 @@
+/* main.c - the virtual board: firmware/core's protocol loop on a pseudo-terminal (or stdin/stdout),
+   with a file standing in for the model partition. Also a --bench mode (no protocol) for callgrind.
+
+   tinylm-board --blob PATH [--stdio] [--us-per-token N] [--boot-banner] [--ram BYTES] [--board NAME]
+                [--ctx N] [--partition-size BYTES]
+   tinylm-board --flash-image PATH --offset 0x110000 ...
+   tinylm-board --blob PATH --bench N --prompt-ids 1,2,3 [--temp T --topp P --seed S] */
+#define _XOPEN_SOURCE 600
+#define _DEFAULT_SOURCE
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/device.h"
+
+/* --- options ------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *blob_path, *image_path, *board, *prompt_ids;
+    uint64_t offset, part_size, ram;
+    uint32_t us_per_token, ctx, bench;
+    int stdio, banner;
+    float temp, topp;
+    uint64_t seed;
+} options;
+
+static int usage(const char *why) {
+    fprintf(stderr, "tinylm-board: %s\n"
+            "usage: tinylm-board (--blob PATH | --flash-image PATH --offset OFF) [--stdio] [--us-per-token N]\n"
+            "       [--boot-banner] [--ram BYTES] [--board NAME] [--ctx N] [--partition-size BYTES]\n"
+            "       [--bench N --prompt-ids a,b,c [--temp T] [--topp P] [--seed S]]\n", why);
+    return 2;
+}
+
+static int parse_num(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || *s == '\0' || *end != '\0') return -1;
+    *out = v;
+    return 0;
+}
+
+/* --- model partition backed by a file (atomic replace on commit) ---------------------------- */
+
+typedef struct {
+    const char *path;   /* the blob file, or the whole flash image */
+    uint8_t *file;      /* file contents (image) or the blob region */
+    uint64_t file_len;  /* bytes of `file` that are the file */
+    uint64_t offset;    /* partition offset inside the file */
+    uint32_t cap;       /* partition size */
+    uint8_t *staging;   /* upload staging area [cap] */
+    int image;          /* 1: --flash-image */
+} file_partition;
+
+static const uint8_t *fp_active(void *ctx) {
+    file_partition *p = ctx;
+    return p->file + p->offset;
+}
+
+static tl_err fp_begin(void *ctx, uint32_t size) {
+    file_partition *p = ctx;
+    memset(p->staging, 0xFF, size); /* erased flash */
+    return TL_OK;
+}
+
+static tl_err fp_write(void *ctx, uint32_t off, const uint8_t *d, uint32_t n) {
+    file_partition *p = ctx;
+    if ((uint64_t)off + n > p->cap) return TL_E_IO;
+    memcpy(p->staging + off, d, n);
+    return TL_OK;
+}
+
+static const uint8_t *fp_staged(void *ctx) { return ((file_partition *)ctx)->staging; }
+
+static tl_err fp_commit(void *ctx, uint32_t size) {
+    file_partition *p = ctx;
+    uint8_t *region = p->file + p->offset;
+    memcpy(region, p->staging, size);
+    if (p->image) memset(region + size, 0xFF, p->cap - size);
+    else p->file_len = size;
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", p->path) >= (int)sizeof tmp) return TL_E_IO;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return TL_E_IO;
+    size_t want = (size_t)p->file_len;
+    int ok = fwrite(p->file, 1, want, f) == want;
+    ok &= fflush(f) == 0;
+    ok &= fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, p->path) != 0) return TL_E_IO;
+    return TL_OK;
+}
+
+static int fp_open(file_partition *p, const options *o) {
+    memset(p, 0, sizeof *p);
+    p->image = o->image_path != NULL;
+    p->path = p->image ? o->image_path : o->blob_path;
+    p->offset = p->image ? o->offset : 0;
+    FILE *f = fopen(p->path, "rb");
+    long len = 0;
+    if (f) {
+        if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+            fclose(f);
+            return -1;
+        }
+    } else if (p->image) {
+        fprintf(stderr, "tinylm-board: cannot open flash image %s\n", p->path);
+        return -1;
+    }
+    uint64_t cap = o->part_size;
+    if (p->image) {
+        if ((uint64_t)len <= p->offset) {
+            fprintf(stderr, "tinylm-board: offset is past the end of the flash image\n");
+            if (f) fclose(f);
+            return -1;
+        }
+        if (cap > (uint64_t)len - p->offset) cap = (uint64_t)len - p->offset;
+    } else if ((uint64_t)len > cap) {
+        cap = (uint64_t)len;
+    }
+    if (cap > 0x7FFFFFFFu) cap = 0x7FFFFFFFu;
+    p->cap = (uint32_t)cap;
+    uint64_t alloc = p->image ? (uint64_t)len : cap;
+    p->file = calloc(1, alloc + 16);   /* calloc: untouched pages cost nothing */
+    p->staging = calloc(1, cap + 16);
+    if (!p->file || !p->staging) {
+        if (f) fclose(f);
+        return -1;
+    }
+    if (f) {
+        if (len > 0 && fread(p->file, 1, (size_t)len, f) != (size_t)len) {
+            fclose(f);
+            return -1;
+        }
+        fclose(f);
+    } else {
+        memset(p->file, 0xFF, 4); /* no file yet: an erased partition */
+    }
+    p->file_len = (uint64_t)len;
+    return 0;
+}
+
+/* --- transport: a pty master or stdin/stdout ------------------------------------------------ */
+
+typedef struct {
+    int in_fd, out_fd;
+    int pty;           /* serving a pty master: no client = hang-up */
+    int hup;           /* no client on the pty right now */
+    uint8_t buf[4096];
+    uint32_t len, pos;
+    int banner;
+    int eof;           /* stdin closed (--stdio) */
+    uint32_t banner_seq;
+    struct timespec t0;
+} host_io;
+
+static uint64_t io_time(void *ctx) {
+    host_io *io = ctx;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)(t.tv_sec - io->t0.tv_sec) * 1000000u + (uint64_t)(t.tv_nsec / 1000) -
+           (uint64_t)(io->t0.tv_nsec / 1000);
+}
+
+static int io_read(void *ctx) {
+    host_io *io = ctx;
+    if (io->pos < io->len) return io->buf[io->pos++];
+    struct pollfd pfd = {io->in_fd, POLLIN, 0};
+    if (poll(&pfd, 1, 0) <= 0) return -1;
+    if (pfd.revents & (POLLHUP | POLLERR)) {
+        if (io->pty) {
+            io->hup = 1;
+            if (!(pfd.revents & POLLIN)) return -1;
+        }
+    }
+    ssize_t n = read(io->in_fd, io->buf, sizeof io->buf);
+    if (n <= 0) {
+        if (io->pty) io->hup = 1;
+        else if (n == 0) io->eof = 1; /* stdin closed: main() ends the board */
+        return -1;
+    }
+    io->len = (uint32_t)n;
+    io->pos = 1;
+    return io->buf[0];
+}
+
+static void io_write(void *ctx, const uint8_t *d, uint32_t n) {
+    host_io *io = ctx;
+    while (n > 0) {
+        ssize_t w = write(io->out_fd, d, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                struct pollfd pfd = {io->out_fd, POLLOUT, 0};
+                poll(&pfd, 1, 100);
+                continue;
+            }
+            return; /* no client: the bytes are lost, as on a real UART */
+        }
+        d += w;
+        n -= (uint32_t)w;
+    }
+}
+
+static void io_wait(void *ctx, uint32_t max_us) {
+    host_io *io = ctx;
+    if (io->pos < io->len) return;
+    struct pollfd pfd = {io->in_fd, POLLIN, 0};
+    int ms = (int)((max_us + 999u) / 1000u);
+    if (poll(&pfd, 1, ms) > 0 && (pfd.revents & POLLHUP) && io->pty) {
+        io->hup = 1;
+        usleep(max_us < 20000 ? max_us : 20000);
+    }
+}
+
+static void io_puts(host_io *io, const char *s) { io_write(io, (const uint8_t *)s, (uint32_t)strlen(s)); }
+
+static void io_noise(void *ctx, uint32_t i) {
+    host_io *io = ctx;
+    if (!io->banner || i % 16 != 15) return;
+    char line[96];
+    snprintf(line, sizeof line, "I (%llu) tinylm: heap check ok, %u tokens\r\n",
+             (unsigned long long)(io_time(io) / 1000u), (unsigned)(i + 1));
+    io_puts(io, line);
+}
+
+static void boot_banner(host_io *io, const options *o) {
+    if (!io->banner) return;
+    static const char *const rom[] = {
+        "\xe0\x1c\xfc\x8f\n",  /* ROM output at 74880 baud, seen at 115200 */
+        "ets Jun  8 2016 00:22:57\r\n",
+        "\r\n",
+        "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n",
+        "configsip: 0, SPIWP:0xee\r\n",
+        "clk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00\r\n",
+        "mode:DIO, clock div:2\r\n",
+        "load:0x3fff0030,len:7104\r\n",
+        "load:0x40078000,len:15576\r\n",
+        "entry 0x4008064c\r\n",
+        "\x1b[0;32mI (29) boot: ESP-IDF v5.1.2 2nd stage bootloader\x1b[0m\r\n",
+        "\x1b[0;32mI (29) boot: compile time Nov 23 2024 16:00:00\x1b[0m\r\n",
+        "\x1b[0;32mI (33) boot: chip revision: v3.0\x1b[0m\r\n",
+        "\x1b[0;32mI (312) cpu_start: Starting scheduler on PRO CPU.\x1b[0m\r\n",
+        "\x1b[0;32mI (0) cpu_start: Starting scheduler on APP CPU.\x1b[0m\r\n",
+        NULL,
+    };
+    for (int i = 0; rom[i]; i++) io_puts(io, rom[i]);
+    char line[128];
+    snprintf(line, sizeof line, "I (330) tinylm: board %s, model partition 0x%llx (boot %u)\r\n",
+             o->board, (unsigned long long)o->offset, (unsigned)++io->banner_seq);
+    io_puts(io, line);
+}
+
+static uint64_t no_instret(void *ctx) {
+    (void)ctx;
+    return 0;
+}
+
+/* --- bench: greedy N tokens without the protocol --------------------------------------------- */
+
+static int run_bench(const options *o, file_partition *fp, uint8_t *arena, uint64_t arena_cap) {
+    int empty;
+    const uint8_t *region = fp_active(fp);
+    uint32_t len = tl_blob_peek_len(region, fp->cap, &empty);
+    tl_blob b;
+    const char *msg;
+    if (tl_blob_parse(&b, region, len, &msg) != TL_OK) {
+        fprintf(stderr, "tinylm-board: bad blob: %s\n", msg);
+        return 1;
+    }
+    static tl_engine e;
+    if (tl_engine_init(&e, &b, o->ctx, arena, arena_cap, &msg) != TL_OK) {
+        fprintf(stderr, "tinylm-board: %s\n", msg);
+        return 1;
+    }
+    e.blob.eos_id = TL_BLOB_NONE; /* always N tokens */
+    e.blob.bos_id = TL_BLOB_NONE;
+    uint32_t prompt[256], n = 0;
+    for (const char *s = o->prompt_ids; s && *s && n < 256;) {
+        char *end;
+        unsigned long v = strtoul(s, &end, 10);
+        if (end == s) return usage("--prompt-ids: comma-separated ids");
+        prompt[n++] = (uint32_t)v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    if (n == 0) prompt[n++] = b.bos_id != TL_BLOB_NONE ? b.bos_id : 0;
+    tl_gen_params p = {o->temp, 0, o->topp, 1.0f, o->seed, o->bench};
+    host_io clock = {0};
+    clock_gettime(CLOCK_MONOTONIC, &clock.t0);
+    if (tl_engine_begin(&e, &p, prompt, n) != TL_OK) {
+        fprintf(stderr, "tinylm-board: prompt rejected\n");
+        return 1;
+    }
+    uint64_t t0 = io_time(&clock);
+    uint32_t count = 0, tok;
+    tl_gen_status st;
+    printf("tokens:");
+    while (tl_engine_next(&e, &tok, &st) == TL_OK && st == TL_GEN_TOKEN) {
+        printf(" %u", (unsigned)tok);
+        count++;
+    }
+    uint64_t us = io_time(&clock) - t0;
+    printf("\nbench n=%u us=%llu us_per_token=%.1f tok_per_s=%.1f ram=%llu\n", (unsigned)count,
+           (unsigned long long)us, count ? (double)us / count : 0.0,
+           us ? count * 1e6 / (double)us : 0.0, (unsigned long long)tl_engine_ram_needed(&e.blob, e.ctx));
+    return 0;
+}
+
+/* --- main ---------------------------------------------------------------------------------- */
+
+static int open_pty(int *master, char *name, size_t cap) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0) return -1;
+    const char *n = ptsname(m);
+    if (!n || strlen(n) >= cap) return -1;
+    strcpy(name, n);
+    /* raw mode on the slave side, so nothing we write is echoed back before a client sets it */
+    int s = open(n, O_RDWR | O_NOCTTY);
+    if (s >= 0) {
+        struct termios t;
+        if (tcgetattr(s, &t) == 0) {
+            cfmakeraw(&t);
+            tcsetattr(s, TCSANOW, &t);
+        }
+        close(s);
+    }
+    *master = m;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    options o = {0};
+    o.board = "host";
+    o.ram = 1024ull * 1024 * 1024;
+    o.part_size = 64ull * 1024 * 1024;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t num = 0;
+        int takes = 1;
+        if (!strcmp(a, "--stdio")) o.stdio = 1, takes = 0;
+        else if (!strcmp(a, "--boot-banner")) o.banner = 1, takes = 0;
+        else if (!v) return usage("missing value");
+        else if (!strcmp(a, "--blob")) o.blob_path = v;
+        else if (!strcmp(a, "--flash-image")) o.image_path = v;
+        else if (!strcmp(a, "--board")) o.board = v;
+        else if (!strcmp(a, "--prompt-ids")) o.prompt_ids = v;
+        else if (!strcmp(a, "--temp")) o.temp = strtof(v, NULL);
+        else if (!strcmp(a, "--topp")) o.topp = strtof(v, NULL);
+        else if (parse_num(v, &num)) return usage("bad number");
+        else if (!strcmp(a, "--offset")) o.offset = num;
+        else if (!strcmp(a, "--partition-size")) o.part_size = num;
+        else if (!strcmp(a, "--ram")) o.ram = num;
+        else if (!strcmp(a, "--us-per-token")) o.us_per_token = (uint32_t)num;
+        else if (!strcmp(a, "--ctx")) o.ctx = (uint32_t)num;
+        else if (!strcmp(a, "--bench")) o.bench = (uint32_t)num;
+        else if (!strcmp(a, "--seed")) o.seed = num;
+        else return usage("unknown option");
+        i += takes;
+    }
+    if (!o.blob_path == !o.image_path) return usage("give exactly one of --blob or --flash-image");
+    if (o.image_path && !o.offset) return usage("--flash-image needs --offset");
+    if (o.image_path && o.part_size == 64ull * 1024 * 1024) o.part_size = 0x2F0000;
+
+    static file_partition fp;
+    if (fp_open(&fp, &o) != 0) return usage("cannot open the model partition");
+    uint64_t arena_cap = o.ram > TL_IO_BUFFER_BYTES ? o.ram - TL_IO_BUFFER_BYTES : 0;
+    if (arena_cap > 256ull * 1024 * 1024) arena_cap = 256ull * 1024 * 1024;
+    uint8_t *arena = malloc(arena_cap + 16); /* the board's heap: allocated once, never again */
+    if (!arena) return usage("cannot allocate the board RAM");
+    if (o.bench) return run_bench(&o, &fp, arena, arena_cap);
+
+    static host_io io;
+    clock_gettime(CLOCK_MONOTONIC, &io.t0);
+    io.banner = o.banner;
+    if (o.stdio) {
+        io.in_fd = 0;
+        io.out_fd = 1;
+    } else {
+        char name[256];
+        int m;
+        if (open_pty(&m, name, sizeof name) != 0) {
+            fprintf(stderr, "tinylm-board: cannot open a pseudo-terminal\n");
+            return 1;
+        }
+        io.in_fd = io.out_fd = m;
+        io.pty = 1;
+        io.hup = 1;
+        printf("PTY %s\n", name);
+        fflush(stdout);
+    }
+    tl_transport tp = {&io, io_read, io_write, io_time, no_instret, io_wait, io_noise};
+    tl_partition part = {&fp, fp.cap, 0, fp_active, fp_begin, fp_write, fp_staged, fp_commit};
+    tl_device_cfg cfg = {o.board, o.ram, o.ctx, o.us_per_token};
+    static tl_device dev;
+    tl_device_init(&dev, &tp, &part, &cfg, arena, arena_cap);
+    if (!io.pty) {
+        boot_banner(&io, &o);
+        tl_device_boot(&dev);
+    }
+    while (!io.eof) {
+        if (io.pty && io.hup) {
+            /* no client: wait for one to open the port; opening resets the board (like DTR) */
+            struct pollfd pfd = {io.in_fd, POLLIN, 0};
+            if (poll(&pfd, 1, 20) >= 0 && (pfd.revents & POLLHUP)) {
+                usleep(20000);
+                continue;
+            }
+            io.hup = 0;
+            io.len = io.pos = 0;
+            usleep(100000); /* let the client finish configuring the port */
+            boot_banner(&io, &o);
+            tl_device_boot(&dev);
+            continue;
+        }
+        if (tl_device_poll(&dev) == TL_POLL_RESET) {
+            boot_banner(&io, &o);
+            tl_device_boot(&dev);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,102 @@
+/* main.c - bare-metal rv32imc front end for qemu-system-riscv32 -M virt: the protocol loop of
+   firmware/core on the NS16550A UART, µs from the CLINT timer, instructions from minstret.
+   The model partition is RAM at TL_RV32_BLOB_ADDR, filled by
+   `-device loader,file=model.blob,addr=0x84000000`; uploads rewrite it in place (like the ESP32). */
+#include <stdint.h>
+#include <string.h>
+
+#include "../core/device.h"
+
+#define UART_BASE 0x10000000u       /* NS16550A */
+#define UART_RBR 0u
+#define UART_THR 0u
+#define UART_LSR 5u
+#define CLINT_MTIME 0x0200BFF8u     /* 10 MHz on qemu virt */
+#define SIFIVE_TEST 0x00100000u     /* write 0x5555 to power off */
+#define TL_RV32_BLOB_ADDR 0x84000000u
+#define TL_RV32_PART_SIZE 0x2F0000u /* same as the ESP32 model partition */
+#define TL_RV32_RAM (4u * 1024u * 1024u)
+
+static volatile uint8_t *uart(uint32_t reg) { return (volatile uint8_t *)(uintptr_t)(UART_BASE + reg); }
+
+static int rv_read(void *ctx) {
+    (void)ctx;
+    if (!(*uart(UART_LSR) & 0x01)) return -1;
+    return *uart(UART_RBR);
+}
+
+static void rv_write(void *ctx, const uint8_t *d, uint32_t n) {
+    (void)ctx;
+    for (uint32_t i = 0; i < n; i++) {
+        while (!(*uart(UART_LSR) & 0x20)) {
+        }
+        *uart(UART_THR) = d[i];
+    }
+}
+
+static uint64_t rv_time(void *ctx) {
+    (void)ctx;
+    volatile uint32_t *mt = (volatile uint32_t *)(uintptr_t)CLINT_MTIME;
+    uint32_t hi, lo;
+    do {
+        hi = mt[1];
+        lo = mt[0];
+    } while (hi != mt[1]);
+    return (((uint64_t)hi << 32) | lo) / 10u;
+}
+
+static uint64_t rv_instret(void *ctx) {
+    (void)ctx;
+    uint32_t hi, lo, hi2;
+    do {
+        __asm__ volatile(".option push\n.option arch, +zicsr\ncsrr %0, minstreth\n.option pop" : "=r"(hi));
+        __asm__ volatile(".option push\n.option arch, +zicsr\ncsrr %0, minstret\n.option pop" : "=r"(lo));
+        __asm__ volatile(".option push\n.option arch, +zicsr\ncsrr %0, minstreth\n.option pop" : "=r"(hi2));
+    } while (hi != hi2);
+    return ((uint64_t)hi << 32) | lo;
+}
+
+/* the model partition: RAM standing in for flash, rewritten in place */
+static const uint8_t *part_active(void *ctx) {
+    (void)ctx;
+    return (const uint8_t *)(uintptr_t)TL_RV32_BLOB_ADDR;
+}
+static tl_err part_begin(void *ctx, uint32_t size) {
+    (void)ctx;
+    memset((void *)(uintptr_t)TL_RV32_BLOB_ADDR, 0xFF, size);
+    return TL_OK;
+}
+static tl_err part_write(void *ctx, uint32_t off, const uint8_t *d, uint32_t n) {
+    (void)ctx;
+    if ((uint64_t)off + n > TL_RV32_PART_SIZE) return TL_E_IO;
+    memcpy((uint8_t *)(uintptr_t)TL_RV32_BLOB_ADDR + off, d, n);
+    return TL_OK;
+}
+static tl_err part_commit(void *ctx, uint32_t size) {
+    (void)ctx;
+    (void)size;
+    return TL_OK;
+}
+
+static uint8_t arena[TL_RV32_RAM] __attribute__((aligned(16)));
+static tl_device dev;
+
+void _exit(int code);
+void _exit(int code) {
+    *(volatile uint32_t *)(uintptr_t)SIFIVE_TEST = code ? (((uint32_t)code << 16) | 0x3333u) : 0x5555u;
+    for (;;) {
+    }
+}
+
+int main(void) {
+    static const char banner[] = "rv32 virt: tinylm firmware " TL_FW_VERSION "\r\n";
+    tl_transport tp = {NULL, rv_read, rv_write, rv_time, rv_instret, NULL, NULL};
+    tl_partition part = {NULL, TL_RV32_PART_SIZE, 1, part_active, part_begin, part_write, part_active, part_commit};
+    tl_device_cfg cfg = {"rv32", TL_RV32_RAM + TL_IO_BUFFER_BYTES, 0, 0};
+    tl_device_init(&dev, &tp, &part, &cfg, arena, sizeof arena);
+    rv_write(NULL, (const uint8_t *)banner, sizeof banner - 1);
+    tl_device_boot(&dev);
+    for (;;) {
+        if (tl_device_poll(&dev) == TL_POLL_RESET) tl_device_boot(&dev);
+    }
+}

@@ -1,0 +1,91 @@
+"""The virtual board (firmware/core in C) produces exactly the token ids of engine/reference.py, the
+numpy oracle of BLOB.md: greedy and sampled, for f32 / int8 / ternary blobs of a random transformer,
+a random GRU and stories260K (imported from llama2.c), 20 prompts x 64 tokens each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.reference import Reference, SampleParams
+from protocol_util import StdioBoard
+
+pytestmark = pytest.mark.slow
+
+N_PROMPTS, N_TOKENS = 20, 64
+SAMPLED = dict(temp="0.8", topk=0, topp="0.9", rep=1)
+
+
+def prompts(ref: Reference, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    bos = ref.vocab.bos_id
+    out = []
+    for _ in range(N_PROMPTS):
+        n = int(rng.integers(1, 7))
+        ids = [int(t) for t in rng.integers(3 if bos is not None else 0, ref.header.vocab_size, n)]
+        out.append(([bos] if bos is not None else []) + ids)
+    return out
+
+
+def expected(ref: Reference, ids, params, n) -> list[int]:
+    """Reference tokens as the board sends them: a final BOS/EOS stop token is not sent (BLOB.md)."""
+    toks = list(ref.generate(ids, params, n))
+    stops = {ref.vocab.bos_id, ref.vocab.eos_id} - {None}
+    return toks[:-1] if toks and toks[-1] in stops else toks
+
+
+def run_parity(path, seed: int = 0) -> None:
+    ref = Reference(path)
+    with StdioBoard("--blob", str(path)) as b:
+        link = b.link
+        assert link.msg()["model"] == "ok"
+        for k, ids in enumerate(prompts(ref, seed)):
+            want = expected(ref, ids, SampleParams(), N_TOKENS)
+            got, end = link.generate(ids=ids, max=N_TOKENS, temp=0, topk=0, topp=0, rep=1, seed=0)
+            assert got == want, f"greedy prompt {k} {ids}: board {got} reference {want}"
+            s = 1000 + k
+            params = SampleParams(temperature=0.8, top_p=0.9, seed=s)
+            want = expected(ref, ids, params, N_TOKENS)
+            got, end = link.generate(ids=ids, max=N_TOKENS, seed=s, **SAMPLED)
+            assert got == want, f"sampled prompt {k} {ids}: board {got} reference {want}"
+            if len(got) < N_TOKENS:
+                assert end["reason"] in ("eos", "ctx")
+            assert end.int("n") == len(got)
+
+
+@pytest.mark.parametrize("method", ["f32", "int8", "ternary"])
+@pytest.mark.parametrize("arch", ["transformer", "gru"])
+def test_random_model_parity(board, make_blob, arch, method):
+    # seq_len 24 < prompt + 64 tokens: the context limit is exercised too
+    run_parity(make_blob(arch, method, seed=11, tie=(arch == "gru")), seed=1)
+
+
+@pytest.mark.parametrize("method", ["f32", "int8", "ternary"])
+def test_stories260k_parity(board, stories_blob, method):
+    run_parity(stories_blob(method), seed=2)
+
+
+def test_topk_and_repetition_penalty_parity(board, stories_blob):
+    path = stories_blob("int8")
+    ref = Reference(path)
+    with StdioBoard("--blob", str(path)) as b:
+        assert b.link.msg()["model"] == "ok"
+        for k, ids in enumerate(prompts(ref, 3)[:5]):
+            params = SampleParams(temperature=1.1, top_k=12, top_p=0.95, repetition_penalty=1.3, seed=k)
+            want = expected(ref, ids, params, 48)
+            got, _ = b.link.generate(ids=ids, max=48, temp="1.1", topk=12, topp="0.95", rep="1.3", seed=k)
+            assert got == want
+
+
+def test_text_prompt_encoding_matches_reference(board, stories_blob):
+    """GEN hex=... is encoded on the board (llama2.c algorithm): same ids as Reference.encode."""
+    path = stories_blob("f32")
+    ref = Reference(path)
+    texts = ["Once upon a time", "The little dog said: \"Hi!\"", "naïve café ☃ 日本", "", "  two  spaces"]
+    with StdioBoard("--blob", str(path)) as b:
+        assert b.link.msg()["model"] == "ok"
+        for text in texts:
+            ids = ref.encode(text, bos=True)
+            want = expected(ref, ids, SampleParams(), 12)
+            got, _ = b.link.generate(hex=text.encode().hex(), max=12, temp=0)
+            assert got == want, text
