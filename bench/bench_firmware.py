@@ -3,19 +3,22 @@
     .venv/bin/python bench/bench_firmware.py            # tokens/s, instructions/token, rv32 projection
     .venv/bin/python bench/bench_firmware.py --fuzz 60  # also run each libFuzzer harness >= 60 s
 
-- tokens/s: wall clock of `tinylm-board --bench 200` (greedy, one thread, best of 3).
+- flags: the CFLAGS of firmware/Makefile (the host board and the rv32 build use the same ones).
+- tokens/s: wall clock of `tinylm-board --bench 200` (greedy, one thread), min / median / max of 3.
 - instructions/token: valgrind --tool=callgrind, (Ir at 200 tokens - Ir at 100 tokens) / 100, so
   start-up and the prompt cancel out. Reference point: llama2.c run.c on stories260K, greedy, gcc -O3
   ~ 1.95 M instructions/token; targets f32 <= that, int8 <= 0.67x, ternary <= 0.5x.
-- rv32: the same firmware cross-built for rv32imc, run under qemu-system-riscv32 -icount shift=0;
-  `ir` of each TOK line (minstret) averaged over tokens 100..199, projected to an ESP32-C3 at 160 MHz
-  with CPI_C3 (see firmware/README.md for why).
+- rv32: the same firmware cross-built for rv32imc (portable C kernels, soft-float), run on the
+  emulated board (engine/device/emulated.py: qemu-system-riscv32 -icount shift=0, reached through
+  DeviceLink over socket://); `ir` of each TOK line (minstret) averaged over tokens 100..199, projected
+  to an ESP32-C3 at 160 MHz with its CPI by engine.device.emulated.projected_esp32c3.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import shutil
 import subprocess
 import sys
@@ -26,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "firmware"))
 
-from protocol_util import BOARD, FIRMWARE, QemuBoard  # noqa: E402
+from engine.device.emulated import CPI_C3, EmulatedBoard, projected_esp32c3  # noqa: E402
+from engine.device.link import DeviceLink, TokenEvent  # noqa: E402
+from protocol_util import BOARD, FIRMWARE  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "llama2c"
 PROMPT = "1,403,407,261,378"  # <s> Once upon a time
 LLAMA2C_IR = 1.95e6
 TARGETS = {"f32": 1.0, "int8": 0.67, "ternary": 0.5}
-C3_HZ = 160e6
-CPI_C3 = 1.3  # assumption, see firmware/README.md
 FLASH_BYTES_PER_S = 40e6  # QSPI 80 MHz x 4 bit; the weights stream through the flash cache each token
 
 
@@ -52,13 +55,19 @@ def make_blobs(tmp: Path) -> dict[str, Path]:
     return out
 
 
-def bench_wall(blob: Path, n: int = 200) -> float:
-    best = 0.0
+def cflags() -> str:
+    m = re.search(r"^CFLAGS\s*:=\s*(.*)$", (FIRMWARE / "Makefile").read_text(), re.M)
+    return m.group(1).strip() if m else "?"
+
+
+def bench_wall(blob: Path, n: int = 200) -> list[float]:
+    """tok/s of 3 runs, sorted (min, median, max)."""
+    out = []
     for _ in range(3):
         r = subprocess.run([str(BOARD), "--blob", str(blob), "--bench", str(n), "--prompt-ids", PROMPT],
                            capture_output=True, text=True, check=True)
-        best = max(best, float(re.search(r"tok_per_s=([\d.]+)", r.stdout).group(1)))
-    return best
+        out.append(float(re.search(r"tok_per_s=([\d.]+)", r.stdout).group(1)))
+    return sorted(out)
 
 
 def callgrind_ir(blob: Path, n: int, tmp: Path) -> int:
@@ -69,19 +78,13 @@ def callgrind_ir(blob: Path, n: int, tmp: Path) -> int:
 
 
 def rv32_ir(blob: Path, n: int = 200) -> float | None:
+    """Mean rv32 instructions/token over tokens 100..199 on the emulated board (None if no qemu)."""
     if shutil.which("qemu-system-riscv32") is None or shutil.which("riscv64-unknown-elf-gcc") is None:
         return None
-    subprocess.run(["make", "-C", str(FIRMWARE), "rv32"], check=True, capture_output=True)
-    with QemuBoard(blob) as b:
-        b.link.msg(60)
-        i = b.link.send("GEN", ids=PROMPT, max=n, temp=0)
-        irs = []
-        while True:
-            m = b.link.msg(600)
-            if m.kind == "TOK":
-                irs.append(m.int("ir"))
-            elif m.kind == "END" and m.int("id") == i:
-                break
+    ids = [int(t) for t in PROMPT.split(",")]
+    with EmulatedBoard(blob) as eb, DeviceLink(eb.port, timeout=600) as link:
+        irs = [e.instructions for e in link.generate(prompt_ids=ids, max_tokens=n, temperature=0)
+               if isinstance(e, TokenEvent)]
     tail = irs[100:200] if len(irs) >= 200 else irs[len(irs) // 2:]
     return sum(tail) / len(tail)
 
@@ -112,11 +115,12 @@ def main() -> None:
     ap.add_argument("--no-rv32", action="store_true", help="skip the qemu projection")
     args = ap.parse_args()
     subprocess.run(["make", "-C", str(FIRMWARE), "host"], check=True, capture_output=True)
+    print(f"flags: {cflags()}  (host x86-64 gcc: SSE2 kernels; rv32: the same flags, portable C)")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         blobs = make_blobs(tmp)
-        print(f"{'quant':8} {'blob B':>9} {'tok/s':>9} {'instr/tok':>11} {'vs run.c':>9} {'target':>7}"
-              f" {'rv32 ir/tok':>12} {'C3 ms/tok':>10} {'C3 tok/s':>9} {'flash ms':>9}")
+        print(f"{'quant':8} {'blob B':>9} {'tok/s min/med/max':>20} {'instr/tok':>11} {'vs run.c':>9}"
+              f" {'target':>10} {'rv32 ir/tok':>12} {'C3 ms/tok':>10} {'C3 tok/s':>9} {'flash ms':>9}")
         for m, blob in blobs.items():
             tps = bench_wall(blob)
             ir = (callgrind_ir(blob, 200, tmp) - callgrind_ir(blob, 100, tmp)) / 100
@@ -126,11 +130,13 @@ def main() -> None:
             size = blob.stat().st_size
             flash_ms = size / FLASH_BYTES_PER_S * 1e3
             if rv:
-                ms = rv * CPI_C3 / C3_HZ * 1e3
-                rv_txt = f"{rv / 1e6:10.2f} M {ms:10.2f} {1e3 / max(ms, flash_ms):9.1f}"
+                proj = projected_esp32c3(rv)
+                ms = proj["ms_per_token"]
+                rv_txt = f"{rv / 1e6:10.2f} M {ms:10.1f} {1e3 / max(ms, flash_ms):9.2f}"
             else:
                 rv_txt = f"{'-':>12} {'-':>10} {'-':>9}"
-            print(f"{m:8} {size:9d} {tps:9.0f} {ir / 1e6:9.3f} M {ratio:8.2f}x {TARGETS[m]:5.2f}{ok:>4}"
+            tps_txt = "/".join(f"{v:.0f}" for v in (tps[0], statistics.median(tps), tps[-1]))
+            print(f"{m:8} {size:9d} {tps_txt:>20} {ir / 1e6:9.3f} M {ratio:8.2f}x {TARGETS[m]:5.2f}x{ok:>4}"
                   f" {rv_txt} {flash_ms:9.2f}")
         print(f"\nreference: llama2.c run.c stories260K greedy gcc -O3 ~ {LLAMA2C_IR / 1e6:.2f} M instr/token;"
               f" C3 projection = rv32 instructions x CPI {CPI_C3} / 160 MHz, tok/s also bounded by"

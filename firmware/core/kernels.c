@@ -1,19 +1,28 @@
-/* kernels.c - float32 kernels in the exact operation order of BLOB.md. Loops are unrolled only in
-   ways that keep that order (a sequential float sum stays sequential). */
+/* kernels.c - float32 kernels in the exact operation order of BLOB.md.
+
+   Speed without changing a bit: a float sum over j stays one sequential sum per output. What we may
+   do is run several *independent* sequential sums side by side, one per SIMD lane (4 matmul rows,
+   4 softmax entries, ...): every lane executes the same IEEE operations in the same order as the
+   scalar code, so every lane's result has the same bits. Integer sums (the int8/ternary dot products
+   inside a group) are exact, so they may be computed in any order at all.
+
+   Two implementations of the hot loops:
+   - SSE2 (any x86-64; the host virtual board), selected by __SSE2__ unless TL_NO_SIMD is defined;
+   - portable C (rv32, ESP32, and the host built with -DTL_NO_SIMD, which the tests also run).
+   Both are held to engine/reference.py by tests/firmware/test_parity.py. */
 #include "kernels.h"
 
 #include <math.h>
 #include <string.h>
 
-/* Integer dot products are exact in any order, so letting GCC vectorize them (O3 on these functions
-   only) changes no bits. Float code is never reassociated. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define TL_VECTORIZE __attribute__((optimize("O3")))
-#else
-#define TL_VECTORIZE
+#if defined(__SSE2__) && !defined(TL_NO_SIMD)
+#define TL_SSE2 1
+#include <emmintrin.h>
 #endif
 
-TL_VECTORIZE float tl_expf(float x) {
+/* --- exp, activations ---------------------------------------------------------------------- */
+
+float tl_expf(float x) {
     if (!(x >= -87.0f)) x = -87.0f; /* also maps NaN, keeping the int conversion defined */
     if (x > 88.0f) x = 88.0f;
     int32_t k = tl_round_half_away(x * 1.44269504f);
@@ -38,33 +47,91 @@ float tl_sigmoid(float v) { return 1.0f / (1.0f + tl_expf(-v)); }
 float tl_silu(float v) { return v / (1.0f + tl_expf(-v)); }
 float tl_tanh(float v) { return 2.0f * tl_sigmoid(2.0f * v) - 1.0f; }
 
+#ifdef TL_SSE2
+#define SIGN_BIT _mm_castsi128_ps(_mm_set1_epi32((int)0x80000000u))
+
+/* tl_expf on 4 lanes, the same operations lane by lane:
+   - clamp: _mm_max_ps(x, lo) is `x > lo ? x : lo`, so NaN becomes -87 as in the scalar code;
+   - round_half_away: v + copysign(0.5, v) equals v + (v >= 0 ? 0.5 : -0.5) except for v = -0.0,
+     where both truncate to k = 0; cvttps truncates like the (int32_t) cast (|v| < 2^31 here);
+   - 2^k from its exponent bits. */
+static inline __m128 exp4(__m128 x) {
+    x = _mm_max_ps(x, _mm_set1_ps(-87.0f));
+    x = _mm_min_ps(x, _mm_set1_ps(88.0f));
+    __m128 v = _mm_mul_ps(x, _mm_set1_ps(1.44269504f));
+    __m128 half = _mm_or_ps(_mm_set1_ps(0.5f), _mm_and_ps(v, SIGN_BIT));
+    __m128i k = _mm_cvttps_epi32(_mm_add_ps(v, half));
+    __m128 kf = _mm_cvtepi32_ps(k);
+    __m128 r = _mm_add_ps(_mm_sub_ps(x, _mm_mul_ps(kf, _mm_set1_ps(0.693359375f))),
+                          _mm_mul_ps(kf, _mm_set1_ps(2.12194440e-4f)));
+    __m128 p = _mm_set1_ps(0.00138888892f);
+    p = _mm_add_ps(_mm_set1_ps(0.00833333377f), _mm_mul_ps(r, p));
+    p = _mm_add_ps(_mm_set1_ps(0.0416666679f), _mm_mul_ps(r, p));
+    p = _mm_add_ps(_mm_set1_ps(0.166666672f), _mm_mul_ps(r, p));
+    p = _mm_add_ps(_mm_set1_ps(0.5f), _mm_mul_ps(r, p));
+    p = _mm_add_ps(_mm_set1_ps(1.0f), _mm_mul_ps(r, p));
+    p = _mm_add_ps(_mm_set1_ps(1.0f), _mm_mul_ps(r, p));
+    __m128i bits = _mm_slli_epi32(_mm_add_epi32(k, _mm_set1_epi32(127)), 23);
+    return _mm_mul_ps(p, _mm_castsi128_ps(bits));
+}
+#endif
+
+void tl_swiglu(float *hb, const float *hb2, uint32_t n) {
+    uint32_t i = 0;
+#ifdef TL_SSE2
+    for (; i + 4 <= n; i += 4) { /* silu(v) * hb2 = (v / (1 + exp(-v))) * hb2, per lane */
+        __m128 v = _mm_loadu_ps(hb + i);
+        __m128 e = exp4(_mm_xor_ps(v, SIGN_BIT));
+        __m128 si = _mm_div_ps(v, _mm_add_ps(_mm_set1_ps(1.0f), e));
+        _mm_storeu_ps(hb + i, _mm_mul_ps(si, _mm_loadu_ps(hb2 + i)));
+    }
+#endif
+    for (; i < n; i++) hb[i] = tl_silu(hb[i]) * hb2[i];
+}
+
 void tl_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps) {
     float ss = 0.0f;
     for (uint32_t j = 0; j < n; j++) ss = ss + x[j] * x[j];
     ss = ss / (float)n;
     ss = ss + eps;
     float r = 1.0f / sqrtf(ss);
-    for (uint32_t j = 0; j < n; j++) out[j] = w[j] * (r * x[j]);
+    for (uint32_t j = 0; j < n; j++) out[j] = w[j] * (r * x[j]); /* element-wise: vectorizes */
 }
 
-/* The element-wise loops may be vectorized (each lane does the same IEEE ops); the sum stays
-   sequential in its own loop. */
-TL_VECTORIZE void tl_softmax(float *x, uint32_t n) {
+/* The max and the sum stay sequential scalar loops; exp and the division are element-wise. */
+void tl_softmax(float *x, uint32_t n) {
     float m = x[0];
     for (uint32_t i = 1; i < n; i++)
         if (x[i] > m) m = x[i];
-    for (uint32_t i = 0; i < n; i++) x[i] = tl_expf(x[i] - m);
+    uint32_t i = 0;
+#ifdef TL_SSE2
+    __m128 mv = _mm_set1_ps(m);
+    for (; i + 4 <= n; i += 4) _mm_storeu_ps(x + i, exp4(_mm_sub_ps(_mm_loadu_ps(x + i), mv)));
+#endif
+    for (; i < n; i++) x[i] = tl_expf(x[i] - m);
     float sum = 0.0f;
-    for (uint32_t i = 0; i < n; i++) sum = sum + x[i];
-    for (uint32_t i = 0; i < n; i++) x[i] = x[i] / sum;
+    for (i = 0; i < n; i++) sum = sum + x[i];
+    for (i = 0; i < n; i++) x[i] = x[i] / sum;
 }
+
+/* --- activation quantization ----------------------------------------------------------------- */
 
 void tl_quantize(tl_qvec *qv, const float *x) {
     uint32_t n = qv->n, gs = qv->group;
     for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
-        uint32_t end = start + gs < n ? start + gs : n;
+        uint32_t end = start + gs < n ? start + gs : n, j = start;
         float amax = 0.0f;
-        for (uint32_t j = start; j < end; j++) {
+#ifdef TL_SSE2
+        /* max is exact in any order; _mm_max_ps(a, m) = a > m ? a : m skips NaN like the scalar
+           `if (a > amax)`, and |x| is never -0, so lanes then a final max give the same amax. */
+        __m128 mv = _mm_setzero_ps();
+        for (; j + 4 <= end; j += 4) mv = _mm_max_ps(_mm_andnot_ps(SIGN_BIT, _mm_loadu_ps(x + j)), mv);
+        float lanes[4];
+        _mm_storeu_ps(lanes, mv);
+        for (int l = 0; l < 4; l++)
+            if (lanes[l] > amax) amax = lanes[l];
+#endif
+        for (; j < end; j++) {
             float a = fabsf(x[j]);
             if (a > amax) amax = a;
         }
@@ -75,7 +142,24 @@ void tl_quantize(tl_qvec *qv, const float *x) {
         }
         float s = amax / 127.0f;
         qv->s[g] = s;
-        for (uint32_t j = start; j < end; j++) {
+        j = start;
+#ifdef TL_SSE2
+        /* round_half_away as in exp4 (v = -0.0 truncates to 0 either way); max(r, -127) maps NaN to
+           -127 like the scalar clamp; the packs then see values in [-127, 127] (no saturation). */
+        __m128 sv = _mm_set1_ps(s);
+        for (; j + 8 <= end; j += 8) {
+            __m128i k[2];
+            for (int h = 0; h < 2; h++) {
+                __m128 v = _mm_div_ps(_mm_loadu_ps(x + j + 4 * h), sv);
+                __m128 r = _mm_add_ps(v, _mm_or_ps(_mm_set1_ps(0.5f), _mm_and_ps(v, SIGN_BIT)));
+                r = _mm_min_ps(_mm_max_ps(r, _mm_set1_ps(-127.0f)), _mm_set1_ps(127.0f));
+                k[h] = _mm_cvttps_epi32(r);
+            }
+            __m128i b = _mm_packs_epi16(_mm_packs_epi32(k[0], k[1]), _mm_setzero_si128());
+            _mm_storel_epi64((__m128i *)(void *)(qv->q + j), b);
+        }
+#endif
+        for (; j < end; j++) {
             float v = x[j] / s;
             float r = v + (v >= 0.0f ? 0.5f : -0.5f);
             if (!(r >= -127.0f)) r = -127.0f; /* same as clamp after truncation; NaN -> -127 */
@@ -87,19 +171,39 @@ void tl_quantize(tl_qvec *qv, const float *x) {
 
 /* --- f32 ----------------------------------------------------------------------------------- */
 
+/* One row: acc = acc + w[j] * x[j], j ascending (BLOB.md). */
+static float dot_f32(const float *w, const float *x, uint32_t n) {
+    float acc = 0.0f;
+    for (uint32_t j = 0; j < n; j++) acc = acc + w[j] * x[j];
+    return acc;
+}
+
 static void matmul_f32(float *out, const float *w, const float *x, uint32_t rows, uint32_t n) {
-    for (uint32_t i = 0; i < rows; i++, w += n) {
-        float acc = 0.0f;
+    uint32_t i = 0;
+#ifdef TL_SSE2
+    /* 4 rows per pass, one row per lane: load a 4x4 tile (4 rows x 4 columns), transpose it so each
+       vector holds one column of the 4 rows, then acc = acc + col * x[j] for j ascending. Every
+       lane is exactly its row's sequential sum; the 4 rows share each x[j]. */
+    for (; i + 4 <= rows; i += 4) {
+        const float *w0 = w + (size_t)i * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
+        __m128 acc = _mm_setzero_ps();
         uint32_t j = 0;
         for (; j + 4 <= n; j += 4) {
-            acc = acc + w[j] * x[j];
-            acc = acc + w[j + 1] * x[j + 1];
-            acc = acc + w[j + 2] * x[j + 2];
-            acc = acc + w[j + 3] * x[j + 3];
+            __m128 c0 = _mm_loadu_ps(w0 + j), c1 = _mm_loadu_ps(w1 + j);
+            __m128 c2 = _mm_loadu_ps(w2 + j), c3 = _mm_loadu_ps(w3 + j);
+            _MM_TRANSPOSE4_PS(c0, c1, c2, c3);
+            __m128 xv = _mm_loadu_ps(x + j);
+            acc = _mm_add_ps(acc, _mm_mul_ps(c0, _mm_shuffle_ps(xv, xv, 0x00)));
+            acc = _mm_add_ps(acc, _mm_mul_ps(c1, _mm_shuffle_ps(xv, xv, 0x55)));
+            acc = _mm_add_ps(acc, _mm_mul_ps(c2, _mm_shuffle_ps(xv, xv, 0xAA)));
+            acc = _mm_add_ps(acc, _mm_mul_ps(c3, _mm_shuffle_ps(xv, xv, 0xFF)));
         }
-        for (; j < n; j++) acc = acc + w[j] * x[j];
-        out[i] = acc;
+        for (; j < n; j++)
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_setr_ps(w0[j], w1[j], w2[j], w3[j]), _mm_set1_ps(x[j])));
+        _mm_storeu_ps(out + i, acc);
     }
+#endif
+    for (; i < rows; i++) out[i] = dot_f32(w + (size_t)i * n, x, n);
 }
 
 /* --- int8 ---------------------------------------------------------------------------------- */
@@ -109,31 +213,83 @@ static int32_t dot_i8(const int8_t *a, const int8_t *b, uint32_t n) {
     for (uint32_t k = 0; k < n; k++) s += (int32_t)a[k] * (int32_t)b[k];
     return s;
 }
-/* Fixed-length versions: a constant trip count lets the compiler vectorize the exact int sum. */
-TL_VECTORIZE static int32_t dot_i8_32(const int8_t *a, const int8_t *b) {
-    int32_t s = 0;
-    for (uint32_t k = 0; k < 32; k++) s += (int32_t)a[k] * (int32_t)b[k];
-    return s;
-}
 
-static void matmul_i8(float *out, const tl_tensor *W, const tl_qvec *qx) {
+/* Rows [i0, rows): one row at a time, BLOB.md "int8 matmul" as written. */
+static void matmul_i8_rows(float *out, const tl_tensor *W, const tl_qvec *qx, uint32_t i0) {
     uint32_t n = W->cols, gs = W->group, ng = W->n_groups;
-    const int8_t *w = W->q8;
-    const float *sw = W->scales;
-    for (uint32_t i = 0; i < W->rows; i++, w += n, sw += ng) {
+    for (uint32_t i = i0; i < W->rows; i++) {
+        const int8_t *w = W->q8 + (size_t)i * n;
+        const float *sw = W->scales + (size_t)i * ng;
         float acc = 0.0f;
-        uint32_t g = 0, start = 0;
-        for (; start + gs <= n; g++, start += gs) {
-            int32_t isum = dot_i8_32(w + start, qx->q + start);
-            if (gs == 64) isum += dot_i8_32(w + start + 32, qx->q + start + 32);
-            acc = acc + ((float)isum * sw[g]) * qx->s[g];
-        }
-        if (start < n) {
-            int32_t isum = dot_i8(w + start, qx->q + start, n - start);
+        for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+            uint32_t len = start + gs <= n ? gs : n - start;
+            int32_t isum = dot_i8(w + start, qx->q + start, len);
             acc = acc + ((float)isum * sw[g]) * qx->s[g];
         }
         out[i] = acc;
     }
+}
+
+#ifdef TL_SSE2
+/* int8 -> int16, sign-extended: each byte lands in the high half of a 16-bit lane, then >> 8. */
+static inline __m128i lo16(__m128i v) { return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8); }
+static inline __m128i hi16(__m128i v) { return _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8); }
+
+/* 16 products w[k]*x[k] summed pairwise by pmaddwd into 4 int32 lanes (exact). */
+static inline __m128i dot16_i8(const int8_t *w, __m128i xlo, __m128i xhi) {
+    __m128i wv = _mm_loadu_si128((const __m128i *)(const void *)w);
+    return _mm_add_epi32(_mm_madd_epi16(lo16(wv), xlo), _mm_madd_epi16(hi16(wv), xhi));
+}
+
+/* {sum(a), sum(b), sum(c), sum(d)} of four int32x4 vectors. */
+static inline __m128i hsum4_epi32(__m128i a, __m128i b, __m128i c, __m128i d) {
+    __m128i ab = _mm_add_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b)); /* a0+a2 b0+b2 a1+a3 b1+b3 */
+    __m128i cd = _mm_add_epi32(_mm_unpacklo_epi32(c, d), _mm_unpackhi_epi32(c, d));
+    return _mm_add_epi32(_mm_unpacklo_epi64(ab, cd), _mm_unpackhi_epi64(ab, cd));
+}
+#endif
+
+static void matmul_i8(float *out, const tl_tensor *W, const tl_qvec *qx) {
+    uint32_t i = 0;
+#ifdef TL_SSE2
+    /* 4 rows per pass (a lane per row): the exact group sums come from pmaddwd on int16, x is widened
+       once per 16 columns for the 4 rows, and the float part ((isum * sw) * sx, then acc + that) is
+       done on the 4 lanes at once in BLOB.md order. The short last group (cols % group) is scalar. */
+    uint32_t n = W->cols, gs = W->group, ng = W->n_groups;
+    for (; i + 4 <= W->rows; i += 4) {
+        const int8_t *w0 = W->q8 + (size_t)i * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
+        const float *s0 = W->scales + (size_t)i * ng, *s1 = s0 + ng, *s2 = s1 + ng, *s3 = s2 + ng;
+        __m128 acc = _mm_setzero_ps();
+        uint32_t g = 0, start = 0;
+        for (; start + gs <= n; g++, start += gs) {
+            __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
+            for (uint32_t k = start; k < start + gs; k += 16) { /* gs is 32 or 64 */
+                __m128i xv = _mm_loadu_si128((const __m128i *)(const void *)(qx->q + k));
+                __m128i xl = lo16(xv), xh = hi16(xv);
+                a0 = _mm_add_epi32(a0, dot16_i8(w0 + k, xl, xh));
+                a1 = _mm_add_epi32(a1, dot16_i8(w1 + k, xl, xh));
+                a2 = _mm_add_epi32(a2, dot16_i8(w2 + k, xl, xh));
+                a3 = _mm_add_epi32(a3, dot16_i8(w3 + k, xl, xh));
+            }
+            __m128 isum = _mm_cvtepi32_ps(hsum4_epi32(a0, a1, a2, a3));
+            __m128 sw = _mm_setr_ps(s0[g], s1[g], s2[g], s3[g]);
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_mul_ps(isum, sw), _mm_set1_ps(qx->s[g])));
+        }
+        if (start < n) {
+            float a[4];
+            const int8_t *wr[4] = {w0, w1, w2, w3};
+            const float *sr[4] = {s0, s1, s2, s3};
+            _mm_storeu_ps(a, acc);
+            for (int r = 0; r < 4; r++) {
+                int32_t isum = dot_i8(wr[r] + start, qx->q + start, n - start);
+                a[r] = a[r] + ((float)isum * sr[r][g]) * qx->s[g];
+            }
+            acc = _mm_loadu_ps(a);
+        }
+        _mm_storeu_ps(out + i, acc);
+    }
+#endif
+    matmul_i8_rows(out, W, qx, i);
 }
 
 /* --- ternary ------------------------------------------------------------------------------- */
@@ -146,39 +302,95 @@ static void matmul_i8(float *out, const tl_tensor *W, const tl_qvec *qx) {
 #define TE64(b) TE16(b), TE16((b) + 16), TE16((b) + 32), TE16((b) + 48)
 static const int8_t TERNARY_LUT[256][4] = {TE64(0), TE64(64), TE64(128), TE64(192)};
 
-TL_VECTORIZE static int32_t dot_t2_32(const uint8_t *w, const int8_t *x) {
-    int8_t t[32];
-    for (uint32_t k = 0; k < 8; k++) memcpy(t + 4 * k, TERNARY_LUT[w[k]], 4);
-    return dot_i8_32(t, x);
-}
-
+/* sum t[col0 + k] * x[k], k < n, for a packed row w (exact). */
 static int32_t dot_t2(const uint8_t *w, uint32_t col0, const int8_t *x, uint32_t n) {
     int32_t s = 0;
-    for (uint32_t k = 0; k < n; k++) {
+    uint32_t k = 0;
+    if ((col0 & 3) == 0) /* whole bytes: one table row per 4 weights */
+        for (; k + 4 <= n; k += 4) {
+            const int8_t *t = TERNARY_LUT[w[(col0 + k) >> 2]];
+            s += t[0] * x[k] + t[1] * x[k + 1] + t[2] * x[k + 2] + t[3] * x[k + 3];
+        }
+    for (; k < n; k++) {
         uint32_t j = col0 + k;
         s += (int32_t)TERNARY_LUT[w[j >> 2]][j & 3] * (int32_t)x[k];
     }
     return s;
 }
 
-static void matmul_t2(float *out, const tl_tensor *W, const tl_qvec *qx) {
-    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes;
-    const uint8_t *w = W->t2;
-    float sw = W->scales[0];
-    for (uint32_t i = 0; i < W->rows; i++, w += rb) {
+#ifdef TL_SSE2
+/* sum of t*x over 16 lanes, where c holds each lane's packed byte and the lane's code sits at the
+   bits of `plus` (+1) / `minus` (-1): t*x = (x & P) - (x & M) with P, M all-ones byte masks. The
+   int8 sum goes through psadbw on (v ^ 0x80) = v + 128 (unsigned), so each lane adds a bias of 128
+   that the caller removes. Returns 2 partial sums in the 64-bit halves. */
+static inline __m128i sad16_t2(__m128i c, __m128i x, __m128i plus, __m128i minus) {
+    __m128i p = _mm_cmpeq_epi8(_mm_and_si128(c, plus), plus);
+    __m128i m = _mm_cmpeq_epi8(_mm_and_si128(c, minus), minus);
+    __m128i v = _mm_sub_epi8(_mm_and_si128(x, p), _mm_and_si128(x, m)); /* in [-127, 127] */
+    return _mm_sad_epu8(_mm_xor_si128(v, _mm_set1_epi8((char)0x80)), _mm_setzero_si128());
+}
+#endif
+
+/* Rows [i0, rows): one row at a time, BLOB.md "ternary matmul" as written. */
+static void matmul_t2_rows(float *out, const tl_tensor *W, const tl_qvec *qx, uint32_t i0) {
+    uint32_t n = W->cols, gs = qx->group;
+    for (uint32_t i = i0; i < W->rows; i++) {
+        const uint8_t *w = W->t2 + (size_t)i * W->row_bytes;
         float acc = 0.0f;
+        for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+            uint32_t len = start + gs <= n ? gs : n - start;
+            acc = acc + (float)dot_t2(w, start, qx->q + start, len) * qx->s[g];
+        }
+        out[i] = acc * W->scales[0];
+    }
+}
+
+static void matmul_t2(float *out, const tl_tensor *W, const tl_qvec *qx) {
+    uint32_t i = 0;
+#ifdef TL_SSE2
+    /* 4 rows per pass (a lane per row), like matmul_i8. Weight j of a 32-weight block is bit pair
+       j%4 of byte j/4: every packed byte is repeated 4 times so lane j holds its byte, then bit pair
+       j%4 is tested with per-lane masks (1,4,16,64 / 2,8,32,128) in sad16_t2. */
+    const __m128i plus = _mm_set1_epi32(0x40100401), minus = _mm_set1_epi32((int)0x80200802u);
+    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes;
+    __m128 sw = _mm_set1_ps(W->scales[0]);
+    __m128i bias = _mm_set1_epi32(128 * (int32_t)gs);
+    for (; i + 4 <= W->rows; i += 4) {
+        const uint8_t *w[4];
+        for (int r = 0; r < 4; r++) w[r] = W->t2 + (size_t)(i + r) * rb;
+        __m128 acc = _mm_setzero_ps();
         uint32_t g = 0, start = 0;
         for (; start + gs <= n; g++, start += gs) {
-            int32_t isum = dot_t2_32(w + start / 4, qx->q + start);
-            if (gs == 64) isum += dot_t2_32(w + start / 4 + 8, qx->q + start + 32);
-            acc = acc + (float)isum * qx->s[g];
+            __m128i s[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128()};
+            for (uint32_t k = start; k < start + gs; k += 32) { /* 8 packed bytes = 32 weights */
+                __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(qx->q + k));
+                __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(qx->q + k + 16));
+                for (int r = 0; r < 4; r++) {
+                    __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(w[r] + k / 4));
+                    b = _mm_unpacklo_epi8(b, b);
+                    s[r] = _mm_add_epi64(s[r], sad16_t2(_mm_unpacklo_epi16(b, b), x0, plus, minus));
+                    s[r] = _mm_add_epi64(s[r], sad16_t2(_mm_unpackhi_epi16(b, b), x1, plus, minus));
+                }
+            }
+            /* the 4 rows' two 64-bit partial sums -> {isum0, isum1, isum2, isum3} (all < 2^31) */
+            __m128i s01 = _mm_add_epi64(_mm_unpacklo_epi64(s[0], s[1]), _mm_unpackhi_epi64(s[0], s[1]));
+            __m128i s23 = _mm_add_epi64(_mm_unpacklo_epi64(s[2], s[3]), _mm_unpackhi_epi64(s[2], s[3]));
+            __m128i isum = _mm_castps_si128(_mm_shuffle_ps(_mm_castsi128_ps(s01), _mm_castsi128_ps(s23),
+                                                           _MM_SHUFFLE(2, 0, 2, 0)));
+            isum = _mm_sub_epi32(isum, bias);
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(isum), _mm_set1_ps(qx->s[g])));
         }
         if (start < n) {
-            int32_t isum = dot_t2(w, start, qx->q + start, n - start);
-            acc = acc + (float)isum * qx->s[g];
+            float a[4];
+            _mm_storeu_ps(a, acc);
+            for (int r = 0; r < 4; r++)
+                a[r] = a[r] + (float)dot_t2(w[r], start, qx->q + start, n - start) * qx->s[g];
+            acc = _mm_loadu_ps(a);
         }
-        out[i] = acc * sw;
+        _mm_storeu_ps(out + i, _mm_mul_ps(acc, sw));
     }
+#endif
+    matmul_t2_rows(out, W, qx, i);
 }
 
 void tl_matmul(float *out, const tl_tensor *W, const float *x, const tl_qvec *qx) {

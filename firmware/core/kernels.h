@@ -23,6 +23,8 @@ int32_t tl_round_half_away(float v);
 
 void tl_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps);
 void tl_softmax(float *x, uint32_t n);
+/* hb[i] = tl_silu(hb[i]) * hb2[i] (SwiGLU gate). */
+void tl_swiglu(float *hb, const float *hb2, uint32_t n);
 
 /* Quantizes x[0..qv->n) into qv (group-wise absmax / 127). */
 void tl_quantize(tl_qvec *qv, const float *x);

@@ -24,31 +24,58 @@ static void rope(float *v, const float *cs, uint32_t n_heads, uint32_t hd) {
     }
 }
 
-/* out[i] = out[i] + a * v[i] is element-wise: vectorizing it keeps every lane's IEEE ops in order. */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("O3")))
-#endif
+/* The KV cache is laid out for small head_dim (stories260K: 8), where one dot product per position
+   is too short to vectorize and may not be reassociated anyway:
+   - keys per layer as [kv_head][head_dim][ctx]: dim i of all positions is contiguous, so the scores
+     of TB positions are computed at once, lane t doing score[t] = q[0]*k_t[0] + q[1]*k_t[1] + ...
+     in the sequential order of BLOB.md (same bits as one position at a time);
+   - values per layer as [ctx][kv_dim] (llama2.c): out[i] = out[i] + a_t * v_t[i] is element-wise
+     over i for each t, t ascending. */
+#define TB 16
+
 static void attention(const tl_blob *b, tl_transformer *s, uint32_t layer, uint32_t pos) {
-    uint32_t hd = b->head_dim, kv_dim = b->kv_dim, group = b->n_heads / b->n_kv_heads;
-    size_t loff = (size_t)layer * s->ctx * kv_dim;
+    uint32_t hd = b->head_dim, kv_dim = b->kv_dim, group = b->n_heads / b->n_kv_heads, ctx = s->ctx;
+    uint32_t n = pos + 1;
+    const float *kc = s->key_cache + (size_t)layer * ctx * kv_dim;
+    const float *vc = s->value_cache + (size_t)layer * ctx * kv_dim;
     float scale = sqrtf((float)hd);
     for (uint32_t h = 0; h < b->n_heads; h++) {
         const float *qh = s->q + h * hd;
-        float *att = s->att + (size_t)h * s->ctx;
-        uint32_t kvo = (h / group) * hd;
-        for (uint32_t t = 0; t <= pos; t++) {
-            const float *k = s->key_cache + loff + (size_t)t * kv_dim + kvo;
+        const float *kh = kc + (size_t)(h / group) * hd * ctx;
+        float *att = s->att + (size_t)h * ctx;
+        uint32_t t = 0;
+        for (; t + TB <= n; t += TB) {
+            float acc[TB];
+            for (uint32_t j = 0; j < TB; j++) acc[j] = 0.0f;
+            for (uint32_t i = 0; i < hd; i++) {
+                float qi = qh[i];
+                const float *k = kh + (size_t)i * ctx + t;
+                for (uint32_t j = 0; j < TB; j++) acc[j] = acc[j] + qi * k[j];
+            }
+            for (uint32_t j = 0; j < TB; j++) att[t + j] = acc[j] / scale;
+        }
+        for (; t < n; t++) {
             float acc = 0.0f;
-            for (uint32_t i = 0; i < hd; i++) acc = acc + qh[i] * k[i];
+            for (uint32_t i = 0; i < hd; i++) acc = acc + qh[i] * kh[(size_t)i * ctx + t];
             att[t] = acc / scale;
         }
-        tl_softmax(att, pos + 1);
+        tl_softmax(att, n);
         float *out = s->xb + h * hd;
-        memset(out, 0, hd * sizeof *out);
-        for (uint32_t t = 0; t <= pos; t++) {
-            const float *v = s->value_cache + loff + (size_t)t * kv_dim + kvo;
-            float a = att[t];
-            for (uint32_t i = 0; i < hd; i++) out[i] = out[i] + a * v[i];
+        const float *vh = vc + (h / group) * hd;
+        uint32_t i = 0;
+        for (; i + 4 <= hd; i += 4) { /* 4 dims at a time, kept in registers over all t */
+            float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            const float *v = vh + i;
+            for (t = 0; t < n; t++, v += kv_dim) {
+                float a = att[t];
+                for (uint32_t j = 0; j < 4; j++) o[j] = o[j] + a * v[j];
+            }
+            memcpy(out + i, o, sizeof o);
+        }
+        for (; i < hd; i++) {
+            float o = 0.0f;
+            for (t = 0; t < n; t++) o = o + att[t] * vh[(size_t)t * kv_dim + i];
+            out[i] = o;
         }
     }
 }
@@ -64,8 +91,9 @@ tl_err tl_transformer_forward(const tl_blob *b, tl_transformer *s, uint32_t toke
     const float *cs = rp.f32 + (size_t)pos * b->head_dim;
     for (uint32_t l = 0; l < b->n_layers; l++) {
         uint32_t r0 = 1u + TL_T_PER_LAYER * l;
-        size_t loff = (size_t)l * s->ctx * kv_dim + (size_t)pos * kv_dim;
-        float *k = s->key_cache + loff, *v = s->value_cache + loff;
+        size_t loff = (size_t)l * s->ctx * kv_dim;
+        float *k = s->xb2; /* k is scattered into the [kv_head][head_dim][ctx] key cache below */
+        float *v = s->value_cache + loff + (size_t)pos * kv_dim;
         tl_blob_tensor(b, r0 + TL_T_ATTN_NORM, &t);
         tl_rmsnorm(s->xb, s->x, t.f32, dim, b->norm_eps);
         tl_blob_tensor(b, r0 + TL_T_WQ, &wq);
@@ -77,6 +105,7 @@ tl_err tl_transformer_forward(const tl_blob *b, tl_transformer *s, uint32_t toke
         tl_matmul(v, &wv, s->xb, s->qv);
         rope(s->q, cs, b->n_heads, b->head_dim);
         rope(k, cs, b->n_kv_heads, b->head_dim);
+        for (uint32_t i = 0; i < kv_dim; i++) s->key_cache[loff + (size_t)i * s->ctx + pos] = k[i];
         attention(b, s, l, pos);
         tl_blob_tensor(b, r0 + TL_T_WO, &wo);
         quantize_if(s->qv, s->xb, dim, &wo, NULL, NULL);
@@ -89,7 +118,7 @@ tl_err tl_transformer_forward(const tl_blob *b, tl_transformer *s, uint32_t toke
         quantize_if(s->qv, s->xb, dim, &w1, &w3, NULL);
         tl_matmul(s->hb, &w1, s->xb, s->qv);
         tl_matmul(s->hb2, &w3, s->xb, s->qv);
-        for (uint32_t i = 0; i < hidden; i++) s->hb[i] = tl_silu(s->hb[i]) * s->hb2[i];
+        tl_swiglu(s->hb, s->hb2, hidden);
         tl_blob_tensor(b, r0 + TL_T_W2, &w2);
         quantize_if(s->qv, s->hb, hidden, &w2, NULL, NULL);
         tl_matmul(s->xb, &w2, s->hb, s->qv);

@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
 BOARD = FIRMWARE / "build" / "host" / "tinylm-board"
+PORTABLE_BOARD = FIRMWARE / "build" / "host-portable" / "tinylm-board"  # -DTL_NO_SIMD: rv32/ESP32 kernels
 LINE_RE = re.compile(rb"^@([A-Z]+)((?: [a-z_]+=[A-Za-z0-9_.,:+-]*)*)\|([0-9A-F]{4})\r?$")
 
 
@@ -132,8 +133,8 @@ class Link:
 class StdioBoard:
     """The virtual board on pipes (fast, for parity runs)."""
 
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([str(BOARD), "--stdio", *args], stdin=subprocess.PIPE,
+    def __init__(self, *args: str, binary: Path = BOARD) -> None:
+        self.proc = subprocess.Popen([str(binary), "--stdio", *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
         fd = self.proc.stdout.fileno()
 

@@ -4,11 +4,13 @@ a random GRU and stories260K (imported from llama2.c), 20 prompts x 64 tokens ea
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 
 from engine.reference import Reference, SampleParams
-from protocol_util import StdioBoard
+from protocol_util import BOARD, FIRMWARE, PORTABLE_BOARD, StdioBoard
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +36,12 @@ def expected(ref: Reference, ids, params, n) -> list[int]:
     return toks[:-1] if toks and toks[-1] in stops else toks
 
 
-def run_parity(path, seed: int = 0) -> None:
+def run_parity(path, seed: int = 0, binary=BOARD, n_prompts: int = N_PROMPTS) -> None:
     ref = Reference(path)
-    with StdioBoard("--blob", str(path)) as b:
+    with StdioBoard("--blob", str(path), binary=binary) as b:
         link = b.link
         assert link.msg()["model"] == "ok"
-        for k, ids in enumerate(prompts(ref, seed)):
+        for k, ids in enumerate(prompts(ref, seed)[:n_prompts]):
             want = expected(ref, ids, SampleParams(), N_TOKENS)
             got, end = link.generate(ids=ids, max=N_TOKENS, temp=0, topk=0, topp=0, rep=1, seed=0)
             assert got == want, f"greedy prompt {k} {ids}: board {got} reference {want}"
@@ -63,6 +65,38 @@ def test_random_model_parity(board, make_blob, arch, method):
 @pytest.mark.parametrize("method", ["f32", "int8", "ternary"])
 def test_stories260k_parity(board, stories_blob, method):
     run_parity(stories_blob(method), seed=2)
+
+
+@pytest.fixture(scope="session")
+def portable_board():
+    subprocess.run(["make", "-C", str(FIRMWARE), "host-portable"], check=True, capture_output=True)
+    return PORTABLE_BOARD
+
+
+@pytest.mark.parametrize("method", ["f32", "int8", "ternary"])
+def test_portable_kernels_parity(portable_board, make_blob, stories_blob, method):
+    """The host board built with -DTL_NO_SIMD runs the portable C kernels that rv32 and the ESP32
+    run (the default host build uses the SSE2 ones): same ids as the reference too."""
+    run_parity(stories_blob(method), seed=4, binary=portable_board, n_prompts=6)
+    run_parity(make_blob("transformer", method, seed=12, tie=False), seed=5, binary=portable_board,
+               n_prompts=6)
+    run_parity(make_blob("gru", method, seed=13), seed=6, binary=portable_board, n_prompts=4)
+
+
+@pytest.mark.parametrize("method", ["f32", "int8", "ternary"])
+def test_odd_shapes_parity(board, portable_board, blob_dir, method):
+    """Shapes off the fast paths: head_dim 6 (not a multiple of 4), 42 hidden rows (not a multiple
+    of the 4-row kernels), dim 24 < group 32 (only a short group), for both kernel sets."""
+    from conftest import random_state, tiny_cfg
+    from engine.blob import write_blob
+    from engine.vocab import byte_vocab
+
+    cfg = tiny_cfg("transformer", seq_len=40, tie=False)
+    cfg.model.dim, cfg.model.hidden_dim = 24, 42
+    path = blob_dir / f"odd_{method}.blob"
+    write_blob(path, cfg, random_state(cfg, 31), byte_vocab(), method)
+    for binary in (board, portable_board):
+        run_parity(path, seed=7, binary=binary, n_prompts=5)
 
 
 def test_topk_and_repetition_penalty_parity(board, stories_blob):
