@@ -38,8 +38,10 @@ def cmd_quantize(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     if args.qat:
         result["qat"] = run_qat(exp, ws, method, args.qat, lr=args.lr)
         q = result["qat"]
-        out(f"QAT {method} {args.qat} steps: val loss with {method} weights "
-            f"{q['val_loss_before']:.4f} → {q['val_loss_after']:.4f} (float {q['float_val_loss']:.4f})")
+        if not args.json:
+            out(f"QAT {method} {args.qat} steps: val loss with {method} weights "
+                f"{q['val_loss_before']:.4f} → {q['val_loss_after']:.4f} "
+                f"(float {q['float_val_loss']:.4f})")
     path, _ = export(exp, method, force=True)
     rep = report(exp, ws, method, path)
     result["report"] = rep

@@ -15,9 +15,13 @@ from .store import Store
 from .workspace import Workspace
 
 
-def _follow(store: Store, names: list[str], poll_s: float = 1.0) -> None:
-    """Print metrics lines as they arrive until every run has ended (Ctrl-C detaches)."""
-    seen = {n: len(read_metrics(store.load(n).path(METRICS_NAME))) for n in names}
+def _metric_counts(store: Store, names: list[str]) -> dict[str, int]:
+    return {n: len(read_metrics(store.load(n).path(METRICS_NAME))) for n in names}
+
+
+def _follow(store: Store, names: list[str], seen: dict[str, int], poll_s: float = 1.0) -> None:
+    """Print metrics lines written after `seen` as they arrive, until every run has ended
+    (Ctrl-C detaches)."""
     try:
         while True:
             active = False
@@ -45,13 +49,15 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     if len(args.names) > 1 or args.jobs > 1:
         if args.init_from or args.lora:
             raise UserError("--init-from and --lora take one experiment at a time")
+        seen = _metric_counts(store, args.names)
         added = add_to_queue(store, ws, args.names, jobs=args.jobs, resume=resume)
         out(f"queued {', '.join(added) or 'nothing new'} ({args.jobs} at a time); "
             "`tinylm queue list` shows the queue")
         if args.follow:
-            _follow(store, args.names)
+            _follow(store, args.names, seen)
         return 0
     exp = store.load(args.names[0])
+    seen = _metric_counts(store, [exp.name])
     proc = start_training(exp, ws, resume=resume, init_from=args.init_from, lora=args.lora,
                           nproc=args.nproc)
     state = wait_until_running(exp, proc)
@@ -63,7 +69,7 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     out(f"{'resumed' if resume else 'training'} '{exp.name}' (pid {proc.pid}); "
         f"metrics in {exp.path(METRICS_NAME)}, log in {exp.path('train.log')}")
     if args.follow:
-        _follow(store, [exp.name])
+        _follow(store, [exp.name], seen)
         proc.wait()
         final = store.load(exp.name)
         out(f"{exp.name}: {final.live_status()} at step {final.meta.get('step')}")

@@ -78,6 +78,6 @@ def report(exp: Experiment, ws: Workspace, method: str, blob_path: Path,
         "snr_db_min": min(snrs) if snrs else None,
         "snr_db_median": float(np.median(snrs)) if snrs else None,
         "greedy_agreement": agree["agreement"], "agreement_tokens": agree["tokens"],
-        "tensors": [{"name": t.name, "qtype": t.qtype, "bytes": t.nbytes, "snr_db": t.snr_db}
-                    for t in tensors],
+        "tensors": [{"name": t.name, "qtype": t.qtype, "bytes": t.nbytes,
+                     "snr_db": None if t.qtype == "f32" else t.snr_db} for t in tensors],
     }
