@@ -1,0 +1,81 @@
+"""The issue's definition of done, as a user types it: export a blob, then the virtual board (real C,
+real protocol over a real pty) prints exactly what the reference prints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from engine.device.link import DeviceLink, GenerationSummary, TokenEvent
+from tests.conftest import REPO, SHARED_DATA, run_cli
+
+LLAMA2C = SHARED_DATA / "llama2c"
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("ws")
+    r = run_cli(ws, "import-llama2c", str(LLAMA2C / "stories260K.bin"), "--tokenizer",
+                str(LLAMA2C / "tok512.model"), "--name", "st")
+    assert r.returncode == 0, r.stderr
+    assert run_cli(ws, "set", "st", "device.context_len=128").returncode == 0
+    for quant in ("f32", "int8", "ternary"):
+        r = run_cli(ws, "export", "st", "--quant", quant, "--force")
+        assert r.returncode == 0, r.stderr
+    return ws
+
+
+@pytest.mark.parametrize("quant", ["f32", "int8", "ternary"])
+@pytest.mark.parametrize("sampling", [["--temperature", "0"],
+                                      ["--temperature", "0.8", "--top-p", "0.9", "--seed", "7"]])
+def test_device_prints_exactly_what_the_reference_prints(ws, quant, sampling):
+    args = ["sample", "st", "--quant", quant, "--prompt", "Once upon a time", "--max-tokens", "48",
+            *sampling]
+    ref = run_cli(ws, *args, "--engine", "reference")
+    dev = run_cli(ws, *args, "--engine", "device", "--port", "virtual")
+    assert ref.returncode == 0 and dev.returncode == 0, ref.stderr + dev.stderr
+    assert dev.stdout == ref.stdout
+    assert len(ref.stdout) > len("Once upon a time") + 20
+    assert (ws / "experiments" / "st" / "device.log").stat().st_size > 0
+
+
+def test_tinylm_board_serves_a_pty_that_devicelink_talks_to(ws):
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ws), "board", "st",
+                             "--quant", "int8", "--boot-banner"], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("virtual board on /dev/pts/"), line
+        port = line.split(" on ")[1].split(" ")[0]
+        noise: list[bytes] = []
+        with DeviceLink(port, on_noise=noise.append) as link:
+            info = link.info()
+            assert info["quant"] == "int8" and info["vocab"] == "512" and info["ctx"] == "128"
+            events = list(link.generate(prompt_ids=[1, 403, 407, 261, 378], max_tokens=8))
+        assert sum(isinstance(e, TokenEvent) for e in events) == 8
+        assert isinstance(events[-1], GenerationSummary) and events[-1].reason == "max"
+        assert any(b"ets " in n or b"cpu_start" in n for n in noise)  # the boot banner was noise
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def test_device_refuses_a_blob_of_another_model(ws, tmp_path):
+    r = run_cli(ws, "new", "other", "--set", "tokenizer.kind=byte", "--set",
+                "tokenizer.vocab_size=256")
+    assert r.returncode == 0
+    blob = ws / "experiments" / "st" / "model.int8.bin"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ws), "board", "--blob",
+                             str(blob)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        port = proc.stdout.readline().split(" on ")[1].split(" ")[0]
+        r = run_cli(ws, "sample", "other", "--engine", "device", "--port", port, "--prompt", "x")
+        assert r.returncode == 2 and "vocabulary of 512" in r.stderr and "256" in r.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
