@@ -113,7 +113,7 @@ def _float_state(f: dict[str, Any], cur: _Cursor, order: str) -> dict[str, np.nd
 def _v2_state(f: dict[str, Any], cur: _Cursor) -> dict[str, np.ndarray]:
     """Q8_0: norms f32, then every matrix's int8 values, then all their scales (one per `group`
     consecutive values of the flattened tensor); dequantized to float32 as run.c does."""
-    d, L, V, g = f["dim"], f["n_layers"], f["vocab_size"], f["group_size"]
+    d, L, g = f["dim"], f["n_layers"], f["group_size"]
     state: dict[str, np.ndarray] = {}
     for key in ("attention_norm", "ffn_norm"):
         for i in range(L):

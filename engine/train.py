@@ -23,7 +23,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from . import config as config_mod
 from .atomic import sweep_temp_files
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig, ModelConfig

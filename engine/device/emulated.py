@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from ..errors import Failure, UserError
+from .boardproc import FIRMWARE, BoardProcess, make_firmware
 
-FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 RV32_ELF = FIRMWARE / "build" / "rv32" / "tinylm-rv32.elf"
 RV32_BLOB_ADDR = 0x84000000  # firmware/rv32/main.c TL_RV32_BLOB_ADDR
 RV32_PART_SIZE = 0x2F0000  # firmware/rv32/main.c TL_RV32_PART_SIZE
@@ -58,14 +58,7 @@ def build_rv32() -> Path:
     if shutil.which(RV_CC) is None:
         raise UserError("the emulated board needs the rv32 cross compiler: apt-get install "
                         "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf")
-    try:
-        out = subprocess.run(["make", "-C", str(FIRMWARE), "rv32"], capture_output=True, text=True,
-                             timeout=300)
-    except FileNotFoundError as e:
-        raise UserError("building the emulated board needs `make` (apt-get install make)") from e
-    if out.returncode != 0:
-        raise Failure(f"building the rv32 firmware failed:\n{out.stderr[-2000:]}")
-    return RV32_ELF
+    return make_firmware("rv32", RV32_ELF)
 
 
 def _free_port() -> int:
@@ -74,13 +67,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class EmulatedBoard:
+class EmulatedBoard(BoardProcess):
     """`with EmulatedBoard(blob) as eb: DeviceLink(eb.port)...` — the rv32 firmware under qemu."""
 
     def __init__(self, blob: Path) -> None:
+        super().__init__()
         self.blob = Path(blob)
-        self.proc: subprocess.Popen | None = None
-        self.port = ""
         self.tcp_port = 0
 
     def command(self, tcp_port: int) -> list[str]:
@@ -127,20 +119,3 @@ class EmulatedBoard:
     def _stop_and_stderr(self) -> str:
         self.stop()
         return self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> "EmulatedBoard":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()

@@ -12,31 +12,24 @@ import threading
 from pathlib import Path
 
 from ..errors import Failure, UserError
+from .boardproc import FIRMWARE, BoardProcess, make_firmware
 
-FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 BOARD_BIN = FIRMWARE / "build" / "host" / "tinylm-board"
 
 
 def build_virtual_board() -> Path:
     """Build (or confirm up to date) the host firmware; returns the binary."""
-    try:
-        out = subprocess.run(["make", "-C", str(FIRMWARE), "host"], capture_output=True, text=True,
-                             timeout=300)
-    except FileNotFoundError as e:
-        raise UserError("building the virtual board needs `make` and a C compiler "
-                        "(apt-get install make gcc)") from e
-    if out.returncode != 0:
-        raise Failure(f"building the virtual board failed:\n{out.stderr[-2000:]}")
-    return BOARD_BIN
+    return make_firmware("host", BOARD_BIN)
 
 
-class VirtualBoard:
+class VirtualBoard(BoardProcess):
     """`with VirtualBoard(blob) as vb: DeviceLink(vb.port)...` — a running host firmware."""
 
     def __init__(self, blob: Path | None = None, flash_image: Path | None = None,
                  offset: int = 0x110000, us_per_token: int = 0, boot_banner: bool = False,
                  board: str = "host", ram: int | None = None, extra: list[str] | None = None
                  ) -> None:
+        super().__init__()
         if (blob is None) == (flash_image is None):
             raise UserError("give the virtual board a blob or a flash image (exactly one)")
         self.args = (["--blob", str(blob)] if blob is not None else
@@ -49,9 +42,6 @@ class VirtualBoard:
         if ram is not None:
             self.args += ["--ram", str(ram)]
         self.args += extra or []
-        self.proc: subprocess.Popen | None = None
-        self.port = ""
-        self.stderr_lines: list[str] = []
 
     def start(self, timeout: float = 10.0) -> "VirtualBoard":
         binary = build_virtual_board()
@@ -69,18 +59,3 @@ class VirtualBoard:
             raise Failure(f"the virtual board did not start ({line or 'no output'}): {err.strip()}")
         self.port = line.split(" ", 1)[1]
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> "VirtualBoard":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -21,7 +21,6 @@ from engine.metrics import read_metrics
 from engine.presets import preset_config
 from engine.store import Store
 from engine.train import lr_at
-from engine.workspace import load_workspace
 from tests.conftest import REPO
 
 TINY = ["model.dim=32", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",

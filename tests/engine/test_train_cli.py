@@ -6,12 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from engine.checkpoint import load_checkpoint
 from engine.metrics import read_metrics
 from tests.conftest import REPO
-from tests.engine.test_train import TINY, make_exp, wait_for
+from tests.engine.test_train import make_exp, wait_for
 
 
 def meta(workspace, name):
