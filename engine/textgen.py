@@ -40,7 +40,8 @@ def torch_token_stream(exp: Experiment, prompt: str, params: SamplingParams,
     model, cfg, _ = load_model(exp, which)
     tok = load_tokenizer_for(exp, cfg)
     ids = prompt_ids(tok, prompt)
-    return tok, ids, generate(model, ids, params, eos_id=tok.eos_id)
+    stops = {t for t in (tok.bos_id,) if t is not None}  # BOS starts a new story: stop, like the board
+    return tok, ids, generate(model, ids, params, eos_id=tok.eos_id, stop_ids=stops)
 
 
 def stream_text(exp: Experiment, ws: Workspace, prompt: str, params: SamplingParams,

@@ -184,6 +184,10 @@ class Trainer:
         self.val_batches = eval_batches(data.val_tokens, cfg.train.batch_size, cfg.model.seq_len,
                                         cfg.train.eval_batches)
 
+        if self.lora_rank and (cfg.model.arch != "transformer" or self.lora_rank < 1):
+            raise UserError(f"--lora {self.lora_rank}: LoRA adapts the transformer's attention and "
+                            "feed-forward projections; it needs model.arch = 'transformer' and a "
+                            "rank ≥ 1 (the GRU fine-tunes fully: drop --lora)")
         model = build_model(cfg)
         self.step = 0
         self.tokens_seen = 0

@@ -10,8 +10,15 @@ by the number of ops rather than FLOPs:
   stay `wq`, `wk`, `wv`; the cat of a few KB of weights costs less than two extra matmul launches),
   and RoPE rotates q and k together in four elementwise ops, with cos/sin tables precomputed as
   non-persistent buffers (not in the state dict) and no complex numbers;
-- grouped-query attention goes to `F.scaled_dot_product_attention(enable_gqa=True)`, so k and v are
-  never copied n_heads / n_kv_heads times;
+- attention on a CPU while training is `BlockCausalAttention` below, not ATen's CPU flash kernel:
+  with head_dim 8 that kernel spends most of the step in tiny GEMMs and recomputation. Ours groups
+  the query heads that share a kv head into one matrix (no repeat of k/v), computes only the
+  causal blocks of the score matrix (64 positions a block), in chunks that stay in cache, and keeps
+  the softmax for the backward. Forward + backward it is ~1.4x (16x256) to ~1.9x (64x512) faster
+  than SDPA here, and it keeps ~0.6*B*n_heads*T*T floats per layer for the backward (21 MB a layer
+  at 16x256 with 8 heads, 340 MB at 64x512).
+  Everywhere else (inference, CUDA, attention dropout) it is `F.scaled_dot_product_attention` with
+  is_causal=True and enable_gqa=True, so k and v are never copied n_heads / n_kv_heads times;
 - RMSNorm is `F.rms_norm`.
 
 The RoPE table is computed in float64 and rounded once, exactly like the blob's `rope` tensor
@@ -20,6 +27,7 @@ The RoPE table is computed in float64 and rounded once, exactly like the blob's 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -45,8 +53,91 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     out[2k+1] = b*c + a*s, the same products and sums as llama2.c and the firmware.
     """
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    return x * cos + swapped * sin
+    return (x * cos + swapped * sin).type_as(x)  # f32 tables must not promote a bf16 x (autocast)
 
+
+# ---- attention kernel for CPU training ---------------------------------------------------------
+
+ATTN_BLOCK = 64  # query positions per causal block: a block's scores stay in L2 with ATTN_CHUNK
+ATTN_CHUNK = 16  # (batch, kv head) pairs per batched matmul
+
+
+@functools.lru_cache(maxsize=64)
+def _block_mask(t0: int, t1: int, rep: int) -> torch.Tensor:
+    """Additive mask [(t1 - t0) * rep, t1]: row (t - t0) * rep + r may see keys 0..t."""
+    t = torch.arange(t0, t1).repeat_interleave(rep)
+    return torch.zeros(len(t), t1).masked_fill_(torch.arange(t1)[None, :] > t[:, None], float("-inf"))
+
+
+class BlockCausalAttention(torch.autograd.Function):
+    """Causal softmax attention with the query heads of a kv head stacked as rows.
+
+    q: [N, T * rep, hd] with row t * rep + r = query head r of the group at position t (position-
+    major, so a block of positions is a contiguous block of rows); k, v: [N, T, hd]; N = B * n_kv.
+    Rows of positions [t0, t1) only need keys [0, t1): computing block by block skips about half
+    the score matrix. The softmax of each block is kept for the backward (no recomputation).
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # type: ignore[override]
+                scale: float) -> torch.Tensor:
+        N, T = k.shape[0], k.shape[1]
+        rep = q.shape[1] // T
+        out = torch.empty_like(q)
+        probs = []
+        for i in range(0, N, ATTN_CHUNK):
+            j = min(N, i + ATTN_CHUNK)
+            for t0 in range(0, T, ATTN_BLOCK):
+                t1 = min(T, t0 + ATTN_BLOCK)
+                rows = slice(t0 * rep, t1 * rep)
+                s = torch.baddbmm(_block_mask(t0, t1, rep), q[i:j, rows], k[i:j, :t1].transpose(1, 2),
+                                  alpha=scale)
+                p = torch.softmax(s, -1)
+                out[i:j, rows] = torch.bmm(p, v[i:j, :t1])
+                probs.append(p)
+        ctx.save_for_backward(q, k, v, out)
+        ctx.probs, ctx.scale = probs, scale
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out: torch.Tensor):  # type: ignore[override]
+        q, k, v, out = ctx.saved_tensors
+        probs, scale = ctx.probs, ctx.scale
+        ctx.probs = None  # free the softmax blocks as soon as possible
+        N, T = k.shape[0], k.shape[1]
+        rep = q.shape[1] // T
+        d_out = d_out.contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        delta = (d_out * out).sum(-1, keepdim=True)  # rowsum(P * dP), the softmax backward term
+        n = 0
+        for i in range(0, N, ATTN_CHUNK):
+            j = min(N, i + ATTN_CHUNK)
+            for t0 in range(0, T, ATTN_BLOCK):
+                t1 = min(T, t0 + ATTN_BLOCK)
+                rows = slice(t0 * rep, t1 * rep)
+                p, g = probs[n], d_out[i:j, rows]
+                n += 1
+                # bmm then +=: baddbmm_ into a strided slice runs one addmm_ per sample (~10x slower)
+                dv[i:j, :t1] += torch.bmm(p.transpose(1, 2), g)
+                ds = torch.bmm(g, v[i:j, :t1].transpose(1, 2)).sub_(delta[i:j, rows]).mul_(p)
+                dq[i:j, rows] = torch.bmm(ds, k[i:j, :t1])
+                dk[i:j, :t1] += torch.bmm(ds.transpose(1, 2), q[i:j, rows])
+        return dq.mul_(scale), dk.mul_(scale), dv, None
+
+
+def block_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """q [B, T, H, hd], k and v [B, T, KV, hd] (RoPE applied) -> [B, T, H * hd], causal."""
+    B, T, H, hd = q.shape
+    KV = k.shape[2]
+    qg = q.view(B, T, KV, H // KV, hd).permute(0, 2, 1, 3, 4).reshape(B * KV, T * (H // KV), hd)
+    kg = k.permute(0, 2, 1, 3).reshape(B * KV, T, hd)
+    vg = v.permute(0, 2, 1, 3).reshape(B * KV, T, hd)
+    out = BlockCausalAttention.apply(qg, kg, vg, 1.0 / math.sqrt(hd))
+    return out.view(B, KV, T, H // KV, hd).permute(0, 2, 1, 3, 4).reshape(B, T, H * hd)
+
+
+# ---- modules -------------------------------------------------------------------------------------
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
@@ -84,34 +175,39 @@ class Attention(nn.Module):
         self.wo = nn.Linear(cfg.n_heads * self.head_dim, cfg.dim, bias=False)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.blocked = True  # BlockCausalAttention for CPU training; False = always SDPA
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q [B, H, T, hd], k and v [B, KV, T, hd], RoPE applied to q and k."""
+        """q [B, T, H, hd], k and v [B, T, KV, hd] (views), RoPE applied to q and k."""
         B, T, _ = x.shape
         H, KV = self.n_heads, self.n_kv_heads
-        # `.weight` (not the module) so LoRA-wrapped projections, whose `.weight` is W + B@A*scale,
-        # take the same fused path.
+        # `.weight` (not calling the modules) so LoRA-wrapped projections, whose `.weight` is
+        # W + B @ A * scale, take the same fused path.
         w = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight])
         qkv = F.linear(x, w).view(B, T, H + 2 * KV, self.head_dim)
         qk = apply_rope(qkv[:, :, : H + KV], cos, sin)
-        q, k = qk[:, :, :H], qk[:, :, H:]
-        v = qkv[:, :, H + KV:]
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        return qk[:, :, :H], qk[:, :, H:], qkv[:, :, H + KV:]
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self._qkv(x, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True, enable_gqa=True)
-        y = y.transpose(1, 2).reshape(B, T, -1)
+        dropout = self.dropout if self.training else 0.0
+        if (self.blocked and dropout == 0.0 and x.device.type == "cpu" and q.dtype == torch.float32
+                and v.dtype == torch.float32 and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
+            y = block_causal_attention(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               dropout_p=dropout, is_causal=True, enable_gqa=True)
+            y = y.transpose(1, 2).reshape(B, T, -1)
         return self.resid_dropout(self.wo(y))
 
     def forward_step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                      k_cache: torch.Tensor, v_cache: torch.Tensor, start_pos: int) -> torch.Tensor:
         """Attention for positions start_pos.. using (and filling) this layer's cache slices."""
         B, T, _ = x.shape
-        q, k, v = self._qkv(x, cos, sin)
+        q, k, v = (t.transpose(1, 2) for t in self._qkv(x, cos, sin))
         end = start_pos + T
         k_cache[:B, :, start_pos:end] = k
         v_cache[:B, :, start_pos:end] = v
