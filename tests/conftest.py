@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpora" / "tinystories_slice.txt"
-SHARED_DATA = REPO.parent / "shared" / "data"
+LLAMA2C = REPO / "tests" / "data" / "llama2c"  # stories260K + tok512, shipped (see SOURCES.md)
 
 
 @pytest.fixture

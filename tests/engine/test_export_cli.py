@@ -7,10 +7,9 @@ import json
 import pytest
 
 from engine.checkpoint import load_checkpoint
-from tests.conftest import SHARED_DATA
+from tests.conftest import LLAMA2C
 from tests.engine.test_train import make_exp
 
-LLAMA2C = SHARED_DATA / "llama2c"
 KNOWN = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
 
 

@@ -17,7 +17,7 @@ from engine.store import Store
 from engine.vocab import VocabError, byte_vocab, from_sentencepiece, read_tokenizer_bin, tokenizer_bin_bytes
 
 F = np.float32
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "llama2c"
+from tests.conftest import LLAMA2C as DATA  # noqa: E402
 STORIES, TOK_MODEL, TOK_BIN = DATA / "stories260K.bin", DATA / "tok512.model", DATA / "tok512.bin"
 pytestmark = pytest.mark.skipif(not STORIES.exists(), reason="shared/data/llama2c not present")
 

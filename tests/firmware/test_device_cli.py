@@ -11,9 +11,8 @@ import sys
 import pytest
 
 from engine.device.link import DeviceLink, GenerationSummary, TokenEvent
-from tests.conftest import REPO, SHARED_DATA, run_cli
+from tests.conftest import REPO, LLAMA2C, run_cli
 
-LLAMA2C = SHARED_DATA / "llama2c"
 
 
 @pytest.fixture(scope="module")
