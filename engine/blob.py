@@ -1,4 +1,4 @@
-"""Writer and reader of the weight blob (firmware/BLOB.md, version 1.0).
+"""Writer and reader of the weight blob (firmware/BLOB.md, version 1.1).
 
 Why the writer takes every size from `blob_layout.layout`: the fit budget, this writer and the
 firmware's boot report must agree to the byte, so none of them computes an offset on its own.
@@ -36,6 +36,7 @@ _HEADER = struct.Struct("<4sHHIIIIIIIIIIIIffIIIIII32sII")
 _ENTRY = struct.Struct("<IIIIIIII")
 assert _HEADER.size == bl.HEADER_BYTES and _ENTRY.size == bl.TABLE_ENTRY_BYTES
 FLAG_TIED = 1
+FLAG_INT_ATTENTION = 2  # BLOB.md "Integer mode": int8 KV cache + integer attention (format 1.1)
 
 
 class BlobError(UserError):
@@ -78,6 +79,10 @@ class BlobHeader:
     @property
     def tied(self) -> bool:
         return bool(self.flags & FLAG_TIED)
+
+    @property
+    def int_attention(self) -> bool:
+        return bool(self.flags & FLAG_INT_ATTENTION)
 
 
 @dataclass
@@ -151,7 +156,8 @@ def _config_from_header(h: BlobHeader) -> ExperimentConfig:
     kind = "byte" if h.bos_id == NO_TOKEN else "sentencepiece"
     return ExperimentConfig(model=model,
                             tokenizer=TokenizerConfig(kind=kind, vocab_size=h.vocab_size),
-                            quant=QuantConfig(method=h.quant, group_size=h.group_size))
+                            quant=QuantConfig(method=h.quant, group_size=h.group_size,
+                                              int_attention=h.int_attention))
 
 
 def _encode_tensor(spec: bl.TensorSpec, w: np.ndarray) -> bytes:
@@ -184,11 +190,18 @@ def _state_array(state: dict[str, Any], spec: bl.TensorSpec, cfg: ExperimentConf
 # ---- writer -----------------------------------------------------------------------------------------
 
 def build_blob(cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab, method: str,
-               context_len: int | None = None) -> tuple[bytes, bl.BlobLayout]:
+               context_len: int | None = None,
+               int_attention: bool = False) -> tuple[bytes, bl.BlobLayout]:
     """The blob's bytes and its layout. `context_len` (default cfg.context_len()) sets the rows of
-    the RoPE table and the header's seq_len for a transformer."""
+    the RoPE table and the header's seq_len for a transformer. `int_attention` sets flags bit 1
+    (BLOB.md "Integer mode", format 1.1: int8 KV cache, integer attention, SwiGLU and matmul
+    accumulation); only for int8/ternary transformers. Without it the blob is a 1.0 blob."""
     if method not in bl.QTYPES:
         raise UserError(f"quant method {method!r}: use one of {', '.join(bl.QTYPES)}")
+    if int_attention and (method == "f32" or cfg.model.arch != "transformer"):
+        raise UserError(f"int_attention needs an int8 or ternary transformer blob (this is "
+                        f"{method} {cfg.model.arch}); set quant.int_attention = false or change "
+                        "quant.method")
     if vocab.size != cfg.tokenizer.vocab_size:
         raise UserError(f"the tokenizer has {vocab.size} tokens but the config's "
                         f"tokenizer.vocab_size is {cfg.tokenizer.vocab_size}: the model's embedding "
@@ -202,10 +215,13 @@ def build_blob(cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab, metho
     buf = bytearray(lay.total_bytes)
     is_tf = m.arch == "transformer"
     header = _HEADER.pack(
-        bl.MAGIC, bl.VERSION_MAJOR, bl.VERSION_MINOR, bl.HEADER_BYTES, bl.ARCH_IDS[m.arch],
+        bl.MAGIC, bl.VERSION_MAJOR, max(bl.VERSION_MINOR, 1) if int_attention else bl.VERSION_MINOR,
+        bl.HEADER_BYTES, bl.ARCH_IDS[m.arch],
         bl.QTYPES[method], cfg.quant.group_size, m.dim, m.ffn_dim() if is_tf else 0, m.n_layers,
         m.n_heads if is_tf else 0, m.n_kv_heads if is_tf else 0, vocab.size,
-        ctx if is_tf else m.seq_len, FLAG_TIED if m.tie_embeddings else 0, m.norm_eps,
+        ctx if is_tf else m.seq_len,
+        (FLAG_TIED if m.tie_embeddings else 0) | (FLAG_INT_ATTENTION if int_attention else 0),
+        m.norm_eps,
         m.rope_theta if is_tf else 0.0, len(lay.tensors), lay.table_offset, lay.vocab_offset,
         lay.vocab_bytes, lay.data_offset, lay.total_bytes, b"\0" * 32,
         NO_TOKEN if vocab.bos_id is None else vocab.bos_id,
@@ -234,10 +250,11 @@ def build_blob(cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab, metho
 
 
 def write_blob(path: str | Path, cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab,
-               method: str, context_len: int | None = None) -> BlobInfo:
+               method: str, context_len: int | None = None,
+               int_attention: bool = False) -> BlobInfo:
     """Write `path` atomically. `state` uses PyTorch/llama2.c names; output.weight is ignored when
-    the classifier is tied."""
-    data, lay = build_blob(cfg, state, vocab, method, context_len)
+    the classifier is tied. `int_attention`: see build_blob."""
+    data, lay = build_blob(cfg, state, vocab, method, context_len, int_attention)
     atomic_write_bytes(path, data)
     return BlobInfo(len(data), hashlib.sha256(data).hexdigest(), lay)
 
@@ -271,6 +288,9 @@ def _check_header(h: BlobHeader, n: int) -> None:
                         f"{redo}")
         if h.hidden_dim <= 0:
             raise _fail(f"hidden_dim is {h.hidden_dim}, must be > 0; {redo}")
+    elif h.int_attention:
+        raise _fail(f"flags bit 1 (integer mode) is set on a {h.arch} blob (transformers only); "
+                    f"{redo}")
     if h.table_offset != bl.HEADER_BYTES:
         raise _fail(f"table_offset is {h.table_offset}, must be {bl.HEADER_BYTES}; {redo}")
     table_end = h.table_offset + h.n_tensors * bl.TABLE_ENTRY_BYTES
@@ -317,6 +337,9 @@ def _read_tensor(data: bytes, h: BlobHeader, role: int, spec: bl.TensorSpec) -> 
     if spec.name == "tok_embeddings.weight" and qtype == "ternary":
         raise _fail(f"{where}: a ternary embedding has no lookup arithmetic (f32 or int8 only); "
                     f"{redo}")
+    if h.int_attention and qtype == "f32" and not _must_be_f32(spec.name):
+        raise _fail(f"{where}: qtype is f32, but flags bit 1 (integer mode) needs every matrix "
+                    f"int8 or ternary; {redo}")
     if qtype == "int8" and group != h.group_size:
         raise _fail(f"{where}: group is {group} but int8 tensors use the header's group_size "
                     f"{h.group_size}; {redo}")

@@ -45,7 +45,11 @@ def param_count(cfg: ExperimentConfig) -> int:
 
 def runtime_ram(cfg: ExperimentConfig, method: str | None = None,
                 context_len: int | None = None) -> dict[str, int]:
-    """Bytes of RAM the firmware allocates at init, by purpose (all f32 unless noted)."""
+    """Bytes of RAM the firmware allocates at init, by purpose (all f32 unless noted).
+
+    With quant.int_attention (BLOB.md "Integer mode", int8/ternary transformers) the KV cache is
+    int8 values plus one f32 scale per (position, kv head), and the attention scratch holds one
+    head's ctx int32 entries instead of n_heads · ctx floats."""
     m = cfg.model
     method = method or cfg.quant.method
     vocab = cfg.tokenizer.vocab_size
@@ -53,8 +57,13 @@ def runtime_ram(cfg: ExperimentConfig, method: str | None = None,
     f = 4
     if m.arch == "transformer":
         hidden, kv_dim = m.ffn_dim(), m.kv_dim()
-        activations = f * (4 * m.dim + 2 * hidden + m.n_heads * ctx + vocab)  # x xb xb2 q, hb hb2, att
-        kv_cache = f * 2 * m.n_layers * ctx * kv_dim
+        int_mode = cfg.quant.int_attention and method != "f32"
+        att = ctx if int_mode else m.n_heads * ctx
+        activations = f * (4 * m.dim + 2 * hidden + att + vocab)  # x xb xb2 q, hb hb2, att, logits
+        if int_mode:  # k and v: int8 [ctx, kv_dim] + f32 scale [ctx, n_kv_heads] per layer
+            kv_cache = 2 * m.n_layers * ctx * (kv_dim + f * m.n_kv_heads)
+        else:
+            kv_cache = f * 2 * m.n_layers * ctx * kv_dim
         widest = max(m.dim, hidden)
     else:
         activations = f * (m.dim + m.n_layers * m.dim + 6 * m.dim + vocab)  # x, h per layer, gates

@@ -106,6 +106,9 @@ class QuantConfig:
     method: str = "int8"  # blob format: "f32", "int8" (group-wise) or "ternary" (2-bit, absmean)
     group_size: int = 32  # int8 scale group (32 or 64); a row's last group may be shorter
     qat_steps: int = 0  # quantization-aware fine-tuning steps before export
+    # integer mode (firmware/BLOB.md flags bit 1): int8 KV cache and integer attention, SwiGLU and
+    # matmul accumulation, for boards without an FPU (ESP32-C3); int8/ternary transformers only
+    int_attention: bool = False
 
 
 @dataclass
@@ -309,6 +312,9 @@ def validate(cfg: ExperimentConfig) -> list[str]:
     if q.group_size not in (32, 64):
         p.append(f"quant.group_size = {q.group_size}: must be 32 or 64")
     p += _at_least("quant.qat_steps", q.qat_steps, 0)
+    if q.int_attention and (q.method == "f32" or m.arch != "transformer"):
+        p.append(f"quant.int_attention = true: needs quant.method int8 or ternary and model.arch "
+                 f"transformer (is {q.method}, {m.arch}); set it to false")
 
     p += _choice("device.board", dev.board, BOARDS)
     p += _at_least("device.baud", dev.baud, 1200)

@@ -5,6 +5,7 @@ not fit the configured board."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ def export(exp: Experiment, quant: str | None = None, which: str = "best", force
     from .qat import qat_state
 
     state, cfg, ckpt = float_state(exp, which)
+    # the weights fix the model; where and how it is deployed is today's config, not the checkpoint's
+    cfg = replace(cfg, device=exp.config.device, quant=exp.config.quant)
     quant = quant or cfg.quant.method
     qat = qat_state(exp, quant)
     if qat is not None:
@@ -77,9 +80,10 @@ def export(exp: Experiment, quant: str | None = None, which: str = "best", force
                         f"{cfg.tokenizer.vocab_size}: they belong to different models; retrain the "
                         "tokenizer or fix tokenizer.vocab_size")
     if not force:
-        check_fits(cfg, vocab, quant, board or exp.config.device.board)
+        check_fits(cfg, vocab, quant, board)
     path = exp.path(blob_name(quant))
-    info = write_blob(path, cfg, state, vocab, quant, context_len=exp.config.context_len())
+    info = write_blob(path, cfg, state, vocab, quant, context_len=exp.config.context_len(),
+                      int_attention=cfg.quant.int_attention and quant != "f32")
     blobs = dict(exp.meta.get("blobs") or {})
     blobs[quant] = {"file": path.name, "size": info.size, "sha256": info.sha256,
                     "step": ckpt.get("step"), "qat": qat is not None, "created": time.time()}

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .blob import Blob, BlobTensor, read_blob
+from .blob import FLAG_INT_ATTENTION, Blob, BlobTensor, read_blob
 from .errors import UserError
 from .quant import quantize_activation, round_half_away
 
@@ -80,6 +80,111 @@ def _rmsnorm(x: np.ndarray, w: np.ndarray, eps: np.float32) -> np.ndarray:
     ss = ss + eps
     r = _ONE / np.sqrt(ss)
     return w * (r * x)
+
+
+# ---- integer mode (flags bit 1, BLOB.md "Integer mode") ----------------------------------------------
+# Exact integer arithmetic (int64 in numpy, int32/int64 in C) on the bit patterns of float32 values;
+# the few float operations left are the ones BLOB.md names.
+
+_I64 = np.int64
+#: EXP2[b] = round(32768 * 2^(-b/256)), b = 0..255 (float64, then rounded; no entry is near a tie)
+EXP2_LUT = np.rint(32768.0 * np.exp2(-np.arange(256) / 256.0)).astype(_I64)
+#: SIG[i] = round(32768 * sigmoid(-16 + i/16)), i = 0..512
+SIG_LUT = np.rint(32768.0 / (1.0 + np.exp(16.0 - np.arange(513) / 16.0))).astype(_I64)
+_LOG2E = F32(1.44269504)
+
+
+def _fbits(x: np.ndarray) -> np.ndarray:
+    """float32 bit patterns as int64 (non-negative)."""
+    return np.ascontiguousarray(x, dtype=F32).view(np.uint32).astype(_I64)
+
+
+def _fexp(u: np.ndarray) -> np.ndarray:
+    """E(x) = max(exponent field, 1): |x| = M(x) * 2^(E(x) - 150) for every finite x."""
+    return np.maximum((u >> 23) & 255, 1)
+
+
+def _fmant(u: np.ndarray) -> np.ndarray:
+    """M(x): the 23 stored mantissa bits, plus the implicit 2^23 when the exponent field is not 0."""
+    return (u & 0x7FFFFF) | np.where((u >> 23) & 255 != 0, 0x800000, 0)
+
+
+def _m16(u: np.ndarray) -> np.ndarray:
+    """m16(x) = M(x) >> 8: |x| ~ m16 * 2^(E - 142), 16 bits (0 for 0)."""
+    return _fmant(u) >> 8
+
+
+def _pow2f(k: np.ndarray) -> np.ndarray:
+    """2^k as a float32 built from its exponent bits; 0 below 2^-126, +inf above 2^127."""
+    k = np.asarray(k, dtype=_I64)
+    bits = ((np.clip(k, -126, 127) + 127) << 23).astype(np.uint32).view(F32)
+    return np.where(k < -126, _ZERO, np.where(k > 127, F32(np.inf), bits)).astype(F32)
+
+
+def _qcore(mag: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """round(127 * mag / top) for 0 <= mag <= top, 2^15 <= top < 2^16 (per row of `mag`), by the
+    reciprocal R = floor(127 * 2^23 / top): (mag * R + 2^22) >> 23."""
+    r = 1065353216 // top
+    return (mag * r[:, None] + (1 << 22)) >> 23
+
+
+def _grouped(x: np.ndarray, group: int) -> tuple[np.ndarray, int]:
+    x = np.asarray(x, dtype=F32).reshape(-1)
+    n = x.shape[0]
+    ng = -(-n // group)
+    return np.pad(x, (0, ng * group - n)).reshape(ng, group), n
+
+
+def _iquant(x: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """BLOB.md "iquant": integer activation quantization. Returns (q int64 [n], s f32 [n_groups])."""
+    g, n = _grouped(x, group)
+    u = _fbits(g)
+    a = np.max(u & 0x7FFFFFFF, axis=1)
+    ok = a >= 0x800000
+    amax = a.astype(np.uint32).view(F32)
+    s = np.where(ok, amax / F32(127.0), _ZERO).astype(F32)
+    ea = a >> 23
+    top = np.where(ok, ((a & 0x7FFFFF) | 0x800000) >> 8, 1 << 15)
+    sh = ea[:, None] - _fexp(u) + 8
+    mag = np.where(sh >= 32, 0, _fmant(u) >> np.clip(sh, 0, 31))
+    k = _qcore(mag, top)
+    q = np.where((u >> 31) != 0, -k, k)
+    q = np.where(ok[:, None], q, 0)
+    return q.reshape(-1)[:n], s
+
+
+def _to_f32_scaled(acc: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """(float)acc * pow2f(k): int64 -> float32 (round to nearest even), then one float multiply."""
+    with np.errstate(over="ignore", invalid="ignore"):  # IEEE results (inf, NaN), as in C
+        return np.asarray(acc, dtype=_I64).astype(F32) * _pow2f(k)
+
+
+def _swiglu_int(hb: np.ndarray, hb2: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """BLOB.md "integer SwiGLU": silu(hb) * hb2 as the quantized input (q, s) of w2."""
+    n = hb.shape[0]
+    qa, sa = _iquant(hb, group)
+    qb, sb = _iquant(hb2, group)
+    ng = sa.shape[0]
+    qa = np.pad(qa, (0, ng * group - n)).reshape(ng, group)
+    qb = np.pad(qb, (0, ng * group - n)).reshape(ng, group)
+    ua = _fbits(sa)
+    t = qa * _m16(ua)[:, None]
+    sh = (134 - _fexp(ua))[:, None]
+    idx = np.where(sh >= 0, t >> np.clip(sh, 0, 31), np.sign(t) * 4096)
+    idx = np.clip(idx, -4096, 4095) + 4096
+    i, f = idx >> 4, idx & 15
+    sig = SIG_LUT[i] + (((SIG_LUT[i + 1] - SIG_LUT[i]) * f) >> 4)
+    y = qa * sig * qb
+    mag = np.abs(y)
+    top = np.max(mag, axis=1)
+    ok = top > 0
+    z = np.where(ok, np.array([int(v).bit_length() for v in top], dtype=_I64) - 16, 0)
+    top16 = np.where(z >= 0, top >> np.maximum(z, 0), top << np.maximum(-z, 0))
+    mag16 = np.where(z[:, None] >= 0, mag >> np.maximum(z, 0)[:, None], mag << np.maximum(-z, 0)[:, None])
+    k = _qcore(mag16, np.where(ok, top16, 1 << 15))
+    q = np.where(y < 0, -k, k)
+    s = np.where(ok, (top.astype(F32) * (sa * sb)) / F32(4161536.0), _ZERO).astype(F32)
+    return q.reshape(-1)[:n], s
 
 
 # ---- sampler (PRIVATE, TEMPORARY: see above) -----------------------------------------------------------
@@ -191,6 +296,26 @@ class _Linear:
                 out = _seq_sum(isum * sx[None, :], axis=1) * self.s
         return np.split(out, self.splits) if len(self.splits) else [out]
 
+    def int_call(self, qx: np.ndarray, sx: np.ndarray) -> list[np.ndarray]:
+        """Integer mode (BLOB.md "integer matmul"): exact group sums, exact int64 accumulation of
+        isum * m16(sw) * m16(sx) aligned to the row's largest exponent, one conversion per row."""
+        qx = np.pad(np.asarray(qx, dtype=_I64), (0, self.pad)).reshape(self.q.shape[1], self.group)
+        isum = np.einsum("rgk,gk->rg", self.q.astype(_I64), qx)
+        ux = _fbits(sx)
+        if self.qtype == "int8":
+            uw = _fbits(self.s)
+            eg = _fexp(uw) + _fexp(ux)[None, :]
+            mg = _m16(uw) * _m16(ux)[None, :]
+            b = np.max(eg, axis=1)
+            acc = np.sum((isum * mg) >> np.minimum(b[:, None] - eg, 63), axis=1)
+            out = _to_f32_scaled(acc, b - 284)
+        else:
+            ex = _fexp(ux)
+            b = np.max(ex)
+            acc = np.sum((isum * _m16(ux)[None, :]) >> np.minimum(b - ex, 63)[None, :], axis=1)
+            out = _to_f32_scaled(acc, b - 142) * self.s
+        return np.split(out, self.splits) if len(self.splits) else [out]
+
 
 def _linears(tensors: list[BlobTensor], group: int) -> list[_Linear]:
     """Stack consecutive tensors of the same qtype (q/k/v, w1/w3); a mixed set stays separate."""
@@ -201,6 +326,10 @@ def _linears(tensors: list[BlobTensor], group: int) -> list[_Linear]:
 
 def _apply(linears: list[_Linear], x: np.ndarray) -> list[np.ndarray]:
     return [y for lin in linears for y in lin(x)]
+
+
+def _apply_int(linears: list[_Linear], qx: np.ndarray, sx: np.ndarray) -> list[np.ndarray]:
+    return [y for lin in linears for y in lin.int_call(qx, sx)]
 
 
 # ---- the model -----------------------------------------------------------------------------------------
@@ -253,6 +382,9 @@ class Reference:
             self.head_dim = h.dim // h.n_heads
             self.kv_map = np.arange(h.n_heads) // (h.n_heads // h.n_kv_heads)
             self.sqrt_head_dim = np.sqrt(F32(self.head_dim))
+        self.int_mode = self.arch == "transformer" and bool(h.flags & FLAG_INT_ATTENTION)
+        if self.int_mode:
+            self.att_a = _LOG2E / self.sqrt_head_dim  # A = 1.44269504f / sqrtf((float)head_dim)
         self._lookup = self._build_lookup()
         self.reset()
 
@@ -263,8 +395,14 @@ class Reference:
         h = self.header
         if self.arch == "transformer":
             shape = (h.n_layers, self.context_len, h.n_kv_heads, self.head_dim)
-            self.k_cache = np.zeros(shape, dtype=F32)
-            self.v_cache = np.zeros(shape, dtype=F32)
+            if getattr(self, "int_mode", False):  # int8 values + one f32 scale per (pos, kv head)
+                self.kq = np.zeros(shape, dtype=_I64)
+                self.vq = np.zeros(shape, dtype=_I64)
+                self.ks = np.zeros(shape[:3], dtype=F32)
+                self.vs = np.zeros(shape[:3], dtype=F32)
+            else:
+                self.k_cache = np.zeros(shape, dtype=F32)
+                self.v_cache = np.zeros(shape, dtype=F32)
         else:
             self.hidden = np.zeros((h.n_layers, h.dim), dtype=F32)
 
@@ -301,7 +439,57 @@ class Reference:
         p = _softmax(score, axis=0)
         return _seq_sum(p[:, :, None] * vals, axis=0).reshape(-1)  # t ascending
 
+    def _attention_int(self, q: np.ndarray, layer: int, pos: int) -> np.ndarray:
+        """BLOB.md "integer attention": int8 q·k scores, fixed-point log2 softmax, int32 Σ p·v."""
+        hd, m = self.head_dim, self.kv_map
+        qq, qs = _iquant(q.reshape(-1), hd)
+        qq = qq.reshape(self.n_heads, hd)
+        uc = _fbits(qs * self.att_a)
+        mc, ec = _m16(uc), _fexp(uc)
+        kq = self.kq[layer, :pos + 1][:, m, :]  # [T, heads, hd]
+        uk = _fbits(self.ks[layer, :pos + 1][:, m])  # [T, heads]
+        dot = np.einsum("thi,hi->th", kq, qq)
+        sh = np.clip(276 - _fexp(uk) - ec[None, :], 0, 63)
+        z = np.clip((dot * (_m16(uk) * mc[None, :])) >> sh, -(1 << 30), 1 << 30)
+        d = np.max(z, axis=0)[None, :] - z
+        a = d >> 8
+        e = np.where(a >= 16, 0, EXP2_LUT[d & 255] >> np.minimum(a, 15))
+        r = (1 << 46) // np.sum(e, axis=0)
+        p = (e * r[None, :]) >> 31
+        uv = _fbits(self.vs[layer, :pos + 1][:, m])
+        ev = _fexp(uv)
+        big = np.max(ev, axis=0)
+        shv = 8 + big[None, :] - ev
+        w = np.where(shv >= 32, 0, (p * _m16(uv)) >> np.minimum(shv, 31))
+        acc = np.einsum("th,thi->hi", w, self.vq[layer, :pos + 1][:, m, :])
+        return _to_f32_scaled(acc, (big - 149)[:, None]).reshape(-1)
+
+    def _step_transformer_int(self, token: int, pos: int) -> np.ndarray:
+        """BLOB.md "Integer mode" transformer step (flags bit 1)."""
+        hd, g = self.head_dim, self.header.group_size
+        x = self._embed(token)
+        for i, L in enumerate(self.layers):
+            xb = _rmsnorm(x, L["att_norm"], self.eps)
+            q, k, v = _apply_int(L["qkv"], *_iquant(xb, g))
+            q = self._rope(q.reshape(self.n_heads, hd), pos)
+            k = self._rope(k.reshape(self.n_kv_heads, hd), pos)
+            kq, ks = _iquant(k.reshape(-1), hd)
+            vq, vs = _iquant(v, hd)
+            self.kq[i, pos], self.ks[i, pos] = kq.reshape(self.n_kv_heads, hd), ks
+            self.vq[i, pos], self.vs[i, pos] = vq.reshape(self.n_kv_heads, hd), vs
+            xb = self._attention_int(q, i, pos)
+            (xb2,) = _apply_int(L["wo"], *_iquant(xb, g))
+            x = x + xb2
+            xb = _rmsnorm(x, L["ffn_norm"], self.eps)
+            hb, hb2 = _apply_int(L["w13"], *_iquant(xb, g))
+            (xb,) = _apply_int(L["w2"], *_swiglu_int(hb, hb2, g))
+            x = x + xb
+        x = _rmsnorm(x, self.final_norm, self.eps)
+        return _apply_int(self.classifier, *_iquant(x, g))[0]
+
     def _step_transformer(self, token: int, pos: int) -> np.ndarray:
+        if self.int_mode:
+            return self._step_transformer_int(token, pos)
         hd = self.head_dim
         x = self._embed(token)
         for i, L in enumerate(self.layers):

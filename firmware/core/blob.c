@@ -129,6 +129,7 @@ static tl_err check_header_fields(tl_blob *b, const char **msg) {
         b->head_dim = b->dim / b->n_heads;
         b->kv_dim = b->head_dim * b->n_kv_heads;
     } else {
+        if (b->flags & 2u) FAIL(TL_E_BLOB, "header flags: bit 1 (integer mode) is for transformers only");
         if (b->hidden_dim != 0 || b->n_heads != 0 || b->n_kv_heads != 0)
             FAIL(TL_E_BLOB, "header hidden_dim/n_heads/n_kv_heads: must be 0 for GRU");
         b->head_dim = 0;
@@ -161,6 +162,8 @@ static tl_err check_table(tl_blob *b, const char **msg) {
         if (rows != er || cols != ec) FAIL(TL_E_BLOB, "tensor rows/cols: do not follow from the header");
         if (f32_only && qtype != TL_Q_F32) FAIL(TL_E_BLOB, "tensor qtype: norms, biases and rope must be f32");
         if (role == 0 && qtype == TL_Q_TERNARY) FAIL(TL_E_BLOB, "tensor qtype: tok_embeddings cannot be ternary");
+        if ((b->flags & 2u) && !f32_only && qtype == TL_Q_F32)
+            FAIL(TL_E_BLOB, "tensor qtype: flags bit 1 (integer mode) needs every matrix int8 or ternary");
         if (qtype == TL_Q_INT8 && group != b->group_size) FAIL(TL_E_BLOB, "tensor group: int8 group is not the header group_size");
         if (qtype == TL_Q_TERNARY && group != 0) FAIL(TL_E_BLOB, "tensor group: ternary group must be 0");
         if (off % ALIGN) FAIL(TL_E_BLOB, "tensor offset: not a multiple of 16");

@@ -1,8 +1,10 @@
 /* engine.c - arena layout (BLOB.md "Runtime RAM") and the token-at-a-time generate loop. */
 #include "engine.h"
 
+#include <math.h>
 #include <string.h>
 
+#include "intmode.h"
 #include "tokenizer.h"
 
 static uint32_t eff_ctx(const tl_blob *b, uint32_t ctx) { return ctx ? ctx : b->seq_len; }
@@ -14,9 +16,15 @@ static uint64_t quant_scratch_bytes(const tl_blob *b) {
     return (n + 3u) / 4u * 4u;
 }
 
+/* BLOB.md flags bit 1: integer mode (a parsed blob only has it on int8/ternary transformers) */
+static int int_mode(const tl_blob *b) { return b->arch == TL_ARCH_TRANSFORMER && (b->flags & TL_FLAG_INT) != 0; }
+
 uint64_t tl_engine_arena_bytes(const tl_blob *b, uint32_t ctx) {
     uint64_t c = eff_ctx(b, ctx), V = b->vocab_size, dim = b->dim, L = b->n_layers, act, kv = 0;
-    if (b->arch == TL_ARCH_TRANSFORMER) {
+    if (int_mode(b)) { /* att: one head's ctx int32; K/V: int8 + one f32 scale per (pos, kv head) */
+        act = 4u * (4u * dim + 2u * (uint64_t)b->hidden_dim + c + V);
+        kv = 2u * L * c * ((uint64_t)b->kv_dim + 4u * b->n_kv_heads);
+    } else if (b->arch == TL_ARCH_TRANSFORMER) {
         act = 4u * (4u * dim + 2u * (uint64_t)b->hidden_dim + (uint64_t)b->n_heads * c + V);
         kv = 4u * 2u * L * c * b->kv_dim;
     } else {
@@ -85,10 +93,22 @@ tl_err tl_engine_init(tl_engine *e, const tl_blob *b, uint32_t ctx, void *arena,
         s->q = take(&a, 4u * dim);
         s->hb = take(&a, 4u * (uint64_t)b->hidden_dim);
         s->hb2 = take(&a, 4u * (uint64_t)b->hidden_dim);
-        s->att = take(&a, 4u * (uint64_t)b->n_heads * ctx);
-        s->logits = take(&a, 4u * (uint64_t)V);
-        s->key_cache = take(&a, 4u * kvn);
-        s->value_cache = take(&a, 4u * kvn);
+        if (int_mode(b)) {
+            uint64_t sn = (uint64_t)b->n_layers * ctx * b->n_kv_heads;
+            s->imode = 1;
+            s->att_a = 1.44269504f / sqrtf((float)b->head_dim);
+            s->iatt = take(&a, 4u * (uint64_t)ctx);
+            s->logits = take(&a, 4u * (uint64_t)V);
+            s->ks = take(&a, 4u * sn);
+            s->vs = take(&a, 4u * sn);
+            s->kq = take(&a, kvn);
+            s->vq = take(&a, kvn);
+        } else {
+            s->att = take(&a, 4u * (uint64_t)b->n_heads * ctx);
+            s->logits = take(&a, 4u * (uint64_t)V);
+            s->key_cache = take(&a, 4u * kvn);
+            s->value_cache = take(&a, 4u * kvn);
+        }
         s->ctx = ctx;
         e->logits = s->logits;
     } else {
@@ -109,6 +129,7 @@ tl_err tl_engine_init(tl_engine *e, const tl_blob *b, uint32_t ctx, void *arena,
         e->qv.q = (int8_t *)(q + 4u * ng);
         e->qv.n = widest;
         e->qv.group = b->group_size;
+        e->qv.imode = (uint32_t)int_mode(b);
         e->qvp = &e->qv;
     }
     e->tf.qv = e->qvp;

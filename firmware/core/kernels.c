@@ -13,6 +13,8 @@
 #include "kernels.h"
 
 #include <math.h>
+
+#include "intmode.h"
 #include <string.h>
 
 #if defined(__SSE2__) && !defined(TL_NO_SIMD)
@@ -214,9 +216,110 @@ static int32_t dot_i8(const int8_t *a, const int8_t *b, uint32_t n) {
     return s;
 }
 
+/* Integer mode (BLOB.md "integer matmul", int8): B = the row's largest E(sw) + E(sx) over its groups;
+   then term(g) = floor(isum * m16(sw) * m16(sx) / 2^(B - E(sw) - E(sx))), summed exactly (mod 2^64,
+   as int64); out = (float)acc * 2^(B - 284). The activation scales' E and m16 are decoded once per
+   vector (xdec, on the stack for up to XDEC_MAX groups, else on the fly). */
+#define XDEC_MAX 32
+typedef struct {
+    uint32_t m[XDEC_MAX];
+    int32_t e[XDEC_MAX];
+    const float *s;
+    int ok;
+} xdec;
+
+static void xdec_init(xdec *d, const tl_qvec *qx, uint32_t ng) {
+    d->s = qx->s;
+    d->ok = ng <= XDEC_MAX;
+    if (d->ok)
+        for (uint32_t g = 0; g < ng; g++) {
+            uint32_t u = tl_fbits(qx->s[g]);
+            d->m[g] = tl_fm16(u);
+            d->e[g] = tl_fexp(u);
+        }
+}
+static inline uint32_t xdec_m(const xdec *d, uint32_t g) { return d->ok ? d->m[g] : tl_fm16(tl_fbits(d->s[g])); }
+static inline int32_t xdec_e(const xdec *d, uint32_t g) { return d->ok ? d->e[g] : tl_fexp(tl_fbits(d->s[g])); }
+
+static int32_t i8_row_base(const float *sw, const xdec *d, uint32_t ng) {
+    int32_t b = 0;
+    for (uint32_t g = 0; g < ng; g++) {
+        int32_t e = tl_fexp(tl_fbits(sw[g])) + xdec_e(d, g);
+        if (e > b) b = e;
+    }
+    return b;
+}
+
+static inline uint64_t i8_term(int32_t isum, float sw, const xdec *d, uint32_t g, int32_t b) {
+    uint32_t uw = tl_fbits(sw);
+    uint32_t m = tl_fm16(uw) * xdec_m(d, g); /* < 2^32 */
+    return (uint64_t)tl_asr64((int64_t)isum * (int64_t)m, b - tl_fexp(uw) - xdec_e(d, g));
+}
+
+static inline float int_out(uint64_t acc, int32_t k) { return tl_i64_scaled((int64_t)acc, k); }
+
+#ifndef TL_SSE2
+/* Four rows' exact group sums at once: x[k] is loaded once for the 4 rows (portable kernels). */
+static void dot4_i8(int32_t s[4], const int8_t *w0, size_t stride, const int8_t *x, uint32_t len) {
+    const int8_t *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride, *end = x + (len & ~3u);
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    /* pointers stepped by 4 so every load is `lb rd, imm(ptr)` on rv32 */
+    for (; x < end; x += 4, w0 += 4, w1 += 4, w2 += 4, w3 += 4) {
+        int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+        a0 += w0[0] * x0 + w0[1] * x1 + w0[2] * x2 + w0[3] * x3;
+        a1 += w1[0] * x0 + w1[1] * x1 + w1[2] * x2 + w1[3] * x3;
+        a2 += w2[0] * x0 + w2[1] * x1 + w2[2] * x2 + w2[3] * x3;
+        a3 += w3[0] * x0 + w3[1] * x1 + w3[2] * x2 + w3[3] * x3;
+    }
+    for (uint32_t k = 0; k < (len & 3u); k++) {
+        int32_t xv = x[k];
+        a0 += w0[k] * xv, a1 += w1[k] * xv, a2 += w2[k] * xv, a3 += w3[k] * xv;
+    }
+    s[0] = a0, s[1] = a1, s[2] = a2, s[3] = a3;
+}
+
+/* Integer mode, portable: 4 rows at a time (dot4_i8), then the rest one by one. */
+static uint32_t matmul_i8_int4(float *out, const tl_tensor *W, const tl_qvec *qx) {
+    uint32_t n = W->cols, gs = W->group, ng = W->n_groups, i = 0;
+    xdec d;
+    xdec_init(&d, qx, ng);
+    for (; i + 4 <= W->rows; i += 4) {
+        const int8_t *w = W->q8 + (size_t)i * n;
+        const float *sw = W->scales + (size_t)i * ng;
+        int32_t base[4];
+        uint64_t acc[4] = {0, 0, 0, 0};
+        for (int r = 0; r < 4; r++) base[r] = i8_row_base(sw + (size_t)r * ng, &d, ng);
+        for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+            uint32_t len = start + gs <= n ? gs : n - start;
+            int32_t is[4];
+            dot4_i8(is, w + start, n, qx->q + start, len);
+            for (int r = 0; r < 4; r++) acc[r] += i8_term(is[r], sw[(size_t)r * ng + g], &d, g, base[r]);
+        }
+        for (int r = 0; r < 4; r++) out[i + r] = int_out(acc[r], base[r] - 284);
+    }
+    return i;
+}
+#endif
+
 /* Rows [i0, rows): one row at a time, BLOB.md "int8 matmul" as written. */
 static void matmul_i8_rows(float *out, const tl_tensor *W, const tl_qvec *qx, uint32_t i0) {
     uint32_t n = W->cols, gs = W->group, ng = W->n_groups;
+    if (qx->imode) {
+        xdec d;
+        xdec_init(&d, qx, ng);
+        for (uint32_t i = i0; i < W->rows; i++) {
+            const int8_t *w = W->q8 + (size_t)i * n;
+            const float *sw = W->scales + (size_t)i * ng;
+            int32_t b = i8_row_base(sw, &d, ng);
+            uint64_t acc = 0;
+            for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+                uint32_t len = start + gs <= n ? gs : n - start;
+                acc += i8_term(dot_i8(w + start, qx->q + start, len), sw[g], &d, g, b);
+            }
+            out[i] = int_out(acc, b - 284);
+        }
+        return;
+    }
     for (uint32_t i = i0; i < W->rows; i++) {
         const int8_t *w = W->q8 + (size_t)i * n;
         const float *sw = W->scales + (size_t)i * ng;
@@ -256,10 +359,17 @@ static void matmul_i8(float *out, const tl_tensor *W, const tl_qvec *qx) {
        once per 16 columns for the 4 rows, and the float part ((isum * sw) * sx, then acc + that) is
        done on the 4 lanes at once in BLOB.md order. The short last group (cols % group) is scalar. */
     uint32_t n = W->cols, gs = W->group, ng = W->n_groups;
+    xdec d;
+    xdec_init(&d, qx, qx->imode ? ng : 0u);
     for (; i + 4 <= W->rows; i += 4) {
         const int8_t *w0 = W->q8 + (size_t)i * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;
         const float *s0 = W->scales + (size_t)i * ng, *s1 = s0 + ng, *s2 = s1 + ng, *s3 = s2 + ng;
         __m128 acc = _mm_setzero_ps();
+        const float *sr[4] = {s0, s1, s2, s3};
+        int32_t base[4] = {0, 0, 0, 0};
+        uint64_t iacc[4] = {0, 0, 0, 0};
+        if (qx->imode)
+            for (int r = 0; r < 4; r++) base[r] = i8_row_base(sr[r], &d, ng);
         uint32_t g = 0, start = 0;
         for (; start + gs <= n; g++, start += gs) {
             __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
@@ -271,14 +381,28 @@ static void matmul_i8(float *out, const tl_tensor *W, const tl_qvec *qx) {
                 a2 = _mm_add_epi32(a2, dot16_i8(w2 + k, xl, xh));
                 a3 = _mm_add_epi32(a3, dot16_i8(w3 + k, xl, xh));
             }
-            __m128 isum = _mm_cvtepi32_ps(hsum4_epi32(a0, a1, a2, a3));
+            __m128i isum_i = hsum4_epi32(a0, a1, a2, a3);
+            if (qx->imode) {
+                int32_t is[4];
+                _mm_storeu_si128((__m128i *)(void *)is, isum_i);
+                for (int r = 0; r < 4; r++) iacc[r] += i8_term(is[r], sr[r][g], &d, g, base[r]);
+                continue;
+            }
+            __m128 isum = _mm_cvtepi32_ps(isum_i);
             __m128 sw = _mm_setr_ps(s0[g], s1[g], s2[g], s3[g]);
             acc = _mm_add_ps(acc, _mm_mul_ps(_mm_mul_ps(isum, sw), _mm_set1_ps(qx->s[g])));
         }
+        const int8_t *wr[4] = {w0, w1, w2, w3};
+        if (qx->imode) {
+            for (int r = 0; r < 4; r++) {
+                if (start < n)
+                    iacc[r] += i8_term(dot_i8(wr[r] + start, qx->q + start, n - start), sr[r][g], &d, g, base[r]);
+                out[i + r] = int_out(iacc[r], base[r] - 284);
+            }
+            continue;
+        }
         if (start < n) {
             float a[4];
-            const int8_t *wr[4] = {w0, w1, w2, w3};
-            const float *sr[4] = {s0, s1, s2, s3};
             _mm_storeu_ps(a, acc);
             for (int r = 0; r < 4; r++) {
                 int32_t isum = dot_i8(wr[r] + start, qx->q + start, n - start);
@@ -288,6 +412,8 @@ static void matmul_i8(float *out, const tl_tensor *W, const tl_qvec *qx) {
         }
         _mm_storeu_ps(out + i, acc);
     }
+#else
+    if (qx->imode) i = matmul_i8_int4(out, W, qx);
 #endif
     matmul_i8_rows(out, W, qx, i);
 }
@@ -332,8 +458,75 @@ static inline __m128i sad16_t2(__m128i c, __m128i x, __m128i plus, __m128i minus
 #endif
 
 /* Rows [i0, rows): one row at a time, BLOB.md "ternary matmul" as written. */
+/* Integer mode (BLOB.md "integer matmul", ternary): Bx = the largest E(sx[g]) of the vector;
+   term(g) = floor(isum * m16(sx) / 2^(Bx - E(sx))); out = ((float)acc * 2^(Bx - 142)) * s_w. The
+   per-group multiplier and shift are the same for every row: xdec holds m16 and Bx - E. */
+static int32_t t2_vec_init(xdec *d, const tl_qvec *qx, uint32_t n) {
+    uint32_t ng = (n + qx->group - 1u) / qx->group;
+    int32_t b = 0;
+    xdec_init(d, qx, ng);
+    for (uint32_t g = 0; g < ng; g++)
+        if (xdec_e(d, g) > b) b = xdec_e(d, g);
+    if (d->ok)
+        for (uint32_t g = 0; g < ng; g++) d->e[g] = b - d->e[g];
+    return b;
+}
+static inline uint64_t t2_term(int32_t isum, const xdec *d, uint32_t g, int32_t b) {
+    int32_t sh = d->ok ? d->e[g] : b - tl_fexp(tl_fbits(d->s[g]));
+    return (uint64_t)tl_asr64((int64_t)isum * (int64_t)xdec_m(d, g), sh);
+}
+
+#ifndef TL_SSE2
+/* Four rows' exact ternary group sums at once (portable kernels): each x[k] loaded once. */
+static void dot4_t2(int32_t s[4], const uint8_t *w0, size_t rb, uint32_t col0, const int8_t *x, uint32_t n) {
+    int32_t a[4] = {0, 0, 0, 0};
+    uint32_t k = 0;
+    if ((col0 & 3) == 0)
+        for (; k + 4 <= n; k += 4) {
+            int32_t x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
+            const uint8_t *wb = w0 + ((col0 + k) >> 2);
+            for (int r = 0; r < 4; r++, wb += rb) {
+                const int8_t *t = TERNARY_LUT[*wb];
+                a[r] += t[0] * x0 + t[1] * x1 + t[2] * x2 + t[3] * x3;
+            }
+        }
+    for (int r = 0; r < 4; r++) s[r] = a[r] + (k < n ? dot_t2(w0 + (size_t)r * rb, col0 + k, x + k, n - k) : 0);
+}
+
+static uint32_t matmul_t2_int4(float *out, const tl_tensor *W, const tl_qvec *qx) {
+    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, i = 0;
+    xdec d;
+    int32_t b = t2_vec_init(&d, qx, n);
+    for (; i + 4 <= W->rows; i += 4) {
+        const uint8_t *w = W->t2 + (size_t)i * rb;
+        uint64_t acc[4] = {0, 0, 0, 0};
+        for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+            int32_t is[4];
+            dot4_t2(is, w, rb, start, qx->q + start, start + gs <= n ? gs : n - start);
+            for (int r = 0; r < 4; r++) acc[r] += t2_term(is[r], &d, g, b);
+        }
+        for (int r = 0; r < 4; r++) out[i + r] = int_out(acc[r], b - 142) * W->scales[0];
+    }
+    return i;
+}
+#endif
+
 static void matmul_t2_rows(float *out, const tl_tensor *W, const tl_qvec *qx, uint32_t i0) {
     uint32_t n = W->cols, gs = qx->group;
+    if (qx->imode) {
+        xdec d;
+        int32_t b = t2_vec_init(&d, qx, n);
+        for (uint32_t i = i0; i < W->rows; i++) {
+            const uint8_t *w = W->t2 + (size_t)i * W->row_bytes;
+            uint64_t acc = 0;
+            for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+                uint32_t len = start + gs <= n ? gs : n - start;
+                acc += t2_term(dot_t2(w, start, qx->q + start, len), &d, g, b);
+            }
+            out[i] = int_out(acc, b - 142) * W->scales[0];
+        }
+        return;
+    }
     for (uint32_t i = i0; i < W->rows; i++) {
         const uint8_t *w = W->t2 + (size_t)i * W->row_bytes;
         float acc = 0.0f;
@@ -355,10 +548,14 @@ static void matmul_t2(float *out, const tl_tensor *W, const tl_qvec *qx) {
     uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes;
     __m128 sw = _mm_set1_ps(W->scales[0]);
     __m128i bias = _mm_set1_epi32(128 * (int32_t)gs);
+    xdec d;
+    xdec_init(&d, qx, 0u);
+    int32_t base = qx->imode ? t2_vec_init(&d, qx, n) : 0;
     for (; i + 4 <= W->rows; i += 4) {
         const uint8_t *w[4];
         for (int r = 0; r < 4; r++) w[r] = W->t2 + (size_t)(i + r) * rb;
         __m128 acc = _mm_setzero_ps();
+        uint64_t iacc[4] = {0, 0, 0, 0};
         uint32_t g = 0, start = 0;
         for (; start + gs <= n; g++, start += gs) {
             __m128i s[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128()};
@@ -378,7 +575,20 @@ static void matmul_t2(float *out, const tl_tensor *W, const tl_qvec *qx) {
             __m128i isum = _mm_castps_si128(_mm_shuffle_ps(_mm_castsi128_ps(s01), _mm_castsi128_ps(s23),
                                                            _MM_SHUFFLE(2, 0, 2, 0)));
             isum = _mm_sub_epi32(isum, bias);
+            if (qx->imode) {
+                int32_t is[4];
+                _mm_storeu_si128((__m128i *)(void *)is, isum);
+                for (int r = 0; r < 4; r++) iacc[r] += t2_term(is[r], &d, g, base);
+                continue;
+            }
             acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(isum), _mm_set1_ps(qx->s[g])));
+        }
+        if (qx->imode) {
+            for (int r = 0; r < 4; r++) {
+                if (start < n) iacc[r] += t2_term(dot_t2(w[r], start, qx->q + start, n - start), &d, g, base);
+                out[i + r] = int_out(iacc[r], base - 142) * W->scales[0];
+            }
+            continue;
         }
         if (start < n) {
             float a[4];
@@ -389,6 +599,8 @@ static void matmul_t2(float *out, const tl_tensor *W, const tl_qvec *qx) {
         }
         _mm_storeu_ps(out + i, _mm_mul_ps(acc, sw));
     }
+#else
+    if (qx->imode) i = matmul_t2_int4(out, W, qx);
 #endif
     matmul_t2_rows(out, W, qx, i);
 }

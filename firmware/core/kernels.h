@@ -13,6 +13,7 @@ typedef struct {
     float *s;         /* [ceil(n / group)] */
     uint32_t n;       /* length */
     uint32_t group;   /* group size (the blob's group_size) */
+    uint32_t imode;   /* 1: integer mode (BLOB.md flags bit 1): matmuls accumulate in integers */
 } tl_qvec;
 
 float tl_expf(float x);
@@ -30,7 +31,8 @@ void tl_swiglu(float *hb, const float *hb2, uint32_t n);
 void tl_quantize(tl_qvec *qv, const float *x);
 
 /* out[rows] = W x. f32 tensors read x; int8/ternary read the quantized qx (same vector, same
-   length, quantized with qx->group == W's group for int8). */
+   length, quantized with qx->group == W's group for int8). With qx->imode the int8/ternary group
+   sums are combined by BLOB.md "integer matmul" instead of the float per-group accumulation. */
 void tl_matmul(float *out, const tl_tensor *W, const float *x, const tl_qvec *qx);
 
 /* out[cols] = row `row` of an f32 or int8 embedding table. */

@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "intmode.h"
+
 static void quantize_if(tl_qvec *qv, const float *x, uint32_t n, const tl_tensor *a, const tl_tensor *b,
                         const tl_tensor *c) {
     int need = a->qtype != TL_Q_F32 || (b && b->qtype != TL_Q_F32) || (c && c->qtype != TL_Q_F32);
@@ -80,9 +82,158 @@ static void attention(const tl_blob *b, tl_transformer *s, uint32_t layer, uint3
     }
 }
 
+/* BLOB.md "integer attention" for one layer: per head, q quantized (iquant over the head), exact
+   int8 scores, one fixed-point log2 score per position, the EXP2 table softmax with integer
+   probabilities, exact int32 sum of p·v, one conversion per output. All integer, so the passes may be
+   fused and the loops shaped freely; HD_FAST (head_dim 8, stories260K) keeps q and the 8 output sums
+   in registers. */
+static inline int32_t score_z(int32_t dot, float ks, uint32_t mc, int32_t ec) {
+    uint32_t uk = tl_fbits(ks);
+    int32_t sh = 276 - tl_fexp(uk) - ec;
+    int64_t z = tl_asr64((int64_t)dot * (int64_t)(tl_fm16(uk) * mc), sh < 0 ? 0 : sh);
+    if (z > (1 << 30)) z = 1 << 30;
+    if (z < -(1 << 30)) z = -(1 << 30);
+    return (int32_t)z;
+}
+
+/* pass 1: a[t] = z_t; returns max z, *vmax = max E(vs_t) */
+static int32_t scores_int(int32_t *a, const int8_t *qq, const int8_t *kh, const float *ksh, const float *vsh,
+                          uint32_t n, uint32_t hd, uint32_t mc, int32_t ec, int32_t *vmax) {
+    int32_t zmax = -(1 << 30), ev = 1;
+    if (hd == 8) {
+        int32_t q0 = qq[0], q1 = qq[1], q2 = qq[2], q3 = qq[3], q4 = qq[4], q5 = qq[5], q6 = qq[6], q7 = qq[7];
+        for (uint32_t t = 0; t < n; t++, kh += 8) {
+            int32_t dot = q0 * kh[0] + q1 * kh[1] + q2 * kh[2] + q3 * kh[3] + q4 * kh[4] + q5 * kh[5] +
+                          q6 * kh[6] + q7 * kh[7];
+            int32_t z = score_z(dot, ksh[t], mc, ec), e = tl_fexp(tl_fbits(vsh[t]));
+            a[t] = z;
+            if (z > zmax) zmax = z;
+            if (e > ev) ev = e;
+        }
+    } else {
+        for (uint32_t t = 0; t < n; t++, kh += hd) {
+            int32_t dot = 0;
+            for (uint32_t i = 0; i < hd; i++) dot += (int32_t)qq[i] * (int32_t)kh[i];
+            int32_t z = score_z(dot, ksh[t], mc, ec), e = tl_fexp(tl_fbits(vsh[t]));
+            a[t] = z;
+            if (z > zmax) zmax = z;
+            if (e > ev) ev = e;
+        }
+    }
+    *vmax = ev;
+    return zmax;
+}
+
+/* w_t of BLOB.md from e_t (p_t = (e_t * r) >> 31) */
+static inline int32_t value_weight(int32_t e, uint64_t r, float vs, int32_t ev) {
+    if (e == 0) return 0;
+    uint32_t p = (uint32_t)(((uint64_t)(uint32_t)e * r) >> 31), uv = tl_fbits(vs);
+    int32_t sh = 8 + ev - tl_fexp(uv);
+    return sh >= 32 ? 0 : (int32_t)((p * tl_fm16(uv)) >> sh);
+}
+
+static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, uint32_t pos) {
+    uint32_t hd = b->head_dim, group = b->n_heads / b->n_kv_heads, ctx = s->ctx, n = pos + 1;
+    int32_t *a = s->iatt;
+    int8_t *qq = s->qv->q; /* scratch: free while the attention runs */
+    for (uint32_t h = 0; h < b->n_heads; h++) {
+        size_t kvh = (size_t)layer * b->n_kv_heads + h / group;
+        const int8_t *kh = s->kq + kvh * ctx * hd, *vh = s->vq + kvh * ctx * hd;
+        const float *ksh = s->ks + kvh * ctx, *vsh = s->vs + kvh * ctx;
+        float qs;
+        tl_iquant(qq, &qs, s->q + h * hd, hd, hd);
+        uint32_t uc = tl_fbits(qs * s->att_a);
+        int32_t ev, zmax = scores_int(a, qq, kh, ksh, vsh, n, hd, tl_fm16(uc), tl_fexp(uc), &ev);
+        uint64_t sum = 0;
+        for (uint32_t t = 0; t < n; t++) {
+            uint32_t d = (uint32_t)(zmax - a[t]), sh = d >> 8;
+            a[t] = sh >= 16 ? 0 : (int32_t)(TL_EXP2_LUT[d & 255u] >> sh);
+            sum += (uint32_t)a[t];
+        }
+        uint64_t r = ((uint64_t)1 << 46) / sum; /* sum >= 32768 */
+        float f = tl_pow2f(ev - 149), *out = s->xb + h * hd;
+        if (hd == 8) {
+            int32_t o0 = 0, o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0, o6 = 0, o7 = 0;
+            const int8_t *v = vh;
+            for (uint32_t t = 0; t < n; t++, v += 8) {
+                int32_t w = value_weight(a[t], r, vsh[t], ev);
+                if (w == 0) continue;
+                o0 += w * v[0], o1 += w * v[1], o2 += w * v[2], o3 += w * v[3];
+                o4 += w * v[4], o5 += w * v[5], o6 += w * v[6], o7 += w * v[7];
+            }
+            out[0] = (float)o0 * f, out[1] = (float)o1 * f, out[2] = (float)o2 * f, out[3] = (float)o3 * f;
+            out[4] = (float)o4 * f, out[5] = (float)o5 * f, out[6] = (float)o6 * f, out[7] = (float)o7 * f;
+            continue;
+        }
+        for (uint32_t t = 0; t < n; t++) a[t] = value_weight(a[t], r, vsh[t], ev);
+        for (uint32_t i = 0; i < hd; i++) {
+            int32_t acc = 0;
+            const int8_t *v = vh + i;
+            for (uint32_t t = 0; t < n; t++, v += hd) acc += a[t] * (int32_t)*v;
+            out[i] = (float)acc * f;
+        }
+    }
+}
+
+/* The integer-mode step (BLOB.md "Integer mode"): every matrix is int8/ternary (checked by the
+   parser), every activation is quantized by iquant, K/V go to the int8 cache. */
+static tl_err forward_int(const tl_blob *b, tl_transformer *s, uint32_t token, uint32_t pos, int want_logits) {
+    uint32_t dim = b->dim, hidden = b->hidden_dim, hd = b->head_dim, ctx = s->ctx;
+    tl_qvec *qv = s->qv;
+    tl_tensor t, wq, wk, wv, wo, w1, w2, w3, rp;
+    tl_blob_tensor(b, 0, &t);
+    tl_embed(s->x, &t, token);
+    tl_blob_tensor(b, tl_blob_role_rope(b), &rp);
+    const float *cs = rp.f32 + (size_t)pos * hd;
+    for (uint32_t l = 0; l < b->n_layers; l++) {
+        uint32_t r0 = 1u + TL_T_PER_LAYER * l;
+        float *kv = s->xb2; /* k, then v: scratch until quantized into the cache */
+        tl_blob_tensor(b, r0 + TL_T_ATTN_NORM, &t);
+        tl_rmsnorm(s->xb, s->x, t.f32, dim, b->norm_eps);
+        tl_blob_tensor(b, r0 + TL_T_WQ, &wq);
+        tl_blob_tensor(b, r0 + TL_T_WK, &wk);
+        tl_blob_tensor(b, r0 + TL_T_WV, &wv);
+        tl_iquant(qv->q, qv->s, s->xb, dim, qv->group);
+        tl_matmul(s->q, &wq, s->xb, qv);
+        tl_matmul(kv, &wk, s->xb, qv);
+        rope(s->q, cs, b->n_heads, hd);
+        rope(kv, cs, b->n_kv_heads, hd);
+        size_t slot = (size_t)l * b->n_kv_heads * ctx + pos; /* (layer, kv head 0, pos) */
+        for (uint32_t j = 0; j < b->n_kv_heads; j++)
+            tl_iquant(s->kq + (slot + (size_t)j * ctx) * hd, s->ks + slot + (size_t)j * ctx, kv + j * hd, hd, hd);
+        tl_matmul(kv, &wv, s->xb, qv);
+        for (uint32_t j = 0; j < b->n_kv_heads; j++)
+            tl_iquant(s->vq + (slot + (size_t)j * ctx) * hd, s->vs + slot + (size_t)j * ctx, kv + j * hd, hd, hd);
+        attention_int(b, s, l, pos);
+        tl_blob_tensor(b, r0 + TL_T_WO, &wo);
+        tl_iquant(qv->q, qv->s, s->xb, dim, qv->group);
+        tl_matmul(s->xb2, &wo, s->xb, qv);
+        for (uint32_t i = 0; i < dim; i++) s->x[i] = s->x[i] + s->xb2[i];
+        tl_blob_tensor(b, r0 + TL_T_FFN_NORM, &t);
+        tl_rmsnorm(s->xb, s->x, t.f32, dim, b->norm_eps);
+        tl_blob_tensor(b, r0 + TL_T_W1, &w1);
+        tl_blob_tensor(b, r0 + TL_T_W3, &w3);
+        tl_iquant(qv->q, qv->s, s->xb, dim, qv->group);
+        tl_matmul(s->hb, &w1, s->xb, qv);
+        tl_matmul(s->hb2, &w3, s->xb, qv);
+        tl_swiglu_int(qv, s->hb, s->hb2, hidden);
+        tl_blob_tensor(b, r0 + TL_T_W2, &w2);
+        tl_matmul(s->xb, &w2, s->hb, qv);
+        for (uint32_t i = 0; i < dim; i++) s->x[i] = s->x[i] + s->xb[i];
+    }
+    if (!want_logits) return TL_OK;
+    tl_blob_tensor(b, tl_blob_role_norm(b), &t);
+    tl_rmsnorm(s->x, s->x, t.f32, dim, b->norm_eps);
+    tl_blob_tensor(b, tl_blob_role_output(b), &t);
+    tl_iquant(qv->q, qv->s, s->x, dim, qv->group);
+    tl_matmul(s->logits, &t, s->x, qv);
+    return TL_OK;
+}
+
 tl_err tl_transformer_forward(const tl_blob *b, tl_transformer *s, uint32_t token, uint32_t pos,
                               int want_logits) {
     if (token >= b->vocab_size || pos >= s->ctx || pos >= b->seq_len) return TL_E_ARG;
+    if (s->imode) return forward_int(b, s, token, pos, want_logits);
     uint32_t dim = b->dim, hidden = b->hidden_dim, kv_dim = b->kv_dim;
     tl_tensor t, wq, wk, wv, wo, w1, w2, w3, rp;
     tl_blob_tensor(b, 0, &t);

@@ -12,12 +12,19 @@ typedef struct {
     float *xb, *xb2;    /* [dim] */
     float *q;           /* [dim] */
     float *hb, *hb2;    /* [hidden] */
-    float *att;         /* [n_heads * ctx] */
+    float *att;         /* [n_heads * ctx] (float mode) */
     float *logits;      /* [vocab] */
-    float *key_cache;   /* [n_layers * ctx * kv_dim] */
-    float *value_cache; /* [n_layers * ctx * kv_dim] */
+    float *key_cache;   /* [n_layers * ctx * kv_dim] (float mode) */
+    float *value_cache; /* [n_layers * ctx * kv_dim] (float mode) */
     tl_qvec *qv;        /* activation quantization scratch ([max(dim, hidden)]), or NULL for f32 */
     uint32_t ctx;       /* positions in the cache */
+    /* integer mode (BLOB.md flags bit 1): int8 K/V [n_layers][n_kv_heads][ctx][head_dim] with one
+       f32 scale per (layer, kv head, position) [n_layers][n_kv_heads][ctx]; att as ctx int32 */
+    uint32_t imode;
+    float att_a;        /* 1.44269504f / sqrtf(head_dim) */
+    int8_t *kq, *vq;
+    float *ks, *vs;
+    int32_t *iatt;      /* [ctx] */
 } tl_transformer;
 
 /* Runs token at position pos (< ctx, < seq_len); writes logits when want_logits. */

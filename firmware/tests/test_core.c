@@ -10,6 +10,7 @@
 #include "../core/crc.h"
 #include "../core/device.h"
 #include "../core/engine.h"
+#include "../core/intmode.h"
 #include "../core/kernels.h"
 #include "../core/protocol.h"
 #include "../core/sampler.h"
@@ -357,8 +358,37 @@ static void test_protocol(void) {
     CHECK(tl_parse_hex("0A", 2, out, 4, &on) != 0 && tl_parse_hex("abc", 3, out, 4, &on) != 0, "strict hex");
 }
 
+/* Integer mode: the integer fast path of tl_i64_scaled equals (float)acc * tl_pow2f(k) (the
+   BLOB.md definition) bit for bit, including round-to-nearest-even ties; iquant stays in [-127, 127]
+   and reaches 127 at the group's max. */
+static void test_intmode(void) {
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    int bad = 0;
+    for (int i = 0; i < 200000; i++) {
+        s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
+        uint64_t r = s * 0x2545F4914F6CDD1Dull;
+        int64_t acc = (int64_t)(r >> (r & 63u)) * ((r >> 7) & 1 ? -1 : 1);
+        if (i % 5 == 0) acc = (int64_t)(((r >> 20) | 1u) << (r & 31u)) + (int64_t)((r >> 8) & 1); /* near ties */
+        int32_t k = (int32_t)((r >> 40) % 400u) - 200;
+        float want = (float)acc * tl_pow2f(k), got = tl_i64_scaled_int(acc, k);
+        if (memcmp(&want, &got, sizeof got) != 0) bad++;
+    }
+    CHECK(bad == 0, "tl_i64_scaled_int: %d mismatches", bad);
+    float x[40];
+    int8_t q[40];
+    float sc[2];
+    for (int j = 0; j < 40; j++) x[j] = (float)((j * 37) % 23 - 11) * 0.37f;
+    tl_iquant(q, sc, x, 40, 32);
+    int mx = 0, ok = 1;
+    for (int j = 0; j < 32; j++) mx = abs(q[j]) > mx ? abs(q[j]) : mx;
+    for (int j = 0; j < 40; j++) ok &= q[j] != -128 && (q[j] == 0 || (q[j] < 0) == (x[j] < 0.0f));
+    CHECK(mx == 127 && ok && sc[0] == 11 * 0.37f / 127.0f, "iquant: max %d ok %d", mx, ok);
+    CHECK(tl_pow2f(-127) == 0.0f && tl_pow2f(0) == 1.0f && tl_pow2f(-126) == 1.17549435e-38f, "pow2f");
+}
+
 int main(void) {
     test_crc();
+    test_intmode();
     test_sha256();
     test_expf();
     test_blob_rejects();

@@ -215,3 +215,62 @@ def test_writer_names_bad_shapes_and_vocab_sizes():
         build_blob(cfg, random_state(cfg), v, "f32")
     with pytest.raises(UserError, match="quant method"):
         build_blob(cfg, random_state(cfg), byte_vocab(), "int4")
+
+
+# ---- flags bit 1: integer mode (format 1.1) ----------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["int8", "ternary"])
+def test_int_attention_flag_round_trip(tmp_path, method):
+    """The flag sets bit 1 and minor 1 and changes nothing else but the CRC; the config read back
+    from the header carries it, and the RAM budget counts the int8 KV cache."""
+    cfg = tiny_cfg(tie=False)
+    state = random_state(cfg, 3)
+    plain, _ = build_blob(cfg, state, byte_vocab(), method)
+    flagged, lay = build_blob(cfg, state, byte_vocab(), method, int_attention=True)
+    assert len(plain) == len(flagged) == lay.total_bytes
+    diff = [i for i in range(len(plain)) if plain[i] != flagged[i]]
+    assert set(diff) <= {6, 52} | set(range(len(plain) - 4, len(plain)))  # minor, flags, crc
+    h0, h1 = read_blob(plain).header, read_blob(flagged).header
+    assert (h0.version_minor, h0.flags, h0.int_attention) == (0, 0, False)
+    assert (h1.version_minor, h1.flags, h1.int_attention) == (1, 2, True)
+    back = read_blob(flagged).config()
+    assert back.quant.int_attention
+    ram_f, ram_i = budget.runtime_ram(read_blob(plain).config()), budget.runtime_ram(back)
+    m, ctx = cfg.model, 16
+    assert ram_f["kv_cache"] == 4 * 2 * m.n_layers * ctx * m.kv_dim()
+    assert ram_i["kv_cache"] == 2 * m.n_layers * ctx * (m.kv_dim() + 4 * m.n_kv_heads)
+    assert ram_f["activations"] - ram_i["activations"] == 4 * (m.n_heads - 1) * ctx
+    assert ram_i["total"] < ram_f["total"]
+    path = tmp_path / "m.bin"
+    info = write_blob(path, cfg, state, byte_vocab(), method, int_attention=True)
+    assert path.read_bytes() == flagged and info.size == len(flagged)
+
+
+def test_int_attention_only_for_quantized_transformers():
+    with pytest.raises(UserError, match="int_attention"):
+        build_blob(tiny_cfg(), random_state(tiny_cfg()), byte_vocab(), "f32", int_attention=True)
+    with pytest.raises(UserError, match="int_attention"):
+        build_blob(tiny_cfg("gru"), random_state(tiny_cfg("gru")), byte_vocab(), "int8",
+                   int_attention=True)
+    from engine.config import validate
+
+    cfg = tiny_cfg()
+    cfg.quant.int_attention = True
+    assert not [p for p in validate(cfg) if "int_attention" in p]
+    cfg.quant.method = "f32"
+    assert [p for p in validate(cfg) if "int_attention" in p]
+
+
+def test_int_attention_reader_checks():
+    """A reader rejects flags bit 1 on a GRU (header) and on a blob with an f32 matrix (table)."""
+    def set_flag(data: bytes) -> bytes:
+        b = bytearray(data)
+        struct.pack_into("<I", b, 52, struct.unpack_from("<I", b, 52)[0] | 2)
+        return recrc(bytes(b))
+
+    gru, _ = build_blob(tiny_cfg("gru"), random_state(tiny_cfg("gru")), byte_vocab(), "int8")
+    with pytest.raises(BlobError, match="flags bit 1"):
+        read_blob(set_flag(gru))
+    f32, _ = build_blob(tiny_cfg(), random_state(tiny_cfg()), byte_vocab(), "f32")
+    with pytest.raises(BlobError, match="flags bit 1"):
+        read_blob(set_flag(f32))

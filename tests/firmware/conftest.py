@@ -51,12 +51,15 @@ def blob_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def make_blob(blob_dir):
-    """make_blob(arch, method, seed=0, tie=True, seq_len=24) -> path of a random small model's blob."""
-    def make(arch: str, method: str, seed: int = 0, tie: bool = True, seq_len: int = 24) -> Path:
-        path = blob_dir / f"{arch}_{method}_{seed}_{int(tie)}_{seq_len}.blob"
+    """make_blob(arch, method, seed=0, tie=True, seq_len=24, int_attention=False) -> path of a random
+    small model's blob (int_attention: BLOB.md flags bit 1, integer mode)."""
+    def make(arch: str, method: str, seed: int = 0, tie: bool = True, seq_len: int = 24,
+             int_attention: bool = False) -> Path:
+        path = blob_dir / f"{arch}_{method}_{seed}_{int(tie)}_{seq_len}_{int(int_attention)}.blob"
         if not path.exists():
             cfg = tiny_cfg(arch, seq_len, tie)
-            write_blob(path, cfg, random_state(cfg, seed), byte_vocab(), method)
+            write_blob(path, cfg, random_state(cfg, seed), byte_vocab(), method,
+                       int_attention=int_attention)
         return path
     return make
 
@@ -73,9 +76,9 @@ def stories_blob(blob_dir):
     vocab = load_vocab(DATA / "tok512.model")
     cfg = config_from_llama2c(f, vocab)
 
-    def make(method: str) -> Path:
-        path = blob_dir / f"stories260K_{method}.blob"
+    def make(method: str, int_attention: bool = False) -> Path:
+        path = blob_dir / f"stories260K_{method}{'_int' if int_attention else ''}.blob"
         if not path.exists():
-            write_blob(path, cfg, state, vocab, method)
+            write_blob(path, cfg, state, vocab, method, int_attention=int_attention)
         return path
     return make

@@ -60,6 +60,43 @@ def test_rv32_under_qemu_matches_reference(stories_blob):
         assert all(ir > 100_000 for ir in irs)
 
 
+@pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None
+                    or shutil.which("qemu-system-riscv32") is None,
+                    reason="rv32 toolchain / qemu not installed (CI installs them)")
+@pytest.mark.parametrize("method", ["int8", "ternary"])
+def test_rv32_integer_mode_matches_reference(stories_blob, method):
+    """Integer mode (BLOB.md flags bit 1) on soft-float rv32imc: the reference's greedy tokens, and
+    far fewer instructions than the float arithmetic (which is ~40 M per token here)."""
+    subprocess.run(["make", "-C", str(FIRMWARE), "rv32"], check=True, capture_output=True)
+    path = stories_blob(method, int_attention=True)
+    ids = [1, 403, 407, 261, 378]
+    want = list(Reference(path).generate(ids, None, 24))
+    with QemuBoard(path) as b:
+        assert b.link.msg(60)["model"] == "ok"
+        i = b.link.send("GEN", ids=",".join(map(str, ids)), max=24, temp=0)
+        toks, irs = [], []
+        while True:
+            m = b.link.msg(120)
+            if m.kind == "TOK":
+                toks.append(m.int("tok"))
+                irs.append(m.int("ir"))
+            elif m.kind == "END" and m.int("id") == i:
+                break
+        assert toks == want
+        assert max(irs) < 6_000_000
+
+
+def test_integer_mode_ram_report(board, stories_blob):
+    """The board's reported RAM for an integer-mode blob is budget.runtime_ram's (int8 KV cache)."""
+    path = stories_blob("int8", int_attention=True)
+    with StdioBoard("--blob", str(path)) as b:
+        assert b.link.msg()["model"] == "ok"
+        info = b.link.call("INFO")
+        info_fields_match(info, path)
+    cfg = read_blob(path).config()
+    assert budget.runtime_ram(cfg)["total"] < budget.runtime_ram(read_blob(stories_blob("int8")).config())["total"]
+
+
 def info_fields_match(info, path, board_name="host", ram_total=1 << 30):
     blob = read_blob(path)
     h = blob.header

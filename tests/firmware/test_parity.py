@@ -1,6 +1,7 @@
 """The virtual board (firmware/core in C) produces exactly the token ids of engine/reference.py, the
 numpy oracle of BLOB.md: greedy and sampled, for f32 / int8 / ternary blobs of a random transformer,
-a random GRU and stories260K (imported from llama2.c), 20 prompts x 64 tokens each."""
+a random GRU and stories260K (imported from llama2.c), 20 prompts x 64 tokens each; and the same for
+int8 / ternary blobs in integer mode (BLOB.md flags bit 1), with both kernel builds."""
 
 from __future__ import annotations
 
@@ -123,3 +124,53 @@ def test_text_prompt_encoding_matches_reference(board, stories_blob):
             want = expected(ref, ids, SampleParams(), 12)
             got, _ = b.link.generate(hex=text.encode().hex(), max=12, temp=0)
             assert got == want, text
+
+
+# ---- integer mode (BLOB.md flags bit 1: int8 KV cache + integer attention) -------------------------
+
+@pytest.mark.parametrize("method", ["int8", "ternary"])
+def test_int_mode_stories260k_parity(board, stories_blob, method):
+    run_parity(stories_blob(method, int_attention=True), seed=2)
+
+
+@pytest.mark.parametrize("method", ["int8", "ternary"])
+def test_int_mode_random_model_parity(board, make_blob, method):
+    # seq_len 24 < prompt + 64 tokens: the context limit is exercised too
+    run_parity(make_blob("transformer", method, seed=11, tie=False, int_attention=True), seed=1)
+    # a longer context (more positions in the integer softmax)
+    run_parity(make_blob("transformer", method, seed=14, seq_len=128, int_attention=True), seed=8,
+               n_prompts=6)
+
+
+@pytest.mark.parametrize("method", ["int8", "ternary"])
+def test_int_mode_portable_kernels_parity(portable_board, make_blob, stories_blob, method):
+    """The -DTL_NO_SIMD build (the rv32/ESP32 kernels) in integer mode: same ids, full 20 x 64."""
+    run_parity(stories_blob(method, int_attention=True), seed=2, binary=portable_board)
+    run_parity(make_blob("transformer", method, seed=11, tie=False, int_attention=True), seed=1,
+               binary=portable_board)
+
+
+@pytest.mark.parametrize("method", ["int8", "ternary"])
+def test_int_mode_odd_shapes_parity(board, portable_board, blob_dir, method):
+    """Integer mode off the fast paths: head_dim 6, 42 hidden rows, dim 24 < group 32."""
+    from conftest import random_state, tiny_cfg
+    from engine.blob import write_blob
+    from engine.vocab import byte_vocab
+
+    cfg = tiny_cfg("transformer", seq_len=40, tie=False)
+    cfg.model.dim, cfg.model.hidden_dim = 24, 42
+    path = blob_dir / f"odd_{method}_int.blob"
+    write_blob(path, cfg, random_state(cfg, 31), byte_vocab(), method, int_attention=True)
+    for binary in (board, portable_board):
+        run_parity(path, seed=7, binary=binary, n_prompts=5)
+
+
+def test_int_mode_flag_leaves_float_blobs_alone(stories_blob):
+    """Without the flag a blob is still format 1.0, byte for byte what it was: the flag only adds."""
+    from engine.blob import read_blob
+
+    for method in ("f32", "int8", "ternary"):
+        h = read_blob(stories_blob(method)).header
+        assert (h.version_minor, h.flags & 2) == (0, 0)
+    h = read_blob(stories_blob("int8", int_attention=True)).header
+    assert (h.version_minor, h.flags & 2) == (1, 2)
