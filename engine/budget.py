@@ -172,6 +172,9 @@ def _knobs(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
     if m.n_layers > 1:
         out.append((f"model.n_layers {m.n_layers} → {m.n_layers - 1}",
                     replace(cfg, model=replace(m, n_layers=m.n_layers - 1))))
+    if m.arch == "transformer" and cfg.quant.method != "f32" and not cfg.quant.int_attention:
+        out.append(("quant.int_attention false → true (int8 KV cache)",
+                    replace(cfg, quant=replace(cfg.quant, int_attention=True))))
     order = list(QUANT_METHODS)
     i = order.index(cfg.quant.method)
     if i + 1 < len(order):
