@@ -28,10 +28,10 @@ def test_verdict_and_advice_when_it_does_not_fit():
     b = budget.compute(cfg, "esp32")
     assert not b.fits and b.ram_over > 0
     assert "does not fit esp32" in b.verdict() and "over" in b.verdict()
-    # the int8 KV cache of integer mode is the biggest single saving, and it alone makes it fit
-    assert b.advice[0].startswith("quant.int_attention false → true") and "then it fits" in b.advice[0]
-    assert budget.compute(apply_overrides(cfg, ["quant.int_attention=true"]), "esp32").fits
+    # the int8 KV cache of integer mode is the biggest single saving
+    assert b.advice[0].startswith("quant.int_attention false → true")
     assert b.advice[1].startswith("device.context_len 1024 → 512")
+    assert "then it fits" not in b.advice[0]  # 1024 tokens are too many even then
     # following an advice reduces the overflow by what it claims
     saved = int(b.advice[1].split("saves ")[1].split(" KB")[0].split(".")[0])
     fixed = budget.compute(apply_overrides(cfg, ["device.context_len=512"]), "esp32")
