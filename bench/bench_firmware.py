@@ -30,13 +30,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "firmware"))
 
+from engine.device.boardproc import FIRMWARE  # noqa: E402
 from engine.device.emulated import CPI_C3, EmulatedBoard, projected_esp32c3  # noqa: E402
 from engine.device.link import DeviceLink, TokenEvent  # noqa: E402
-from protocol_util import BOARD, FIRMWARE  # noqa: E402
+from engine.device.virtual import BOARD_BIN as BOARD  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "llama2c"
+DATA = ROOT / "tests" / "data" / "llama2c"  # stories260K + tok512, shipped (tests/conftest.py LLAMA2C)
 PROMPT = "1,403,407,261,378"  # <s> Once upon a time
 LLAMA2C_IR = 1.95e6
 TARGETS = {"f32": 1.0, "int8": 0.67, "ternary": 0.5}

@@ -2,7 +2,8 @@
 
 Why float32 step by step: the firmware dequantizes and quantizes with float32 operations, and the
 blob must hold the very integers the reference (engine/reference.py) expects, so every division and
-rounding here is one float32 operation, with `round_half_away` done the C way (float add, truncate).
+rounding here is one float32 operation, with `round_half_away` (engine/f32math.py) done the C way
+(float add, truncate).
 
 Also: the QAT fake-quant functions for torch (straight-through estimator) and a per-tensor report
 (bytes in the blob, SNR in dB) so a user sees what each quantization costs before flashing.
@@ -19,20 +20,13 @@ import numpy as np
 from .blob_layout import n_groups, tensor_specs
 from .config import ExperimentConfig
 from .errors import UserError
+from .f32math import F32, round_half_away
 
-F32 = np.float32
 _127 = F32(127.0)
 
 
 class PackingError(UserError):
     """Packed ternary weights that break the format (a `11` bit pair, non-zero padding)."""
-
-
-def round_half_away(v: np.ndarray) -> np.ndarray:
-    """`(int)(v + (v >= 0 ? 0.5f : -0.5f))`: the float32 add (rounded), then truncation."""
-    v = np.asarray(v, dtype=F32)
-    half = np.where(v >= 0, F32(0.5), F32(-0.5)).astype(F32)
-    return np.trunc(v + half).astype(np.int32)
 
 
 def _as_matrix(w: Any) -> np.ndarray:

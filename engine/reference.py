@@ -4,16 +4,15 @@ reading the blob (never a checkpoint), so its logits are bit-identical to the C 
 Why numpy can match C bit for bit: every step is one IEEE-754 binary32 operation with
 round-to-nearest-even, done as a float32 vector operation over independent lanes, and every sum is
 sequential. numpy's own reductions (np.sum, np.dot, @) add in a different order (pairwise, BLAS), so
-sums here go through `_seq_sum`: `np.add.accumulate`, which is sequential by definition (each partial
-sum is an output), and whose last element is the C loop `acc = 0; for j: acc = acc + a[j]` except for
-the sign of an all-(−0.0) sum, which the final `+ 0.0f` fixes.
+sums here go through `engine.f32math.seq_sum` (the C loop `acc = 0; for j: acc = acc + a[j]`). The
+float32 primitives (tl_expf, softmax, sigmoid, SiLU, tanh) are engine/f32math.py's and the sampler is
+engine/sample.py's, the same code the PyTorch side samples with.
 
 Tokenizer rule (firmware/BLOB.md, proposed "Encoding" paragraph): see `Reference.encode`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -21,61 +20,18 @@ import numpy as np
 
 from .blob import FLAG_INT_ATTENTION, Blob, BlobTensor, read_blob
 from .errors import UserError
-from .quant import quantize_activation, round_half_away
+from .f32math import F32, LOG2E, seq_sum, sigmoid_f32, silu_f32, softmax_f32, tanh_f32
+from .quant import quantize_activation
+from .sample import Sampler, SamplingParams
 
-F32 = np.float32
 _ZERO = F32(0.0)
 _ONE = F32(1.0)
-_TWO = F32(2.0)
 
 
-# ---- float32 primitives ------------------------------------------------------------------------------
-# PRIVATE, TEMPORARY: engine/f32math.py (tl_expf, softmax_f32) and engine/sample.py (Sampler) are being
-# written in parallel from the same BLOB.md; fold these into them once they land (same bits).
-
-def _seq_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Sequential float32 sum along `axis`, from 0.0f, each add rounded."""
-    acc = np.add.accumulate(np.asarray(a, dtype=F32), axis=axis, dtype=F32)
-    return np.take(acc, -1, axis=axis) + _ZERO
-
-
-def _tl_expf(x: np.ndarray) -> np.ndarray:
-    """BLOB.md `tl_expf`: clamp, k = round_half_away(x·log2e), Cody-Waite reduction, degree-6
-    polynomial (innermost first, each op rounded), times 2^k built from exponent bits."""
-    x = np.asarray(x, dtype=F32)
-    shape = x.shape
-    x = np.clip(x.reshape(-1), F32(-87.0), F32(88.0))
-    k = round_half_away(x * F32(1.44269504))
-    kf = k.astype(F32)
-    r = (x - kf * F32(0.693359375)) + kf * F32(2.12194440e-4)
-    p = r * F32(0.00138888892)
-    for c in (F32(0.00833333377), F32(0.0416666679), F32(0.166666672), F32(0.5), _ONE):
-        p = r * (c + p)
-    p = _ONE + p
-    pow2 = ((k + 127).astype(np.int32) << 23).view(F32)
-    return (p * pow2).reshape(shape)
-
-
-def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = np.asarray(x, dtype=F32)
-    e = _tl_expf(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.expand_dims(_seq_sum(e, axis=axis), axis)
-
-
-def _sigmoid(v: np.ndarray) -> np.ndarray:
-    return _ONE / (_ONE + _tl_expf(-v))
-
-
-def _silu(v: np.ndarray) -> np.ndarray:
-    return v / (_ONE + _tl_expf(-v))
-
-
-def _tanh(v: np.ndarray) -> np.ndarray:
-    return _TWO * _sigmoid(_TWO * v) - _ONE
-
+# ---- float32 helpers -------------------------------------------------------------------------------
 
 def _rmsnorm(x: np.ndarray, w: np.ndarray, eps: np.float32) -> np.ndarray:
-    ss = _seq_sum(x * x)
+    ss = seq_sum(x * x)
     ss = ss / F32(x.shape[0])
     ss = ss + eps
     r = _ONE / np.sqrt(ss)
@@ -91,7 +47,6 @@ _I64 = np.int64
 EXP2_LUT = np.rint(32768.0 * np.exp2(-np.arange(256) / 256.0)).astype(_I64)
 #: SIG[i] = round(32768 * sigmoid(-16 + i/16)), i = 0..512
 SIG_LUT = np.rint(32768.0 / (1.0 + np.exp(16.0 - np.arange(513) / 16.0))).astype(_I64)
-_LOG2E = F32(1.44269504)
 
 
 def _fbits(x: np.ndarray) -> np.ndarray:
@@ -187,77 +142,6 @@ def _swiglu_int(hb: np.ndarray, hb2: np.ndarray, group: int) -> tuple[np.ndarray
     return q.reshape(-1)[:n], s
 
 
-# ---- sampler (PRIVATE, TEMPORARY: see above) -----------------------------------------------------------
-
-_MASK64 = (1 << 64) - 1
-
-
-class _XorShift64Star:
-    def __init__(self, seed: int) -> None:
-        self.state = (seed & _MASK64) or 0x9E3779B97F4A7C15
-
-    def next_u32(self) -> int:
-        s = self.state
-        s ^= s >> 12
-        s ^= (s << 25) & _MASK64
-        s ^= s >> 27
-        self.state = s
-        return ((s * 0x2545F4914F6CDD1D) & _MASK64) >> 32
-
-    def random_f32(self) -> np.float32:
-        return F32(self.next_u32() >> 8) / F32(16777216.0)
-
-
-@dataclass(frozen=True)
-class SampleParams:
-    """Sampler settings (BLOB.md "Sampler"). temperature 0 = greedy; top_k 0 and top_p 1 = off."""
-
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-
-
-def _param(params: Any, name: str, default: Any, *aliases: str) -> Any:
-    for n in (name, *aliases):
-        if hasattr(params, n):
-            return getattr(params, n)
-    return default
-
-
-def _sample(logits: np.ndarray, params: Any, history: Iterable[int], rng: _XorShift64Star) -> int:
-    x = np.array(logits, dtype=F32)
-    penalty = F32(_param(params, "repetition_penalty", 1.0, "rep_penalty"))
-    if penalty != _ONE:
-        ids = np.array(sorted(set(history)), dtype=np.int64)
-        if ids.size:
-            v = x[ids]
-            x[ids] = np.where(v > 0, v / penalty, v * penalty)
-    temperature = F32(_param(params, "temperature", 0.0))
-    if temperature == 0:
-        return int(np.argmax(x))  # first (lowest) index among the maxima
-    probs = _softmax(x / temperature)
-    vocab = probs.shape[0]
-    top_k = int(_param(params, "top_k", 0))
-    top_p = F32(_param(params, "top_p", 1.0))
-    use_k, use_p = 0 < top_k < vocab, _ZERO < top_p < _ONE
-    if use_k or use_p:
-        order = np.argsort(-probs, kind="stable")  # descending, lower index first on ties
-        if use_k:
-            order = order[:top_k]
-        if use_p:
-            hit = np.nonzero(np.add.accumulate(probs[order], dtype=F32) >= top_p)[0]
-            if hit.size:
-                order = order[:hit[0] + 1]
-    else:
-        order = np.arange(vocab)
-    cdf = np.add.accumulate(probs[order], dtype=F32)
-    r = rng.random_f32() * (cdf[-1] + _ZERO)
-    idx = np.nonzero(r < cdf)[0]
-    return int(order[idx[0]]) if idx.size else int(order[-1])
-
-
 # ---- matmuls -----------------------------------------------------------------------------------------
 
 class _Linear:
@@ -285,15 +169,15 @@ class _Linear:
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         if self.qtype == "f32":
-            out = _seq_sum(self.w * x[None, :], axis=1)
+            out = seq_sum(self.w * x[None, :], axis=1)
         else:
             qx, sx = quantize_activation(x, self.group)
             qx = np.pad(qx, (0, self.pad)).reshape(self.q.shape[1], self.group)
             isum = np.einsum("rgk,gk->rg", self.q, qx).astype(F32)  # exact integers (< 2^24)
             if self.qtype == "int8":
-                out = _seq_sum((isum * self.s) * sx[None, :], axis=1)
+                out = seq_sum((isum * self.s) * sx[None, :], axis=1)
             else:
-                out = _seq_sum(isum * sx[None, :], axis=1) * self.s
+                out = seq_sum(isum * sx[None, :], axis=1) * self.s
         return np.split(out, self.splits) if len(self.splits) else [out]
 
     def int_call(self, qx: np.ndarray, sx: np.ndarray) -> list[np.ndarray]:
@@ -384,7 +268,7 @@ class Reference:
             self.sqrt_head_dim = np.sqrt(F32(self.head_dim))
         self.int_mode = self.arch == "transformer" and bool(h.flags & FLAG_INT_ATTENTION)
         if self.int_mode:
-            self.att_a = _LOG2E / self.sqrt_head_dim  # A = 1.44269504f / sqrtf((float)head_dim)
+            self.att_a = LOG2E / self.sqrt_head_dim  # A = 1.44269504f / sqrtf((float)head_dim)
         self._lookup = self._build_lookup()
         self.reset()
 
@@ -435,9 +319,9 @@ class Reference:
     def _attention(self, q: np.ndarray, layer: int, pos: int) -> np.ndarray:
         keys = self.k_cache[layer, :pos + 1][:, self.kv_map, :]  # [T, heads, head_dim]
         vals = self.v_cache[layer, :pos + 1][:, self.kv_map, :]
-        score = _seq_sum(q[None, :, :] * keys, axis=2) / self.sqrt_head_dim  # [T, heads]
-        p = _softmax(score, axis=0)
-        return _seq_sum(p[:, :, None] * vals, axis=0).reshape(-1)  # t ascending
+        score = seq_sum(q[None, :, :] * keys, axis=2) / self.sqrt_head_dim  # [T, heads]
+        p = softmax_f32(score, axis=0)
+        return seq_sum(p[:, :, None] * vals, axis=0).reshape(-1)  # t ascending
 
     def _attention_int(self, q: np.ndarray, layer: int, pos: int) -> np.ndarray:
         """BLOB.md "integer attention": int8 q·k scores, fixed-point log2 softmax, int32 Σ p·v."""
@@ -503,7 +387,7 @@ class Reference:
             x = x + xb2
             xb = _rmsnorm(x, L["ffn_norm"], self.eps)
             hb, hb2 = _apply(L["w13"], xb)
-            hb = _silu(hb) * hb2
+            hb = silu_f32(hb) * hb2
             (xb,) = _apply(L["w2"], hb)
             x = x + xb
         x = _rmsnorm(x, self.final_norm, self.eps)
@@ -516,9 +400,9 @@ class Reference:
             h = self.hidden[i]
             gi = _apply(L["ih"], x)[0] + L["b_ih"]
             gh = _apply(L["hh"], h)[0] + L["b_hh"]
-            r = _sigmoid(gi[:d] + gh[:d])
-            z = _sigmoid(gi[d:2 * d] + gh[d:2 * d])
-            n = _tanh(gi[2 * d:] + r * gh[2 * d:])
+            r = sigmoid_f32(gi[:d] + gh[:d])
+            z = sigmoid_f32(gi[d:2 * d] + gh[d:2 * d])
+            n = tanh_f32(gi[2 * d:] + r * gh[2 * d:])
             h = (_ONE - z) * n + z * h
             self.hidden[i] = h
             x = h
@@ -593,19 +477,21 @@ class Reference:
 
     # ---- generation ----------------------------------------------------------------------------------
 
-    def generate(self, prompt_ids: list[int], params: Any = None, max_new_tokens: int | None = None,
+    def generate(self, prompt_ids: list[int], params: SamplingParams | None = None,
+                 max_new_tokens: int | None = None,
                  stop_ids: Iterable[int] | None = None) -> Iterator[int]:
-        """Feed the prompt from position 0, then sample (BLOB.md sampler) until a stop token (yielded,
-        then the generator ends; default BOS and EOS), `max_new_tokens`, or the end of the context."""
+        """Feed the prompt from position 0, then sample (BLOB.md sampler, engine.sample.Sampler; None:
+        greedy) until a stop token (yielded, then the generator ends; default BOS and EOS),
+        `max_new_tokens` (params.max_tokens is not used), or the end of the context."""
         if not prompt_ids:
             raise UserError("the prompt is empty: start it with BOS (encode(text, bos=True)) or at "
                             "least one token")
-        params = params if params is not None else SampleParams()
+        params = params if params is not None else SamplingParams(temperature=0.0)
         if stop_ids is None:
             stop_ids = {t for t in (self.vocab.bos_id, self.vocab.eos_id) if t is not None}
         stops = set(stop_ids)
         self.reset()
-        rng = _XorShift64Star(int(_param(params, "seed", 0)))
+        sampler = Sampler(self.header.vocab_size, params)
         history = set(int(t) for t in prompt_ids)
         limit = self.context_len if self.arch == "transformer" else None
         pos = 0
@@ -618,7 +504,7 @@ class Reference:
         while (limit is None or pos < limit) and (max_new_tokens is None or made < max_new_tokens):
             logits = self.step(tok, pos)
             pos += 1
-            tok = _sample(logits, params, history, rng)
+            tok = sampler.sample(logits, history)
             made += 1
             yield tok
             if tok in stops:

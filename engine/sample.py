@@ -65,15 +65,16 @@ class Sampler:
         x = np.array(logits, dtype=F32).reshape(-1)  # a copy: the caller's logits stay untouched
         if x.shape[0] != self.vocab_size:
             raise ValueError(f"logits have {x.shape[0]} entries, the vocabulary {self.vocab_size}")
-        if p.repetition_penalty != 1.0:
+        # parameters compared as the firmware's float32 values (1.00000001 is a penalty of 1.0f)
+        pen, temperature = F32(p.repetition_penalty), F32(p.temperature)
+        if pen != 1:
             ids = np.fromiter(set(seen), dtype=np.int64)
             if ids.size:
-                pen = F32(p.repetition_penalty)
                 v = x[ids]
                 x[ids] = np.where(v > 0, v / pen, v * pen)
-        if p.temperature == 0:
+        if temperature == 0:
             return int(np.argmax(x))  # first (lowest) index among the maxima
-        probs = softmax_f32(x / F32(p.temperature))
+        probs = softmax_f32(x / temperature)
         order = self._candidates(probs)
         kept = probs[order]
         cdf = np.cumsum(kept, dtype=F32)  # sequential running sum
@@ -85,8 +86,9 @@ class Sampler:
         """Token ids the draw is made from, in list order: top-k then top-p cut, by descending
         probability (ties: lower index first); all ids in index order when neither is active."""
         p, n = self.params, probs.shape[0]
+        top_p = F32(p.top_p)
         use_k = 0 < p.top_k < n
-        use_p = 0.0 < p.top_p < 1.0
+        use_p = 0 < top_p < 1
         if not (use_k or use_p):
             return np.arange(n)
         order = np.argsort(-probs, kind="stable")  # descending; stable keeps lower index first
@@ -94,7 +96,7 @@ class Sampler:
             order = order[: p.top_k]
         if use_p:
             cdf = np.cumsum(probs[order], dtype=F32)
-            reached = np.flatnonzero(cdf >= F32(p.top_p))
+            reached = np.flatnonzero(cdf >= top_p)
             if reached.size:
                 order = order[: reached[0] + 1]
         return order
@@ -136,6 +138,7 @@ def generate(model: Any, prompt_ids: list[int], params: SamplingParams, *,
         cache = model.init_cache(1, ctx)
         logits = step(torch.tensor([prompt_ids], dtype=torch.long, device=device), cache, 0)
         pos = len(prompt_ids)  # tokens fed so far; the next sampled token sits at index pos
+        token = prompt_ids[-1]  # replaced by each sampled token before it is fed back
         for n in range(params.max_tokens):
             if n:  # feed the previous token only when another one is wanted
                 if not is_gru and pos >= ctx:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh workspace per test, and a runner for the real `tinylm` CLI."""
+"""Shared fixtures: a fresh workspace per test, a runner for the real `tinylm` CLI, and a tiny random
+model (config + float32 weights) for blob and firmware tests."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from engine import blob_layout as bl
+from engine.config import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpora" / "tinystories_slice.txt"
@@ -33,3 +38,23 @@ def run_cli(ws: Path, *args: str, timeout: float = 120, env: dict | None = None
 @pytest.fixture
 def cli(workspace: Path):
     return lambda *args, **kw: run_cli(workspace, *args, **kw)
+
+
+def tiny_cfg(arch: str = "transformer", seq_len: int = 24, tie: bool = True) -> ExperimentConfig:
+    """A 2-layer, dim-32 model on the byte vocab, group size 32: blobs of a few dozen KB."""
+    model = ModelConfig(arch=arch, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=44,
+                        seq_len=seq_len, tie_embeddings=tie)
+    return ExperimentConfig(model=model, tokenizer=TokenizerConfig(kind="byte", vocab_size=256),
+                            quant=QuantConfig(group_size=32))
+
+
+def random_state(cfg: ExperimentConfig, seed: int = 0, scale: float = 0.3) -> dict[str, np.ndarray]:
+    """Seeded normal float32 weights (times `scale`) for every tensor of the blob but the RoPE table."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for s in bl.tensor_specs(cfg, "f32"):
+        if s.name == "rope":
+            continue
+        shape = (s.cols,) if s.rows == 1 else (s.rows, s.cols)
+        state[s.name] = (rng.normal(size=shape) * scale).astype(np.float32)
+    return state

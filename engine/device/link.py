@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import Failure
-from .protocol import Line, ProtocolError, encode_line, parse_line
+from .protocol import Line, ProtocolError, chunk_crc, encode_line, parse_line
 
 
 class DeviceError(Failure):
@@ -213,8 +212,7 @@ class DeviceLink:
         while off < len(blob):
             data = blob[off:off + chunk]
             for attempt in range(retries + 1):
-                cmd = self.send("UPDATA", off=off, hex=data.hex(),
-                                crc=f"{zlib.crc32(data) & 0xFFFFFFFF:08x}")
+                cmd = self.send("UPDATA", off=off, hex=data.hex(), crc=chunk_crc(data))
                 try:
                     ok = self.wait_for(("OK",), cmd)
                     break

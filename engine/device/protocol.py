@@ -4,6 +4,7 @@ fuzz-ish tests and the link share one implementation."""
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass, field
 
 MAX_LINE = 512
@@ -27,6 +28,10 @@ class Line:
     type: str
     fields: dict[str, str] = field(default_factory=dict)
 
+    def __getitem__(self, key: str) -> str:
+        """`line["code"]`: a field's raw text (KeyError when the line has no such field)."""
+        return self.fields[key]
+
     def int(self, key: str, default: int | None = None) -> int:
         if key not in self.fields:
             if default is None:
@@ -49,6 +54,11 @@ class Line:
 
 class ProtocolError(Exception):
     """A line that looks like protocol but is not valid (bad CRC, bad field)."""
+
+
+def chunk_crc(data: bytes) -> str:
+    """The `crc` field of `@UPDATA`: CRC-32 (zlib) of the chunk bytes, 8 lowercase hex digits."""
+    return f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
 
 
 def encode_line(type_: str, **fields: object) -> bytes:

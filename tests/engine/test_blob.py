@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,29 +12,16 @@ import pytest
 from engine import blob_layout as bl
 from engine import budget, quant
 from engine.blob import BlobError, build_blob, read_blob, rope_table, write_blob
-from engine.config import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig
 from engine.errors import UserError
 from engine.vocab import Vocab, byte_vocab, parse_section, section_bytes
+from tests import conftest
 
 F32 = np.float32
 
 
-def tiny_cfg(arch: str = "transformer", tie: bool = True, group: int = 32) -> ExperimentConfig:
-    model = ModelConfig(arch=arch, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=44,
-                        seq_len=16, tie_embeddings=tie)
-    return ExperimentConfig(model=model, tokenizer=TokenizerConfig(kind="byte", vocab_size=256),
-                            quant=QuantConfig(group_size=group))
-
-
-def random_state(cfg: ExperimentConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    state = {}
-    for s in bl.tensor_specs(cfg, "f32"):
-        if s.name == "rope":
-            continue
-        shape = (s.cols,) if s.rows == 1 else (s.rows, s.cols)
-        state[s.name] = (rng.normal(size=shape) * 0.2).astype(F32)
-    return state
+# tests/conftest.py's tiny model, with the context length and weight scale these tests use
+tiny_cfg = partial(conftest.tiny_cfg, seq_len=16)
+random_state = partial(conftest.random_state, scale=0.2)
 
 
 def recrc(data: bytes) -> bytes:
@@ -46,7 +34,7 @@ def recrc(data: bytes) -> bytes:
                                       ("gru", False)])
 @pytest.mark.parametrize("method", ["f32", "int8", "ternary"])
 def test_round_trip(tmp_path, arch, tie, method):
-    cfg = tiny_cfg(arch, tie)
+    cfg = tiny_cfg(arch, tie=tie)
     state = random_state(cfg)
     vocab = byte_vocab()
     info = write_blob(tmp_path / f"model.{method}.bin", cfg, state, vocab, method)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from engine.vocab import VocabError, byte_vocab, from_sentencepiece, read_tokeni
 F = np.float32
 from tests.conftest import LLAMA2C as DATA  # noqa: E402
 STORIES, TOK_MODEL, TOK_BIN = DATA / "stories260K.bin", DATA / "tok512.model", DATA / "tok512.bin"
-pytestmark = pytest.mark.skipif(not STORIES.exists(), reason="shared/data/llama2c not present")
+pytestmark = pytest.mark.skipif(not STORIES.exists(), reason="tests/data/llama2c not present")
 
 
 def small(tie: bool) -> tuple[ExperimentConfig, dict[str, np.ndarray]]:

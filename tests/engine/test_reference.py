@@ -14,10 +14,12 @@ from engine import reference as R
 from engine.blob import build_blob, read_blob
 from engine.config import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig
 from engine.errors import UserError
+from engine.f32math import seq_sum, tl_expf
+from engine.sample import Sampler, SamplingParams, XorShift64Star
 from engine.vocab import byte_vocab
+from tests.conftest import CORPUS, LLAMA2C
 
 F = np.float32
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "llama2c"
 KNOWN = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the "
          "park.")
 
@@ -207,7 +209,7 @@ def test_primitives_match_scalar_and_math():
     rng = np.random.default_rng(5)
     x = (rng.normal(size=2000) * 30).astype(F)
     x[:4] = [-87.5, 88.5, 0.0, -0.0]
-    got = R._tl_expf(x)
+    got = tl_expf(x)
     assert np.array_equal(bits(got), bits([s_expf(v) for v in x]))
     ok = (x > -87) & (x < 88)
     assert np.max(np.abs(got[ok] / np.exp(x[ok].astype(np.float64)) - 1)) < 1e-6
@@ -218,40 +220,43 @@ def test_primitives_match_scalar_and_math():
         for v in row:
             acc = acc + v
         loop.append(acc)
-    assert np.array_equal(bits(R._seq_sum(a, axis=1)), bits(loop))
-    assert bits(R._seq_sum(np.array([-0.0, -0.0], dtype=F))) == bits(F(0.0))  # 0.0f + -0.0f = +0
+    assert np.array_equal(bits(seq_sum(a, axis=1)), bits(loop))
+    assert bits(seq_sum(np.array([-0.0, -0.0], dtype=F))) == bits(F(0.0))  # 0.0f + -0.0f = +0
 
 
 # ---- sampler ------------------------------------------------------------------------------------------
 
 def test_xorshift_definition():
-    rng = R._XorShift64Star(0)
+    rng = XorShift64Star(0)
     s = 0x9E3779B97F4A7C15
     s ^= s >> 12
     s ^= (s << 25) & (2**64 - 1)
     s ^= s >> 27
     assert rng.next_u32() == ((s * 0x2545F4914F6CDD1D) % 2**64) >> 32
-    vals = [R._XorShift64Star(7).random_f32() for _ in range(3)]
+    vals = [XorShift64Star(7).random_f32() for _ in range(3)]
     assert all(0 <= v < 1 for v in vals)
 
 
+def off(**kw) -> SamplingParams:
+    """Sampler settings with every option off unless given: greedy, no top-k/top-p, no penalty."""
+    return SamplingParams(**{"temperature": 0.0, "top_p": 1.0, "seed": 0, **kw})
+
+
 def test_sampler_rules():
-    P = R.SampleParams
     logits = np.array([1.0, 3.0, 3.0, -2.0], dtype=F)
-    rng = R._XorShift64Star(1)
-    assert R._sample(logits, P(), [], rng) == 1  # greedy: lowest index among maxima
-    assert R._sample(np.array([2.0, -1.0, 1.9], dtype=F), P(repetition_penalty=1.5), [0, 0], rng) == 2
-    assert R._sample(np.array([-2.0, -1.0, -1.2], dtype=F), P(repetition_penalty=2.0), [1], rng) == 2
+    assert Sampler(4, off()).sample(logits, []) == 1  # greedy: lowest index among maxima
+    assert Sampler(3, off(repetition_penalty=1.5)).sample(np.array([2.0, -1.0, 1.9], dtype=F), [0, 0]) == 2
+    assert Sampler(3, off(repetition_penalty=2.0)).sample(np.array([-2.0, -1.0, -1.2], dtype=F), [1]) == 2
     for seed in range(20):
-        assert R._sample(logits, P(temperature=1.0, top_k=1, seed=seed), [], R._XorShift64Star(seed)) == 1
-        assert R._sample(logits, P(temperature=1.0, top_p=0.01), [], R._XorShift64Star(seed)) == 1
-    rng = R._XorShift64Star(3)
-    draws = [R._sample(logits, P(temperature=1.0), [], rng) for _ in range(3000)]
+        assert Sampler(4, off(temperature=1.0, top_k=1, seed=seed)).sample(logits, []) == 1
+        assert Sampler(4, off(temperature=1.0, top_p=0.01, seed=seed)).sample(logits, []) == 1
+    sampler = Sampler(4, off(temperature=1.0, seed=3))
+    draws = [sampler.sample(logits, []) for _ in range(3000)]
     freq = np.bincount(draws, minlength=4) / 3000
     expect = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert np.allclose(freq, expect, atol=0.03)
-    rng = R._XorShift64Star(3)
-    assert set(R._sample(logits, P(temperature=1.0, top_k=2), [], rng) for _ in range(200)) == {1, 2}
+    sampler = Sampler(4, off(temperature=1.0, top_k=2, seed=3))
+    assert set(sampler.sample(logits, []) for _ in range(200)) == {1, 2}
 
 
 # ---- stories260K: the real model -------------------------------------------------------------------------
@@ -261,10 +266,8 @@ def stories():
     from engine.interop import config_from_llama2c, read_llama2c
     from engine.vocab import from_sentencepiece
 
-    if not (DATA / "stories260K.bin").exists():
-        pytest.skip("shared/data/llama2c not present")
-    fields, state = read_llama2c(DATA / "stories260K.bin")
-    vocab = from_sentencepiece(DATA / "tok512.model")
+    fields, state = read_llama2c(LLAMA2C / "stories260K.bin")
+    vocab = from_sentencepiece(LLAMA2C / "tok512.model")
     cfg = config_from_llama2c(fields, vocab)
     refs = {m: R.Reference(build_blob(cfg, state, vocab, m)[0]) for m in ("f32", "int8", "ternary")}
     refs["int8_int"] = R.Reference(build_blob(cfg, state, vocab, "int8", int_attention=True)[0])
@@ -307,7 +310,7 @@ def test_int8_agrees_with_f32(stories):
 def test_encode_matches_sentencepiece(stories):
     import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_file=str(DATA / "tok512.model"))
+    sp = spm.SentencePieceProcessor(model_file=str(LLAMA2C / "tok512.model"))
     ref = stories["f32"]
     for text in ["Once upon a time", "Lily and Tom went to the park.", "The cat said, \"Hello!\"",
                  "It was 123 days, 4 hours.", "She's happy; he's not — why?", "Über café naïve 😀",
@@ -334,7 +337,7 @@ def test_reference_refuses_bad_positions(stories):
     with pytest.raises(UserError, match="context_len 1000"):
         R.Reference(ref.blob, context_len=1000)
     small = R.Reference(ref.blob, context_len=8)
-    assert len(list(small.generate([1], params=R.SampleParams(temperature=1.0, seed=4),
+    assert len(list(small.generate([1], params=off(temperature=1.0, seed=4),
                                    stop_ids=()))) == 8
 
 
@@ -348,10 +351,7 @@ def test_encode_matches_a_tinylm_style_bpe_tokenizer(tmp_path):
 
     from engine.vocab import from_sentencepiece
 
-    corpus = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinystories_c.txt"
-    if not corpus.exists():
-        pytest.skip("shared/data not present")
-    text = corpus.read_text(encoding="utf-8")[:300_000]
+    text = CORPUS.read_text(encoding="utf-8")[:300_000]
     proto = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(text.split("\n")), model_writer=proto, vocab_size=512,

@@ -5,37 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from engine import blob_layout as bl
 from engine.blob import write_blob
-from engine.config import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig
 from engine.vocab import byte_vocab
-
 from protocol_util import BOARD, FIRMWARE
-
-DATA = Path("/work/shared/data/llama2c")
-if not DATA.exists():
-    DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "llama2c"
-
-
-def tiny_cfg(arch: str, seq_len: int = 24, tie: bool = True) -> ExperimentConfig:
-    model = ModelConfig(arch=arch, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=44,
-                        seq_len=seq_len, tie_embeddings=tie)
-    return ExperimentConfig(model=model, tokenizer=TokenizerConfig(kind="byte", vocab_size=256),
-                            quant=QuantConfig(group_size=32))
-
-
-def random_state(cfg: ExperimentConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    state = {}
-    for s in bl.tensor_specs(cfg, "f32"):
-        if s.name == "rope":
-            continue
-        shape = (s.cols,) if s.rows == 1 else (s.rows, s.cols)
-        state[s.name] = (rng.normal(size=shape) * 0.3).astype(np.float32)
-    return state
+from tests.conftest import LLAMA2C, random_state, tiny_cfg
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +45,8 @@ def stories_blob(blob_dir):
     from engine.interop import config_from_llama2c, read_llama2c
     from engine.vocab import load_vocab
 
-    if not (DATA / "stories260K.bin").exists():
-        pytest.skip("stories260K.bin not available")
-    f, state = read_llama2c(DATA / "stories260K.bin")
-    vocab = load_vocab(DATA / "tok512.model")
+    f, state = read_llama2c(LLAMA2C / "stories260K.bin")
+    vocab = load_vocab(LLAMA2C / "tok512.model")
     cfg = config_from_llama2c(f, vocab)
 
     def make(method: str, int_attention: bool = False) -> Path:

@@ -3,17 +3,13 @@ answers INFO and generates the reference's greedy ids with instruction counts on
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from engine.device.emulated import CPI_C3, EmulatedBoard, projected_esp32c3
 from engine.device.link import DeviceLink, GenerationSummary, TokenEvent
-from engine.reference import Reference, SampleParams
-
-needs_rv32 = pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None
-                                or shutil.which("qemu-system-riscv32") is None,
-                                reason="rv32 toolchain / qemu not installed (CI installs them)")
+from engine.reference import Reference
+from engine.sample import SamplingParams
+from protocol_util import needs_rv32
 
 
 def test_projection_arithmetic():
@@ -30,7 +26,7 @@ def test_emulated_board_int8_greedy_matches_reference(make_blob):
     path = make_blob("transformer", "int8", seed=21)
     ref = Reference(path)
     prompt = [72, 101, 108, 108, 111]
-    want = list(ref.generate(prompt, SampleParams(), 16))
+    want = list(ref.generate(prompt, SamplingParams(temperature=0.0), 16))
     with EmulatedBoard(path) as eb:
         assert eb.port.startswith("socket://127.0.0.1:")
         with DeviceLink(eb.port, timeout=20) as link:

@@ -12,8 +12,11 @@ import pytest
 
 from engine import budget
 from engine.blob import read_blob
+from engine.device.emulated import EmulatedBoard
+from engine.device.link import DeviceLink, GenerationSummary, TokenEvent
+from engine.device.protocol import chunk_crc, encode_line
 from engine.reference import Reference
-from protocol_util import FIRMWARE, PtyBoard, QemuBoard, StdioBoard, chunk_crc, frame
+from protocol_util import FIRMWARE, PtyBoard, StdioBoard, needs_rv32
 
 pytestmark = pytest.mark.slow
 
@@ -36,54 +39,39 @@ def test_rv32_builds_with_werror():
     assert (FIRMWARE / "build" / "rv32" / "tinylm-rv32.elf").exists()
 
 
-@pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None
-                    or shutil.which("qemu-system-riscv32") is None,
-                    reason="rv32 toolchain / qemu not installed (CI installs them)")
+def rv32_greedy(path, ids: list[int], n: int) -> tuple[list[int], list[int]]:
+    """Greedy tokens and per-token instruction counts of the rv32 firmware under qemu (which boots,
+    reached by DeviceLink): a RESET first, whose READY must report the blob loaded."""
+    with EmulatedBoard(path) as eb, DeviceLink(eb.port, timeout=120) as link:
+        assert link.reset(timeout=60)["model"] == "ok"
+        assert link.info()["board"] == "rv32"
+        events = list(link.generate(prompt_ids=ids, max_tokens=n, temperature=0))
+    toks = [e for e in events if isinstance(e, TokenEvent)]
+    assert isinstance(events[-1], GenerationSummary)
+    return [t.token for t in toks], [t.instructions for t in toks]
+
+
+@needs_rv32
 def test_rv32_under_qemu_matches_reference(stories_blob):
     """Soft-float rv32imc gives the same bits: same greedy tokens as the reference; ir counted."""
-    subprocess.run(["make", "-C", str(FIRMWARE), "rv32"], check=True, capture_output=True)
     path = stories_blob("int8")
     want = list(Reference(path).generate([1, 403, 407, 261, 378], None, 12))
-    with QemuBoard(path) as b:
-        assert b.link.msg(60)["model"] == "ok"
-        assert b.link.call("INFO", timeout=60)["board"] == "rv32"
-        i = b.link.send("GEN", ids="1,403,407,261,378", max=12, temp=0)
-        toks, irs = [], []
-        while True:
-            m = b.link.msg(120)
-            if m.kind == "TOK":
-                toks.append(m.int("tok"))
-                irs.append(m.int("ir"))
-            elif m.kind == "END" and m.int("id") == i:
-                break
-        assert toks == want
-        assert all(ir > 100_000 for ir in irs)
+    toks, irs = rv32_greedy(path, [1, 403, 407, 261, 378], 12)
+    assert toks == want
+    assert all(ir > 100_000 for ir in irs)
 
 
-@pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None
-                    or shutil.which("qemu-system-riscv32") is None,
-                    reason="rv32 toolchain / qemu not installed (CI installs them)")
+@needs_rv32
 @pytest.mark.parametrize("method", ["int8", "ternary"])
 def test_rv32_integer_mode_matches_reference(stories_blob, method):
     """Integer mode (BLOB.md flags bit 1) on soft-float rv32imc: the reference's greedy tokens, and
     far fewer instructions than the float arithmetic (which is ~40 M per token here)."""
-    subprocess.run(["make", "-C", str(FIRMWARE), "rv32"], check=True, capture_output=True)
     path = stories_blob(method, int_attention=True)
     ids = [1, 403, 407, 261, 378]
     want = list(Reference(path).generate(ids, None, 24))
-    with QemuBoard(path) as b:
-        assert b.link.msg(60)["model"] == "ok"
-        i = b.link.send("GEN", ids=",".join(map(str, ids)), max=24, temp=0)
-        toks, irs = [], []
-        while True:
-            m = b.link.msg(120)
-            if m.kind == "TOK":
-                toks.append(m.int("tok"))
-                irs.append(m.int("ir"))
-            elif m.kind == "END" and m.int("id") == i:
-                break
-        assert toks == want
-        assert max(irs) < 6_000_000
+    toks, irs = rv32_greedy(path, ids, 24)
+    assert toks == want
+    assert max(irs) < 6_000_000
 
 
 def test_integer_mode_ram_report(board, stories_blob):
@@ -115,30 +103,30 @@ def info_fields_match(info, path, board_name="host", ram_total=1 << 30):
 
 def test_ready_after_banner_and_info_over_pty(board, stories_blob):
     path = stories_blob("int8")
-    with PtyBoard("--blob", str(path), "--boot-banner", "--ram", "1000000", "--board", "esp32") as b:
+    with PtyBoard(path, boot_banner=True, ram=1000000, board="esp32") as b:
         link = b.open()
         ready = link.msg()
-        assert ready.kind == "READY" and ready["model"] == "ok" and ready["proto"] == "1"
+        assert ready.type == "READY" and ready["model"] == "ok" and ready["proto"] == "1"
         assert any(n.startswith(b"ets Jun") for n in link.noise)
         assert any(b"cpu_start" in n for n in link.noise)
         info = link.call("INFO")
-        assert info.kind == "INFO"
+        assert info.type == "INFO"
         info_fields_match(info, path, "esp32", 1000000)
 
 
 def test_corrupted_lines_and_bad_commands(board, make_blob):
     path = make_blob("transformer", "f32")
-    with PtyBoard("--blob", str(path)) as b:
+    with PtyBoard(path) as b:
         link = b.open()
-        assert link.msg().kind == "READY"
-        good = frame("INFO", id=5)
+        assert link.msg().type == "READY"
+        good = encode_line("INFO", id=5)
         bad = good.replace(b"id=5", b"id=6")  # CRC no longer matches
         link.write(bad)
         err = link.msg()
-        assert err.kind == "ERR" and err["code"] == "crc" and err["id"] == "0"
+        assert err.type == "ERR" and err["code"] == "crc" and err["id"] == "0"
         link.write(b"@INFO id=7\n")  # no CRC at all
         assert link.msg()["code"] == "crc"
-        link.write(frame("INFO"))  # no id
+        link.write(encode_line("INFO"))  # no id
         assert link.msg()["code"] == "parse"
         assert link.call("FLY")["code"] == "unknown"
         link.write(b"@" + b"A" * 600 + b"\n")
@@ -148,19 +136,19 @@ def test_corrupted_lines_and_bad_commands(board, make_blob):
         assert link.call("GEN", ids="1,999", max=2)["code"] == "bad_arg"
         assert link.call("GEN", ids="1", hex="41", max=2)["code"] == "bad_arg"
         assert link.call("GEN", ids="1", bogus=3)["code"] == "bad_arg"
-        assert link.call("INFO").kind == "INFO"  # still alive
-        assert link.call("STOP").kind == "OK"  # idle STOP
+        assert link.call("INFO").type == "INFO"  # still alive
+        assert link.call("STOP").type == "OK"  # idle STOP
 
 
 def test_stop_interrupts_long_generation(board, stories_blob):
-    with PtyBoard("--blob", str(stories_blob("f32")), "--us-per-token", "20000", "--boot-banner") as b:
+    with PtyBoard(stories_blob("f32"), us_per_token=20000, boot_banner=True) as b:
         link = b.open()
-        assert link.msg().kind == "READY"
+        assert link.msg().type == "READY"
         gid = link.send("GEN", ids="1,403", max=400, temp=0, topk=0, topp=0, rep=1, seed=1)
         seen = 0
         while seen < 3:
             m = link.msg()
-            if m.kind == "TOK":
+            if m.type == "TOK":
                 seen += 1
         assert link.call("GEN", ids="1", max=2)["code"] == "busy"
         t0 = time.monotonic()
@@ -168,10 +156,10 @@ def test_stop_interrupts_long_generation(board, stories_blob):
         end = None
         while True:
             m = link.msg()
-            if m.kind == "END":
+            if m.type == "END":
                 end = m
                 assert m.int("id") == gid and m["reason"] == "stop" and m.int("n") < 400
-            elif m.kind == "OK" and m.int("id") == sid:
+            elif m.type == "OK" and m.int("id") == sid:
                 break
         assert end is not None and time.monotonic() - t0 < 1.0
         toks, end = link.generate(ids=[1, 403], max=3)
@@ -181,17 +169,17 @@ def test_stop_interrupts_long_generation(board, stories_blob):
 def upload(link, data: bytes, corrupt_chunk: int | None = None, sha: str | None = None):
     sha = sha or hashlib.sha256(data).hexdigest()
     ok = link.call("UPBEGIN", size=len(data), sha=sha)
-    assert ok.kind == "OK", ok
+    assert ok.type == "OK", ok
     chunk = ok.int("chunk")
     retried = 0
     for k, off in enumerate(range(0, len(data), chunk)):
         part = data[off:off + chunk]
         if k == corrupt_chunk:
             r = link.call("UPDATA", off=off, hex=part.hex(), crc=chunk_crc(part[::-1] + b"x"))
-            assert r.kind == "ERR" and r["code"] == "chunk_crc"
+            assert r.type == "ERR" and r["code"] == "chunk_crc"
             retried += 1
         r = link.call("UPDATA", off=off, hex=part.hex(), crc=chunk_crc(part))
-        assert r.kind == "OK" and r.int("off") == off + len(part), r
+        assert r.type == "OK" and r.int("off") == off + len(part), r
     if corrupt_chunk is not None:
         assert retried == 1
     return link.call("UPEND", timeout=30)
@@ -202,14 +190,14 @@ def test_upload_with_retry_and_hash_mismatch(board, make_blob, tmp_path):
     new = make_blob("transformer", "ternary", seed=3)
     target = tmp_path / "model.blob"
     target.write_bytes(old.read_bytes())
-    with PtyBoard("--blob", str(target)) as b:
+    with PtyBoard(target) as b:
         link = b.open()
-        assert link.msg().kind == "READY"
+        assert link.msg().type == "READY"
         assert link.call("INFO")["arch"] == "gru"
         data = new.read_bytes()
         # a wrong sha: rejected, the old model keeps answering, the file is untouched
         bad = upload(link, data, sha="0" * 64)
-        assert bad.kind == "ERR" and bad["code"] == "hash"
+        assert bad.type == "ERR" and bad["code"] == "hash"
         assert link.call("INFO")["arch"] == "gru"
         assert target.read_bytes() == old.read_bytes()
         toks, end = link.generate(ids=[65, 66], max=4)
@@ -218,29 +206,29 @@ def test_upload_with_retry_and_hash_mismatch(board, make_blob, tmp_path):
         broken = bytearray(data)
         broken[200] ^= 0xFF
         r = upload(link, bytes(broken))
-        assert r.kind == "ERR" and r["code"] == "bad_blob"
+        assert r.type == "ERR" and r["code"] == "bad_blob"
         assert link.call("INFO")["arch"] == "gru"
         # an out-of-order chunk is refused with code=offset
-        assert link.call("UPBEGIN", size=len(data), sha=hashlib.sha256(data).hexdigest()).kind == "OK"
+        assert link.call("UPBEGIN", size=len(data), sha=hashlib.sha256(data).hexdigest()).type == "OK"
         r = link.call("UPDATA", off=192, hex="00", crc=chunk_crc(b"\0"))
         assert r["code"] == "offset"
         # the real upload, one chunk corrupted on the wire and resent
         ok = upload(link, data, corrupt_chunk=2)
-        assert ok.kind == "OK" and ok["sha"] == hashlib.sha256(data).hexdigest()
+        assert ok.type == "OK" and ok["sha"] == hashlib.sha256(data).hexdigest()
         ready = link.msg()
-        assert ready.kind == "READY" and ready["model"] == "ok"
+        assert ready.type == "READY" and ready["model"] == "ok"
         info = link.call("INFO")
         info_fields_match(info, new)
         assert target.read_bytes() == data
 
 
 def test_reset_reboots(board, make_blob):
-    with PtyBoard("--blob", str(make_blob("gru", "f32")), "--boot-banner") as b:
+    with PtyBoard(make_blob("gru", "f32"), boot_banner=True) as b:
         link = b.open()
-        assert link.msg().kind == "READY"
+        assert link.msg().type == "READY"
         n_noise = len(link.noise)
-        assert link.call("RESET").kind == "OK"
-        assert link.msg().kind == "READY"
+        assert link.call("RESET").type == "OK"
+        assert link.msg().type == "READY"
         assert len(link.noise) > n_noise
 
 
@@ -255,7 +243,7 @@ def test_flash_image_partition(board, make_blob, tmp_path):
         assert link.msg()["model"] == "ok"
         assert link.call("INFO").int("blob_size") == len(blob)
         new = make_blob("gru", "f32")
-        assert upload(link, new.read_bytes()).kind == "OK"
+        assert upload(link, new.read_bytes()).type == "OK"
         assert link.msg()["model"] == "ok"
     img = path.read_bytes()
     assert len(img) == 4 << 20

@@ -10,8 +10,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from engine.reference import Reference, SampleParams
+from engine.reference import Reference
+from engine.sample import SamplingParams
 from protocol_util import BOARD, FIRMWARE, PORTABLE_BOARD, StdioBoard
+from tests.conftest import random_state, tiny_cfg
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +45,11 @@ def run_parity(path, seed: int = 0, binary=BOARD, n_prompts: int = N_PROMPTS) ->
         link = b.link
         assert link.msg()["model"] == "ok"
         for k, ids in enumerate(prompts(ref, seed)[:n_prompts]):
-            want = expected(ref, ids, SampleParams(), N_TOKENS)
+            want = expected(ref, ids, SamplingParams(temperature=0.0), N_TOKENS)
             got, end = link.generate(ids=ids, max=N_TOKENS, temp=0, topk=0, topp=0, rep=1, seed=0)
             assert got == want, f"greedy prompt {k} {ids}: board {got} reference {want}"
             s = 1000 + k
-            params = SampleParams(temperature=0.8, top_p=0.9, seed=s)
+            params = SamplingParams(temperature=0.8, top_p=0.9, seed=s)
             want = expected(ref, ids, params, N_TOKENS)
             got, end = link.generate(ids=ids, max=N_TOKENS, seed=s, **SAMPLED)
             assert got == want, f"sampled prompt {k} {ids}: board {got} reference {want}"
@@ -88,7 +90,6 @@ def test_portable_kernels_parity(portable_board, make_blob, stories_blob, method
 def test_odd_shapes_parity(board, portable_board, blob_dir, method):
     """Shapes off the fast paths: head_dim 6 (not a multiple of 4), 42 hidden rows (not a multiple
     of the 4-row kernels), dim 24 < group 32 (only a short group), for both kernel sets."""
-    from conftest import random_state, tiny_cfg
     from engine.blob import write_blob
     from engine.vocab import byte_vocab
 
@@ -106,7 +107,7 @@ def test_topk_and_repetition_penalty_parity(board, stories_blob):
     with StdioBoard("--blob", str(path)) as b:
         assert b.link.msg()["model"] == "ok"
         for k, ids in enumerate(prompts(ref, 3)[:5]):
-            params = SampleParams(temperature=1.1, top_k=12, top_p=0.95, repetition_penalty=1.3, seed=k)
+            params = SamplingParams(temperature=1.1, top_k=12, top_p=0.95, repetition_penalty=1.3, seed=k)
             want = expected(ref, ids, params, 48)
             got, _ = b.link.generate(ids=ids, max=48, temp="1.1", topk=12, topp="0.95", rep="1.3", seed=k)
             assert got == want
@@ -121,7 +122,7 @@ def test_text_prompt_encoding_matches_reference(board, stories_blob):
         assert b.link.msg()["model"] == "ok"
         for text in texts:
             ids = ref.encode(text, bos=True)
-            want = expected(ref, ids, SampleParams(), 12)
+            want = expected(ref, ids, SamplingParams(temperature=0.0), 12)
             got, _ = b.link.generate(hex=text.encode().hex(), max=12, temp=0)
             assert got == want, text
 
@@ -153,7 +154,6 @@ def test_int_mode_portable_kernels_parity(portable_board, make_blob, stories_blo
 @pytest.mark.parametrize("method", ["int8", "ternary"])
 def test_int_mode_odd_shapes_parity(board, portable_board, blob_dir, method):
     """Integer mode off the fast paths: head_dim 6, 42 hidden rows, dim 24 < group 32."""
-    from conftest import random_state, tiny_cfg
     from engine.blob import write_blob
     from engine.vocab import byte_vocab
 
