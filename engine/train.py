@@ -424,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             exp.update_meta(status=status, pid=None, step=trainer.step,
                             best_val_loss=trainer.best_val)
         log.info("%s at step %d", status, trainer.step)
+        if dist.enabled:  # leave together: a rank tearing gloo down while another still writes aborts
+            import torch.distributed as td
+            td.barrier()
         return 0
     except Stopped:  # a stop signal while preparing data: nothing half-written was kept
         log.info("stopped before training started")
