@@ -103,11 +103,10 @@ def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     with board:
         out(f"virtual board on {board.port} (Ctrl-C stops it)")
         sys.stdout.flush()
-        try:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM}) if hasattr(signal, "sigwait") \
-                else board.proc.wait()
-        except KeyboardInterrupt:
-            pass
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        # blocked, then waited for: Ctrl-C or a kill both end here and the board process is stopped
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        signal.sigwait(stop_signals)
     return 0
 
 

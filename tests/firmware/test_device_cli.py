@@ -78,3 +78,18 @@ def test_device_refuses_a_blob_of_another_model(ws, tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
+
+
+def test_tinylm_board_stops_its_board_on_sigterm(ws):
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ws), "board", "st",
+                             "--quant", "int8"], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.readline().startswith("virtual board on /dev/pts/")
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    board_pids = [int(p) for p in children.stdout.split()]
+    assert board_pids, "the virtual board runs as a child process"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    for pid in board_pids:
+        assert not os.path.exists(f"/proc/{pid}") or \
+            open(f"/proc/{pid}/stat").read().split()[2] == "Z"
