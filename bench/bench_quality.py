@@ -65,7 +65,7 @@ def main() -> None:
     n_bytes, n_tokens = validation_bytes(cfg, w), len(data.val_tokens)
     evals = [r for r in read_metrics(exp.path("metrics.jsonl")) if r.get("val_loss") is not None]
     print(f"workspace {ws}, experiment {args.name}; {n_tokens} val tokens, {n_bytes} val bytes")
-    for minutes in (1, 2, 5, 10, 20, 30, 60):
+    for minutes in sorted({1, 2, 5, 10, 20, 30, 60, args.minutes}):
         if minutes > args.minutes + 0.01:
             break
         upto = [r for r in evals if r["elapsed_s"] <= minutes * 60]
@@ -73,7 +73,7 @@ def main() -> None:
             continue
         best = min(r["val_loss"] for r in upto)
         last = upto[-1]
-        print(f"{minutes:>3} min: step {last['step']:>6}, tokens {last['tokens_seen']:>10,}, "
+        print(f"{minutes:>4g} min: step {last['step']:>6}, tokens {last['tokens_seen']:>10,}, "
               f"best val loss {best:.4f}, bits/byte {bits_per_byte(best, n_tokens, n_bytes):.4f}, "
               f"perplexity {math.exp(best):.2f}")
     speeds = sorted(r["tok_per_s"] for r in read_metrics(exp.path("metrics.jsonl"))
