@@ -42,8 +42,12 @@ def float_state(exp: Experiment, which: str = "best") -> tuple[dict[str, np.ndar
     from .inference import load_model
 
     model, cfg, ckpt = load_model(exp, which)
-    state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    return state, cfg, ckpt
+    return numpy_state(model), cfg, ckpt
+
+
+def numpy_state(model: Any) -> dict[str, np.ndarray]:
+    """A model's weights as float32 numpy arrays by llama2.c name (what the blob writer takes)."""
+    return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
 
 
 def check_fits(cfg: ExperimentConfig, vocab: Vocab, quant: str, board: str | None = None) -> None:

@@ -48,13 +48,13 @@ def report(exp: Experiment, ws: Workspace, method: str, blob_path: Path,
     from .data import prepare
     from .data.loader import eval_batches
     from .evaluate import bits_per_byte, validation_bytes
-    from .export import float_state
+    from .export import numpy_state
     from .inference import load_model, load_tokenizer_for
     from .qat import qat_state, quantized_loss, quantized_params
     from .quant import quant_report
 
     model, cfg, _ = load_model(exp, "best")
-    state, _, _ = float_state(exp, "best")
+    state = numpy_state(model)  # the same checkpoint, not loaded a second time
     data = prepare(exp.folder, cfg, ws.resolve(cfg.data.corpus), ws.root / "cache")
     val = eval_batches(data.val_tokens, cfg.train.batch_size, cfg.model.seq_len,
                        cfg.train.eval_batches)
