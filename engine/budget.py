@@ -36,6 +36,8 @@ BOARDS: dict[str, Board] = {
 }
 
 IO_BUFFER_BYTES = 1024  # protocol line in + line out (firmware/PROTOCOL.md max line 512 bytes)
+# ternary integer mode: 16 lookup tables of 172 int16 + 64 int64 row sums (firmware/core/kernels.h)
+T2_TABLE_BYTES = 2 * 16 * 172 + 8 * 64
 
 
 def param_count(cfg: ExperimentConfig) -> int:
@@ -66,6 +68,7 @@ def runtime_ram(cfg: ExperimentConfig, method: str | None = None,
             kv_cache = f * 2 * m.n_layers * ctx * kv_dim
         widest = max(m.dim, hidden)
     else:
+        int_mode = False
         activations = f * (m.dim + m.n_layers * m.dim + 6 * m.dim + vocab)  # x, h per layer, gates
         kv_cache = 0
         widest = m.dim
@@ -73,12 +76,16 @@ def runtime_ram(cfg: ExperimentConfig, method: str | None = None,
     if method != "f32":  # int8 activation vector + its scales for the integer kernels
         quant_scratch = widest + 4 * n_groups(widest, cfg.quant.group_size)
         quant_scratch = (quant_scratch + 3) // 4 * 4
+    t2_tables = 0
+    if m.arch == "transformer" and int_mode and method == "ternary":  # kernels.h TL_T2_SCRATCH_BYTES
+        t2_tables = T2_TABLE_BYTES
     sampler = 8 * vocab  # (prob, index) pairs for top-k / top-p
     tokens = 4 * ctx  # prompt / generated token ids
     parts = {
         "activations": activations,
         "kv_cache": kv_cache,
         "quant_scratch": quant_scratch,
+        "t2_tables": t2_tables,
         "sampler": sampler,
         "tokens": tokens,
         "io_buffers": IO_BUFFER_BYTES,

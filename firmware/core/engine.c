@@ -19,6 +19,12 @@ static uint64_t quant_scratch_bytes(const tl_blob *b) {
 /* BLOB.md flags bit 1: integer mode (a parsed blob only has it on int8/ternary transformers) */
 static int int_mode(const tl_blob *b) { return b->arch == TL_ARCH_TRANSFORMER && (b->flags & TL_FLAG_INT) != 0; }
 
+/* BLOB.md "Runtime RAM": the T2 tables of a ternary blob in integer mode (kernels.h). Every build
+   carves them, so the RAM a board reports does not depend on which kernels it was compiled with. */
+static uint64_t t2_scratch_bytes(const tl_blob *b) {
+    return int_mode(b) && b->quant == TL_Q_TERNARY ? TL_T2_SCRATCH_BYTES : 0u;
+}
+
 uint64_t tl_engine_arena_bytes(const tl_blob *b, uint32_t ctx) {
     uint64_t c = eff_ctx(b, ctx), V = b->vocab_size, dim = b->dim, L = b->n_layers, act, kv = 0;
     if (int_mode(b)) { /* att: one head's ctx int32; K/V: int8 + one f32 scale per (pos, kv head) */
@@ -30,7 +36,7 @@ uint64_t tl_engine_arena_bytes(const tl_blob *b, uint32_t ctx) {
     } else {
         act = 4u * (dim + L * dim + 6u * dim + V);
     }
-    return act + kv + quant_scratch_bytes(b) + 8u * V + 4u * c;
+    return act + kv + quant_scratch_bytes(b) + t2_scratch_bytes(b) + 8u * V + 4u * c;
 }
 
 uint64_t tl_engine_ram_needed(const tl_blob *b, uint32_t ctx) {
@@ -130,6 +136,10 @@ tl_err tl_engine_init(tl_engine *e, const tl_blob *b, uint32_t ctx, void *arena,
         e->qv.n = widest;
         e->qv.group = b->group_size;
         e->qv.imode = (uint32_t)int_mode(b);
+        if (t2_scratch_bytes(b)) {
+            e->qv.t2acc = take(&a, 8u * TL_T2_ROWS); /* first: 4-byte aligned like the arena */
+            e->qv.t2tab = take(&a, 2u * TL_T2_TABLES * TL_T2_STRIDE);
+        }
         e->qvp = &e->qv;
     }
     e->tf.qv = e->qvp;

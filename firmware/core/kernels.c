@@ -120,6 +120,7 @@ void tl_softmax(float *x, uint32_t n) {
 
 void tl_quantize(tl_qvec *qv, const float *x) {
     uint32_t n = qv->n, gs = qv->group;
+    qv->t2_ready = 0;
     for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
         uint32_t end = start + gs < n ? start + gs : n, j = start;
         float amax = 0.0f;
@@ -509,6 +510,85 @@ static uint32_t matmul_t2_int4(float *out, const tl_tensor *W, const tl_qvec *qx
     }
     return i;
 }
+
+/* T2 tables (ternary, integer mode, portable kernels). Without SIMD a ternary weight costs a table
+   load, a multiply and an add however it is unpacked. Turned around, 4 activations have only 81
+   possible weighted sums, one per valid packed byte: with a table of them per 4 activations, a row
+   costs one byte load and one table load per 4 weights. The tables of a column block
+   (4 * TL_T2_TABLES columns, whole groups since group_size is 32 or 64) are built once and read by
+   every row; with several blocks, rows go in chunks of TL_T2_ROWS whose int64 sums wait in t2acc.
+   Same exact group sums, so the same result bits as matmul_t2_rows. */
+static const uint8_t T2_NIB[9] = {0x0, 0x1, 0x2, 0x4, 0x5, 0x6, 0x8, 0x9, 0xA}; /* valid code pairs */
+
+/* tab[byte] for x[0..n) (n <= 4; missing activations are 0: padding codes are 00) */
+static void t2_build(int16_t *tab, const int8_t *x, uint32_t n) {
+    int32_t v[4] = {0, 0, 0, 0};
+    for (uint32_t k = 0; k < n; k++) v[k] = x[k];
+    int32_t a = v[0], b = v[1], c = v[2], d = v[3];
+    /* nibble sums in T2_NIB order: code pair (c0, c1) -> t(c0) * first + t(c1) * second */
+    const int32_t lo[9] = {0, a, -a, b, a + b, b - a, -b, a - b, -a - b};
+    const int32_t hi[9] = {0, c, -c, d, c + d, d - c, -d, c - d, -c - d};
+    for (uint32_t h = 0; h < 9; h++) {
+        int16_t *row = tab + ((uint32_t)T2_NIB[h] << 4);
+        int32_t hv = hi[h];
+        for (uint32_t l = 0; l < 9; l++) row[T2_NIB[l]] = (int16_t)(hv + lo[l]);
+    }
+}
+
+/* exact sum over nb packed bytes of one row: table k serves byte k */
+static inline int32_t t2_lookup(const uint8_t *w, const int16_t *tab, uint32_t nb) {
+    int32_t s = 0;
+    for (; nb >= 8; nb -= 8, w += 8, tab += 8 * TL_T2_STRIDE) /* a whole group of 32: unrolled */
+        for (uint32_t k = 0; k < 8; k++) s += tab[k * TL_T2_STRIDE + w[k]];
+    for (uint32_t k = 0; k < nb; k++) s += tab[k * TL_T2_STRIDE + w[k]];
+    return s;
+}
+
+static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
+    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, rows = W->rows, bw = 4u * TL_T2_TABLES;
+    uint32_t nblocks = (n + bw - 1u) / bw;
+    xdec d;
+    int32_t base = t2_vec_init(&d, qx, n);
+    for (uint32_t r0 = 0; r0 < rows; r0 += TL_T2_ROWS) {
+        uint32_t rn = rows - r0 < TL_T2_ROWS ? rows - r0 : TL_T2_ROWS;
+        for (uint32_t c0 = 0; c0 < n; c0 += bw) {
+            uint32_t cn = n - c0 < bw ? n - c0 : bw;
+            if (nblocks > 1 || !qx->t2_ready) {
+                for (uint32_t c = 0; c < cn; c += 4) t2_build(qx->t2tab + (c / 4u) * TL_T2_STRIDE, qx->q + c0 + c, cn - c < 4 ? cn - c : 4);
+                qx->t2_ready = nblocks == 1;
+            }
+            /* the block's groups: multiplier and shift (term = floor(isum * m / 2^sh); |isum * m| < 2^29,
+               so a 32-bit product and an arithmetic shift by at most 31 are exact) */
+            uint32_t ngb = (cn + gs - 1u) / gs, m[2], nb[2];
+            int32_t sh[2];
+            for (uint32_t j = 0; j < ngb; j++) {
+                uint32_t g = c0 / gs + j, len = cn - j * gs < gs ? cn - j * gs : gs;
+                int32_t e = d.ok ? d.e[g] : base - tl_fexp(tl_fbits(d.s[g]));
+                m[j] = xdec_m(&d, g);
+                sh[j] = e > 31 ? 31 : e;
+                nb[j] = (len + 3u) / 4u;
+            }
+            const uint8_t *w = W->t2 + (size_t)r0 * rb + c0 / 4u;
+            const int16_t *tab1 = qx->t2tab + (gs / 4u) * TL_T2_STRIDE; /* the second group's tables */
+            for (uint32_t r = 0; r < rn; r++, w += rb) {
+                int32_t bs = tl_asr32(t2_lookup(w, qx->t2tab, nb[0]) * (int32_t)m[0], sh[0]);
+                if (ngb > 1) bs += tl_asr32(t2_lookup(w + gs / 4u, tab1, nb[1]) * (int32_t)m[1], sh[1]);
+                if (nblocks == 1) {
+                    out[r0 + r] = int_out((uint64_t)(int64_t)bs, base - 142) * W->scales[0];
+                    continue;
+                }
+                uint64_t acc = c0 ? ((uint64_t)qx->t2acc[2 * r + 1] << 32 | qx->t2acc[2 * r]) : 0u;
+                acc += (uint64_t)(int64_t)bs;
+                if (c0 + cn < n) {
+                    qx->t2acc[2 * r] = (uint32_t)acc, qx->t2acc[2 * r + 1] = (uint32_t)(acc >> 32);
+                } else {
+                    out[r0 + r] = int_out(acc, base - 142) * W->scales[0];
+                }
+            }
+        }
+    }
+    return rows;
+}
 #endif
 
 static void matmul_t2_rows(float *out, const tl_tensor *W, const tl_qvec *qx, uint32_t i0) {
@@ -538,7 +618,7 @@ static void matmul_t2_rows(float *out, const tl_tensor *W, const tl_qvec *qx, ui
     }
 }
 
-static void matmul_t2(float *out, const tl_tensor *W, const tl_qvec *qx) {
+static void matmul_t2(float *out, const tl_tensor *W, tl_qvec *qx) {
     uint32_t i = 0;
 #ifdef TL_SSE2
     /* 4 rows per pass (a lane per row), like matmul_i8. Weight j of a 32-weight block is bit pair
@@ -600,12 +680,12 @@ static void matmul_t2(float *out, const tl_tensor *W, const tl_qvec *qx) {
         _mm_storeu_ps(out + i, _mm_mul_ps(acc, sw));
     }
 #else
-    if (qx->imode) i = matmul_t2_int4(out, W, qx);
+    if (qx->imode) i = qx->t2tab ? matmul_t2_tab(out, W, qx) : matmul_t2_int4(out, W, qx);
 #endif
     matmul_t2_rows(out, W, qx, i);
 }
 
-void tl_matmul(float *out, const tl_tensor *W, const float *x, const tl_qvec *qx) {
+void tl_matmul(float *out, const tl_tensor *W, const float *x, tl_qvec *qx) {
     if (W->qtype == TL_Q_F32)
         matmul_f32(out, W->f32, x, W->rows, W->cols);
     else if (W->qtype == TL_Q_INT8)

@@ -14,7 +14,19 @@ typedef struct {
     uint32_t n;       /* length */
     uint32_t group;   /* group size (the blob's group_size) */
     uint32_t imode;   /* 1: integer mode (BLOB.md flags bit 1): matmuls accumulate in integers */
+    /* ternary integer mode, portable kernels: lookup tables of the activations (kernels.c "T2
+       tables"), or NULL (then the byte-at-a-time kernel runs); BLOB.md "Runtime RAM" */
+    int16_t *t2tab;   /* [TL_T2_TABLES * TL_T2_STRIDE] */
+    uint32_t *t2acc;  /* [2 * TL_T2_ROWS] int64 row sums between column blocks, as (lo, hi) words */
+    uint32_t t2_ready;/* the tables hold column block 0 of q: cleared whenever q changes */
 } tl_qvec;
+
+/* T2 tables: one per 4 activations of a column block of 4 * TL_T2_TABLES columns; entry [byte] is the
+   sum of the byte's 4 ternary weights times the 4 activations (bytes of valid codes are <= 0xAA). */
+#define TL_T2_TABLES 16u
+#define TL_T2_STRIDE 172u
+#define TL_T2_ROWS 64u
+#define TL_T2_SCRATCH_BYTES (2u * TL_T2_TABLES * TL_T2_STRIDE + 8u * TL_T2_ROWS)
 
 float tl_expf(float x);
 float tl_sigmoid(float v);
@@ -32,8 +44,9 @@ void tl_quantize(tl_qvec *qv, const float *x);
 
 /* out[rows] = W x. f32 tensors read x; int8/ternary read the quantized qx (same vector, same
    length, quantized with qx->group == W's group for int8). With qx->imode the int8/ternary group
-   sums are combined by BLOB.md "integer matmul" instead of the float per-group accumulation. */
-void tl_matmul(float *out, const tl_tensor *W, const float *x, const tl_qvec *qx);
+   sums are combined by BLOB.md "integer matmul" instead of the float per-group accumulation.
+   Not const: the ternary kernel caches its lookup tables in qx (t2tab, t2_ready). */
+void tl_matmul(float *out, const tl_tensor *W, const float *x, tl_qvec *qx);
 
 /* out[cols] = row `row` of an f32 or int8 embedding table. */
 void tl_embed(float *out, const tl_tensor *E, uint32_t row);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "intmode.h"
+#include "prof.h"
 
 static void quantize_if(tl_qvec *qv, const float *x, uint32_t n, const tl_tensor *a, const tl_tensor *b,
                         const tl_tensor *c) {
@@ -136,6 +137,7 @@ static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, u
     uint32_t hd = b->head_dim, group = b->n_heads / b->n_kv_heads, ctx = s->ctx, n = pos + 1;
     int32_t *a = s->iatt;
     int8_t *qq = s->qv->q; /* scratch: free while the attention runs */
+    s->qv->t2_ready = 0;
     for (uint32_t h = 0; h < b->n_heads; h++) {
         size_t kvh = (size_t)layer * b->n_kv_heads + h / group;
         const int8_t *kh = s->kq + kvh * ctx * hd, *vh = s->vq + kvh * ctx * hd;
@@ -175,6 +177,13 @@ static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, u
     }
 }
 
+/* x -> qv (iquant in groups of group_size); the T2 tables of the previous vector are stale now */
+static void iquant_vec(tl_qvec *qv, const float *x, uint32_t n) {
+    tl_iquant(qv->q, qv->s, x, n, qv->group);
+    qv->n = n;
+    qv->t2_ready = 0;
+}
+
 /* The integer-mode step (BLOB.md "Integer mode"): every matrix is int8/ternary (checked by the
    parser), every activation is quantized by iquant, K/V go to the int8 cache. */
 static tl_err forward_int(const tl_blob *b, tl_transformer *s, uint32_t token, uint32_t pos, int want_logits) {
@@ -185,48 +194,65 @@ static tl_err forward_int(const tl_blob *b, tl_transformer *s, uint32_t token, u
     tl_embed(s->x, &t, token);
     tl_blob_tensor(b, tl_blob_role_rope(b), &rp);
     const float *cs = rp.f32 + (size_t)pos * hd;
+    TL_PROF(TL_P_HEAD);
     for (uint32_t l = 0; l < b->n_layers; l++) {
         uint32_t r0 = 1u + TL_T_PER_LAYER * l;
         float *kv = s->xb2; /* k, then v: scratch until quantized into the cache */
         tl_blob_tensor(b, r0 + TL_T_ATTN_NORM, &t);
         tl_rmsnorm(s->xb, s->x, t.f32, dim, b->norm_eps);
+        TL_PROF(TL_P_NORM);
         tl_blob_tensor(b, r0 + TL_T_WQ, &wq);
         tl_blob_tensor(b, r0 + TL_T_WK, &wk);
         tl_blob_tensor(b, r0 + TL_T_WV, &wv);
-        tl_iquant(qv->q, qv->s, s->xb, dim, qv->group);
+        iquant_vec(qv, s->xb, dim);
+        TL_PROF(TL_P_QUANT);
         tl_matmul(s->q, &wq, s->xb, qv);
         tl_matmul(kv, &wk, s->xb, qv);
+        TL_PROF(TL_P_QKV);
         rope(s->q, cs, b->n_heads, hd);
         rope(kv, cs, b->n_kv_heads, hd);
+        TL_PROF(TL_P_ROPE);
         size_t slot = (size_t)l * b->n_kv_heads * ctx + pos; /* (layer, kv head 0, pos) */
         for (uint32_t j = 0; j < b->n_kv_heads; j++)
             tl_iquant(s->kq + (slot + (size_t)j * ctx) * hd, s->ks + slot + (size_t)j * ctx, kv + j * hd, hd, hd);
+        TL_PROF(TL_P_KVCACHE);
         tl_matmul(kv, &wv, s->xb, qv);
+        TL_PROF(TL_P_QKV);
         for (uint32_t j = 0; j < b->n_kv_heads; j++)
             tl_iquant(s->vq + (slot + (size_t)j * ctx) * hd, s->vs + slot + (size_t)j * ctx, kv + j * hd, hd, hd);
+        TL_PROF(TL_P_KVCACHE);
         attention_int(b, s, l, pos);
+        TL_PROF(TL_P_ATTN);
         tl_blob_tensor(b, r0 + TL_T_WO, &wo);
-        tl_iquant(qv->q, qv->s, s->xb, dim, qv->group);
+        iquant_vec(qv, s->xb, dim);
+        TL_PROF(TL_P_QUANT);
         tl_matmul(s->xb2, &wo, s->xb, qv);
         for (uint32_t i = 0; i < dim; i++) s->x[i] = s->x[i] + s->xb2[i];
+        TL_PROF(TL_P_WO);
         tl_blob_tensor(b, r0 + TL_T_FFN_NORM, &t);
         tl_rmsnorm(s->xb, s->x, t.f32, dim, b->norm_eps);
+        TL_PROF(TL_P_NORM);
         tl_blob_tensor(b, r0 + TL_T_W1, &w1);
         tl_blob_tensor(b, r0 + TL_T_W3, &w3);
-        tl_iquant(qv->q, qv->s, s->xb, dim, qv->group);
+        iquant_vec(qv, s->xb, dim);
+        TL_PROF(TL_P_QUANT);
         tl_matmul(s->hb, &w1, s->xb, qv);
         tl_matmul(s->hb2, &w3, s->xb, qv);
+        TL_PROF(TL_P_W13);
         tl_swiglu_int(qv, s->hb, s->hb2, hidden);
+        TL_PROF(TL_P_SWIGLU);
         tl_blob_tensor(b, r0 + TL_T_W2, &w2);
         tl_matmul(s->xb, &w2, s->hb, qv);
         for (uint32_t i = 0; i < dim; i++) s->x[i] = s->x[i] + s->xb[i];
+        TL_PROF(TL_P_W2);
     }
     if (!want_logits) return TL_OK;
     tl_blob_tensor(b, tl_blob_role_norm(b), &t);
     tl_rmsnorm(s->x, s->x, t.f32, dim, b->norm_eps);
     tl_blob_tensor(b, tl_blob_role_output(b), &t);
-    tl_iquant(qv->q, qv->s, s->x, dim, qv->group);
+    iquant_vec(qv, s->x, dim);
     tl_matmul(s->logits, &t, s->x, qv);
+    TL_PROF(TL_P_HEAD);
     return TL_OK;
 }
 

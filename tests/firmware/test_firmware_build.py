@@ -74,15 +74,18 @@ def test_rv32_integer_mode_matches_reference(stories_blob, method):
     assert max(irs) < 6_000_000
 
 
-def test_integer_mode_ram_report(board, stories_blob):
-    """The board's reported RAM for an integer-mode blob is budget.runtime_ram's (int8 KV cache)."""
-    path = stories_blob("int8", int_attention=True)
+@pytest.mark.parametrize("method", ["int8", "ternary"])
+def test_integer_mode_ram_report(board, stories_blob, method):
+    """The board's reported RAM for an integer-mode blob is budget.runtime_ram's (int8 KV cache;
+    ternary: plus the T2 lookup tables)."""
+    path = stories_blob(method, int_attention=True)
     with StdioBoard("--blob", str(path)) as b:
         assert b.link.msg()["model"] == "ok"
         info = b.link.call("INFO")
         info_fields_match(info, path)
     cfg = read_blob(path).config()
-    assert budget.runtime_ram(cfg)["total"] < budget.runtime_ram(read_blob(stories_blob("int8")).config())["total"]
+    assert budget.runtime_ram(cfg)["total"] < budget.runtime_ram(read_blob(stories_blob(method)).config())["total"]
+    assert budget.runtime_ram(cfg)["t2_tables"] == (6016 if method == "ternary" else 0)
 
 
 def info_fields_match(info, path, board_name="host", ram_total=1 << 30):

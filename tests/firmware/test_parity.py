@@ -165,6 +165,24 @@ def test_int_mode_odd_shapes_parity(board, portable_board, blob_dir, method):
         run_parity(path, seed=7, binary=binary, n_prompts=5)
 
 
+@pytest.mark.parametrize("group", [32, 64])
+def test_int_mode_wide_shapes_parity(board, portable_board, blob_dir, group):
+    """Integer mode on matrices of several column blocks and row chunks (the portable ternary
+    kernel's T2 tables cover 64 columns and 64 rows at a time): dim 144, hidden 150 (not a multiple
+    of 4, so a row ends inside a packed byte), both group sizes."""
+    from engine.blob import write_blob
+    from engine.vocab import byte_vocab
+
+    cfg = tiny_cfg("transformer", seq_len=24, tie=False)
+    cfg.model.dim, cfg.model.hidden_dim, cfg.model.n_heads, cfg.model.n_kv_heads = 144, 150, 8, 4
+    cfg.quant.group_size = group
+    for method in ("int8", "ternary"):
+        path = blob_dir / f"wide_{method}_{group}_int.blob"
+        write_blob(path, cfg, random_state(cfg, 41), byte_vocab(), method, int_attention=True)
+        for binary in (board, portable_board):
+            run_parity(path, seed=9, binary=binary, n_prompts=3)
+
+
 def test_int_mode_flag_leaves_float_blobs_alone(stories_blob):
     """Without the flag a blob is still format 1.0, byte for byte what it was: the flag only adds."""
     from engine.blob import read_blob
