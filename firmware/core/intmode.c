@@ -10,14 +10,21 @@ float tl_pow2f(int32_t k) {
     return f;
 }
 
-static uint32_t bitlen32(uint32_t v) { /* 0..32, by halving (rv32imc has no clz) */
-    uint32_t n = 0;
-    if (v >= 1u << 16) n += 16, v >>= 16;
-    if (v >= 1u << 8) n += 8, v >>= 8;
-    if (v >= 1u << 4) n += 4, v >>= 4;
-    if (v >= 1u << 2) n += 2, v >>= 2;
-    if (v >= 1u << 1) n += 1, v >>= 1;
-    return n + v;
+/* bit length of a byte (rv32imc has no clz; a table lookup beats a halving search) */
+static const uint8_t BITLEN8[256] = {
+    0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+    8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+    8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+    8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+};
+
+static uint32_t bitlen32(uint32_t v) { /* 0..32 */
+    if (v >> 16) return v >> 24 ? 24u + BITLEN8[v >> 24] : 16u + BITLEN8[v >> 16];
+    return v >> 8 ? 8u + BITLEN8[v >> 8] : BITLEN8[v];
 }
 
 float tl_i64_scaled(int64_t acc, int32_t k) {
@@ -28,8 +35,37 @@ float tl_i64_scaled(int64_t acc, int32_t k) {
 #endif
 }
 
+/* |v| (0 < |v| < 2^32) rounded to 24 significant bits, nearest even: the float bits of |v| * 2^k
+   when that is a normal float, else 0 (the caller falls back to the float operations). 32-bit words
+   only: on rv32 a 64-bit shift or compare is several instructions. */
+static uint32_t u32_scaled_bits(uint32_t mag, int32_t k) {
+    int32_t len = (int32_t)bitlen32(mag); /* 1..32 */
+    uint32_t mant;
+    if (len <= 24) {
+        mant = mag << (24 - len);
+    } else {
+        int32_t sh = len - 24;
+        uint32_t rest = mag & ((1u << sh) - 1u), half = 1u << (sh - 1);
+        mant = mag >> sh;
+        if (rest > half || (rest == half && (mant & 1u))) mant++;
+        if (mant == 1u << 24) mant >>= 1, len++;
+    }
+    int32_t e = len - 1 + 127 + k;
+    return e < 1 || e > 254 ? 0u : (uint32_t)e << 23 | (mant & 0x7FFFFFu);
+}
+
 float tl_i64_scaled_int(int64_t acc, int32_t k) {
     if (acc == 0 || k < -126 || k > 127) return (float)acc * tl_pow2f(k);
+    if (acc >= -(int64_t)0xFFFFFFFFu && acc <= (int64_t)0xFFFFFFFFu) { /* the usual case: one word */
+        uint32_t bits = u32_scaled_bits(acc < 0 ? 0u - (uint32_t)acc : (uint32_t)acc, k);
+        if (bits) {
+            bits |= acc < 0 ? 0x80000000u : 0u;
+            float f;
+            memcpy(&f, &bits, sizeof f);
+            return f;
+        }
+        return (float)acc * tl_pow2f(k);
+    }
     uint32_t sign = acc < 0 ? 0x80000000u : 0u;
     uint64_t mag = acc < 0 ? 0u - (uint64_t)acc : (uint64_t)acc;
     uint32_t hi = (uint32_t)(mag >> 32), lo = (uint32_t)mag, mant;
@@ -83,15 +119,6 @@ void tl_iquant(int8_t *q, float *s, const float *x, uint32_t n, uint32_t group) 
     }
 }
 
-static uint32_t bitlen(uint32_t v) {
-    uint32_t n = 0;
-    while (v) {
-        n++;
-        v >>= 1;
-    }
-    return n;
-}
-
 void tl_swiglu_int(tl_qvec *out, const float *hb, const float *hb2, uint32_t n) {
     uint32_t gs = out->group;
     int8_t qa[64], qb[64];
@@ -125,7 +152,7 @@ void tl_swiglu_int(tl_qvec *out, const float *hb, const float *hb2, uint32_t n) 
             memset(q, 0, len);
             continue;
         }
-        int32_t z = (int32_t)bitlen(top) - 16; /* normalize top to [2^15, 2^16) */
+        int32_t z = (int32_t)bitlen32(top) - 16; /* normalize top to [2^15, 2^16) */
         uint32_t r = QNUM / (z >= 0 ? top >> z : top << -z);
         for (uint32_t j = 0; j < len; j++) {
             uint32_t m = (uint32_t)(y[j] < 0 ? -y[j] : y[j]);

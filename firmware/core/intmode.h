@@ -10,6 +10,14 @@
 
 #include "kernels.h"
 
+/* Hot loops kept out of the big step function so that they get the registers to themselves (on
+   rv32 an inlined loop otherwise spills its loop-invariant values to the stack). */
+#if defined(__GNUC__)
+#define TL_NOINLINE __attribute__((noinline))
+#else
+#define TL_NOINLINE
+#endif
+
 #define TL_FLAG_TIED 1u
 #define TL_FLAG_INT 2u /* flags bit 1: integer mode */
 
@@ -29,15 +37,26 @@ static inline int32_t tl_fexp(uint32_t u) {
 static inline uint32_t tl_fmant(uint32_t u) { return (u & 0x7FFFFFu) | (((u >> 23) & 255u) ? 0x800000u : 0u); }
 /* m16(x) = M(x) >> 8: |x| ~ m16 * 2^(E - 142) */
 static inline uint32_t tl_fm16(uint32_t u) { return tl_fmant(u) >> 8; }
-/* floor(x / 2^s) for s >= 0 (s > 63 acts as 63), without relying on >> of negative values */
+/* floor(x / 2^s) for s >= 0 (s > 63 acts as 63). GCC and Clang define >> of a negative value as the
+   arithmetic shift (one instruction); other compilers get the form that only shifts non-negatives. */
 static inline int64_t tl_asr64(int64_t x, int32_t s) {
     if (s > 63) s = 63;
+#if defined(__GNUC__)
+    return x >> s;
+#else
     return x >= 0 ? x >> s : ~(~x >> s);
+#endif
 }
 static inline int32_t tl_asr32(int32_t x, int32_t s) {
     if (s > 31) s = 31;
+#if defined(__GNUC__)
+    return x >> s;
+#else
     return x >= 0 ? x >> s : ~(~x >> s);
+#endif
 }
+/* floor(x / 2^32) of a product that fits: the high word (mulh / mulhsu on rv32) */
+static inline int32_t tl_hi32(int64_t x) { return (int32_t)tl_asr64(x, 32); }
 
 /* 2^k from its exponent bits; 0 for k < -126, +inf for k > 127. */
 float tl_pow2f(int32_t k);

@@ -11,7 +11,9 @@ enum {
     TL_P_QKV,      /* wq, wk, wv matmuls */
     TL_P_ROPE,     /* RoPE */
     TL_P_KVCACHE,  /* K/V into the cache */
-    TL_P_ATTN,     /* attention */
+    TL_P_ATTN,     /* attention: q quantization and the scores */
+    TL_P_SOFTMAX,  /* attention: integer softmax */
+    TL_P_VALUES,   /* attention: the weighted sum of the values */
     TL_P_WO,       /* wo matmul + residual */
     TL_P_W13,      /* w1, w3 matmuls */
     TL_P_SWIGLU,   /* SwiGLU */

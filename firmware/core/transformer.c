@@ -91,52 +91,106 @@ static void attention(const tl_blob *b, tl_transformer *s, uint32_t layer, uint3
 static inline int32_t score_z(int32_t dot, float ks, uint32_t mc, int32_t ec) {
     uint32_t uk = tl_fbits(ks);
     int32_t sh = 276 - tl_fexp(uk) - ec;
-    int64_t z = tl_asr64((int64_t)dot * (int64_t)(tl_fm16(uk) * mc), sh < 0 ? 0 : sh);
+    int64_t p = (int64_t)dot * (int64_t)(uint32_t)(tl_fm16(uk) * mc);
+    /* the usual case (E(ks) + E(c) <= 244): the high word of the product is the floor by 2^32 (one
+       mulhsu on rv32); |dot * M| < 2^49 keeps the rest inside the clamp */
+    if (sh >= 32) return tl_asr32(tl_hi32(p), sh - 32);
+    int64_t z = tl_asr64(p, sh < 0 ? 0 : sh);
     if (z > (1 << 30)) z = 1 << 30;
     if (z < -(1 << 30)) z = -(1 << 30);
     return (int32_t)z;
 }
 
-/* pass 1: a[t] = z_t; returns max z, *vmax = max E(vs_t) */
-static int32_t scores_int(int32_t *a, const int8_t *qq, const int8_t *kh, const float *ksh, const float *vsh,
-                          uint32_t n, uint32_t hd, uint32_t mc, int32_t ec, int32_t *vmax) {
-    int32_t zmax = -(1 << 30), ev = 1;
+/* max E(vs_t): the scales are >= +0, so the largest bit pattern has the largest exponent */
+static int32_t value_exp_max(const float *vsh, uint32_t n) {
+    uint32_t top = 0;
+    for (uint32_t t = 0; t < n; t++) {
+        uint32_t u = tl_fbits(vsh[t]);
+        if (u > top) top = u;
+    }
+    return tl_fexp(top);
+}
+
+/* pass 1: a[t] = z_t; returns max z */
+static TL_NOINLINE int32_t scores_int(int32_t *a, const int8_t *qq, const int8_t *kh, const float *ksh, uint32_t n,
+                          uint32_t hd, uint32_t mc, int32_t ec) {
+    int32_t zmax = -(1 << 30);
     if (hd == 8) {
         int32_t q0 = qq[0], q1 = qq[1], q2 = qq[2], q3 = qq[3], q4 = qq[4], q5 = qq[5], q6 = qq[6], q7 = qq[7];
         for (uint32_t t = 0; t < n; t++, kh += 8) {
             int32_t dot = q0 * kh[0] + q1 * kh[1] + q2 * kh[2] + q3 * kh[3] + q4 * kh[4] + q5 * kh[5] +
                           q6 * kh[6] + q7 * kh[7];
-            int32_t z = score_z(dot, ksh[t], mc, ec), e = tl_fexp(tl_fbits(vsh[t]));
+            int32_t z = score_z(dot, ksh[t], mc, ec);
             a[t] = z;
             if (z > zmax) zmax = z;
-            if (e > ev) ev = e;
         }
     } else {
         for (uint32_t t = 0; t < n; t++, kh += hd) {
             int32_t dot = 0;
             for (uint32_t i = 0; i < hd; i++) dot += (int32_t)qq[i] * (int32_t)kh[i];
-            int32_t z = score_z(dot, ksh[t], mc, ec), e = tl_fexp(tl_fbits(vsh[t]));
+            int32_t z = score_z(dot, ksh[t], mc, ec);
             a[t] = z;
             if (z > zmax) zmax = z;
-            if (e > ev) ev = e;
         }
     }
-    *vmax = ev;
     return zmax;
 }
 
-/* w_t of BLOB.md from e_t (p_t = (e_t * r) >> 31) */
-static inline int32_t value_weight(int32_t e, uint64_t r, float vs, int32_t ev) {
+/* pass 2: a[t] = e_t (in place); returns S. e_t <= 2^15, so 32-bit partial sums over 2^16 positions. */
+static uint64_t exps_int(int32_t *a, uint32_t n, int32_t zmax) {
+    uint64_t total = 0;
+    for (uint32_t t0 = 0; t0 < n; t0 += 65536u) {
+        uint32_t end = n - t0 > 65536u ? t0 + 65536u : n, sum = 0;
+        for (uint32_t t = t0; t < end; t++) {
+            uint32_t d = (uint32_t)(zmax - a[t]), sh = d >> 8;
+            a[t] = sh >= 16 ? 0 : (int32_t)(TL_EXP2_LUT[d & 255u] >> sh);
+            sum += (uint32_t)a[t];
+        }
+        total += sum;
+    }
+    return total;
+}
+
+/* w_t of BLOB.md from e_t: p_t = (e_t * R) >> 31 is the high word of (2 e_t) * R (e_t <= 2^15,
+   R <= 2^31: one mulhu on rv32); p_t * m16(vs_t) < 2^31 */
+static inline int32_t value_weight(int32_t e, uint32_t r, float vs, int32_t ev) {
     if (e == 0) return 0;
-    uint32_t p = (uint32_t)(((uint64_t)(uint32_t)e * r) >> 31), uv = tl_fbits(vs);
+    uint32_t p = (uint32_t)(((uint64_t)(2u * (uint32_t)e) * r) >> 32), uv = tl_fbits(vs);
     int32_t sh = 8 + ev - tl_fexp(uv);
     return sh >= 32 ? 0 : (int32_t)((p * tl_fm16(uv)) >> sh);
+}
+
+/* pass 3: out[i] = (float)(sum_t w_t * vq_t[i]) * 2^(V - 149); a holds e_t */
+static TL_NOINLINE void values_int(float *out, int32_t *a, const int8_t *vh, const float *vsh, uint32_t n,
+                                   uint32_t hd, uint32_t r, int32_t ev) {
+    float f = tl_pow2f(ev - 149);
+    if (hd == 8) {
+        int32_t o0 = 0, o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0, o6 = 0, o7 = 0;
+        const int8_t *v = vh;
+        for (uint32_t t = 0; t < n; t++, v += 8) {
+            int32_t w = value_weight(a[t], r, vsh[t], ev);
+            if (w == 0) continue;
+            o0 += w * v[0], o1 += w * v[1], o2 += w * v[2], o3 += w * v[3];
+            o4 += w * v[4], o5 += w * v[5], o6 += w * v[6], o7 += w * v[7];
+        }
+        out[0] = (float)o0 * f, out[1] = (float)o1 * f, out[2] = (float)o2 * f, out[3] = (float)o3 * f;
+        out[4] = (float)o4 * f, out[5] = (float)o5 * f, out[6] = (float)o6 * f, out[7] = (float)o7 * f;
+        return;
+    }
+    for (uint32_t t = 0; t < n; t++) a[t] = value_weight(a[t], r, vsh[t], ev);
+    for (uint32_t i = 0; i < hd; i++) {
+        int32_t acc = 0;
+        const int8_t *v = vh + i;
+        for (uint32_t t = 0; t < n; t++, v += hd) acc += a[t] * (int32_t)*v;
+        out[i] = (float)acc * f;
+    }
 }
 
 static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, uint32_t pos) {
     uint32_t hd = b->head_dim, group = b->n_heads / b->n_kv_heads, ctx = s->ctx, n = pos + 1;
     int32_t *a = s->iatt;
     int8_t *qq = s->qv->q; /* scratch: free while the attention runs */
+    int32_t ev = 1;
     s->qv->t2_ready = 0;
     for (uint32_t h = 0; h < b->n_heads; h++) {
         size_t kvh = (size_t)layer * b->n_kv_heads + h / group;
@@ -145,35 +199,13 @@ static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, u
         float qs;
         tl_iquant(qq, &qs, s->q + h * hd, hd, hd);
         uint32_t uc = tl_fbits(qs * s->att_a);
-        int32_t ev, zmax = scores_int(a, qq, kh, ksh, vsh, n, hd, tl_fm16(uc), tl_fexp(uc), &ev);
-        uint64_t sum = 0;
-        for (uint32_t t = 0; t < n; t++) {
-            uint32_t d = (uint32_t)(zmax - a[t]), sh = d >> 8;
-            a[t] = sh >= 16 ? 0 : (int32_t)(TL_EXP2_LUT[d & 255u] >> sh);
-            sum += (uint32_t)a[t];
-        }
-        uint64_t r = ((uint64_t)1 << 46) / sum; /* sum >= 32768 */
-        float f = tl_pow2f(ev - 149), *out = s->xb + h * hd;
-        if (hd == 8) {
-            int32_t o0 = 0, o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0, o6 = 0, o7 = 0;
-            const int8_t *v = vh;
-            for (uint32_t t = 0; t < n; t++, v += 8) {
-                int32_t w = value_weight(a[t], r, vsh[t], ev);
-                if (w == 0) continue;
-                o0 += w * v[0], o1 += w * v[1], o2 += w * v[2], o3 += w * v[3];
-                o4 += w * v[4], o5 += w * v[5], o6 += w * v[6], o7 += w * v[7];
-            }
-            out[0] = (float)o0 * f, out[1] = (float)o1 * f, out[2] = (float)o2 * f, out[3] = (float)o3 * f;
-            out[4] = (float)o4 * f, out[5] = (float)o5 * f, out[6] = (float)o6 * f, out[7] = (float)o7 * f;
-            continue;
-        }
-        for (uint32_t t = 0; t < n; t++) a[t] = value_weight(a[t], r, vsh[t], ev);
-        for (uint32_t i = 0; i < hd; i++) {
-            int32_t acc = 0;
-            const int8_t *v = vh + i;
-            for (uint32_t t = 0; t < n; t++, v += hd) acc += a[t] * (int32_t)*v;
-            out[i] = (float)acc * f;
-        }
+        int32_t zmax = scores_int(a, qq, kh, ksh, n, hd, tl_fm16(uc), tl_fexp(uc));
+        if (h % group == 0) ev = value_exp_max(vsh, n); /* shared by the heads of this kv head */
+        TL_PROF(TL_P_ATTN);
+        uint32_t r = (uint32_t)(((uint64_t)1 << 46) / exps_int(a, n, zmax)); /* S >= 32768: r <= 2^31 */
+        TL_PROF(TL_P_SOFTMAX);
+        values_int(s->xb + h * hd, a, vh, vsh, n, hd, r, ev);
+        TL_PROF(TL_P_VALUES);
     }
 }
 
@@ -222,7 +254,6 @@ static tl_err forward_int(const tl_blob *b, tl_transformer *s, uint32_t token, u
             tl_iquant(s->vq + (slot + (size_t)j * ctx) * hd, s->vs + slot + (size_t)j * ctx, kv + j * hd, hd, hd);
         TL_PROF(TL_P_KVCACHE);
         attention_int(b, s, l, pos);
-        TL_PROF(TL_P_ATTN);
         tl_blob_tensor(b, r0 + TL_T_WO, &wo);
         iquant_vec(qv, s->xb, dim);
         TL_PROF(TL_P_QUANT);

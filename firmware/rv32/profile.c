@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../core/engine.h"
+#include "../core/intmode.h"
 #include "../core/prof.h"
 
 #define UART_BASE 0x10000000u
@@ -52,7 +53,7 @@ static void put_u64(uint64_t v) {
     put(buf + i);
 }
 
-static const char *const NAMES[TL_P_COUNT] = {"norm", "quant", "qkv", "rope", "kvcache", "attn",
+static const char *const NAMES[TL_P_COUNT] = {"norm", "quant", "qkv", "rope", "kvcache", "scores", "softmax", "values",
                                               "wo", "w13", "swiglu", "w2", "head", "sample"};
 
 void _exit(int code);
@@ -62,8 +63,41 @@ void _exit(int code) {
     }
 }
 
+/* instructions per call of the float operations the kernels lean on (inputs vary so nothing folds) */
+static void calibrate(void) {
+    static volatile float sink;
+    (void)sink;
+    static volatile int32_t isink;
+    (void)isink;
+    float a = 1.37f, b = 0.613f;
+    uint64_t t0 = instret();
+    for (int i = 0; i < 1000; i++) sink = a * (b + (float)i * 1e-6f);
+    uint64_t t1 = instret();
+    for (int i = 0; i < 1000; i++) sink = a + (b + (float)i * 1e-6f);
+    uint64_t t2 = instret();
+    for (int i = 0; i < 1000; i++) sink = (float)(i * 12345 + 7);
+    uint64_t t3 = instret();
+    for (int i = 0; i < 1000; i++) sink = tl_i64_scaled((int64_t)i * 1234567, -20);
+    uint64_t t4 = instret();
+    for (int i = 0; i < 1000; i++) isink = i * 3;
+    uint64_t t5 = instret();
+    uint64_t base = (t5 - t4) / 1000u;
+    put("calib mul+add+i2f ");
+    put_u64((t1 - t0) / 1000u);
+    put("\ncalib add+add+i2f ");
+    put_u64((t2 - t1) / 1000u);
+    put("\ncalib i2f ");
+    put_u64((t3 - t2) / 1000u);
+    put("\ncalib i64_scaled ");
+    put_u64((t4 - t3) / 1000u);
+    put("\ncalib loop ");
+    put_u64(base);
+    put("\n");
+}
+
 int main(void) {
     static tl_engine e;
+    calibrate();
     tl_blob b;
     const char *msg;
     int empty;
