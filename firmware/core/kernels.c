@@ -15,6 +15,7 @@
 #include <math.h>
 
 #include "intmode.h"
+#include "softf.h"
 #include <string.h>
 
 #if defined(__SSE2__) && !defined(TL_NO_SIMD)
@@ -91,13 +92,15 @@ void tl_swiglu(float *hb, const float *hb2, uint32_t n) {
     for (; i < n; i++) hb[i] = tl_silu(hb[i]) * hb2[i];
 }
 
+/* TL_FMUL / TL_FADD (softf.h): the integer versions of * and + on cores without an FPU, the operators
+   elsewhere; the same IEEE results either way. */
 void tl_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps) {
     float ss = 0.0f;
-    for (uint32_t j = 0; j < n; j++) ss = ss + x[j] * x[j];
+    for (uint32_t j = 0; j < n; j++) ss = TL_FADD(ss, TL_FMUL(x[j], x[j]));
     ss = ss / (float)n;
-    ss = ss + eps;
+    ss = TL_FADD(ss, eps);
     float r = 1.0f / sqrtf(ss);
-    for (uint32_t j = 0; j < n; j++) out[j] = w[j] * (r * x[j]); /* element-wise: vectorizes */
+    for (uint32_t j = 0; j < n; j++) out[j] = TL_FMUL(w[j], TL_FMUL(r, x[j])); /* element-wise: vectorizes */
 }
 
 /* The max and the sum stay sequential scalar loops; exp and the division are element-wise. */
@@ -506,7 +509,7 @@ static uint32_t matmul_t2_int4(float *out, const tl_tensor *W, const tl_qvec *qx
             dot4_t2(is, w, rb, start, qx->q + start, start + gs <= n ? gs : n - start);
             for (int r = 0; r < 4; r++) acc[r] += t2_term(is[r], &d, g, b);
         }
-        for (int r = 0; r < 4; r++) out[i + r] = int_out(acc[r], b - 142) * W->scales[0];
+        for (int r = 0; r < 4; r++) out[i + r] = TL_FMUL(int_out(acc[r], b - 142), W->scales[0]);
     }
     return i;
 }
@@ -574,7 +577,7 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
                 int32_t bs = tl_asr32(t2_lookup(w, qx->t2tab, nb[0]) * (int32_t)m[0], sh[0]);
                 if (ngb > 1) bs += tl_asr32(t2_lookup(w + gs / 4u, tab1, nb[1]) * (int32_t)m[1], sh[1]);
                 if (nblocks == 1) {
-                    out[r0 + r] = int_out((uint64_t)(int64_t)bs, base - 142) * W->scales[0];
+                    out[r0 + r] = TL_FMUL(int_out((uint64_t)(int64_t)bs, base - 142), W->scales[0]);
                     continue;
                 }
                 uint64_t acc = c0 ? ((uint64_t)qx->t2acc[2 * r + 1] << 32 | qx->t2acc[2 * r]) : 0u;
@@ -582,7 +585,7 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
                 if (c0 + cn < n) {
                     qx->t2acc[2 * r] = (uint32_t)acc, qx->t2acc[2 * r + 1] = (uint32_t)(acc >> 32);
                 } else {
-                    out[r0 + r] = int_out(acc, base - 142) * W->scales[0];
+                    out[r0 + r] = TL_FMUL(int_out(acc, base - 142), W->scales[0]);
                 }
             }
         }
@@ -603,7 +606,7 @@ static void matmul_t2_rows(float *out, const tl_tensor *W, const tl_qvec *qx, ui
                 uint32_t len = start + gs <= n ? gs : n - start;
                 acc += t2_term(dot_t2(w, start, qx->q + start, len), &d, g, b);
             }
-            out[i] = int_out(acc, b - 142) * W->scales[0];
+            out[i] = TL_FMUL(int_out(acc, b - 142), W->scales[0]);
         }
         return;
     }
@@ -702,5 +705,5 @@ void tl_embed(float *out, const tl_tensor *E, uint32_t row) {
     }
     const int8_t *q = E->q8 + (uint64_t)row * n;
     const float *s = E->scales + (uint64_t)row * E->n_groups;
-    for (uint32_t j = 0; j < n; j++) out[j] = (float)q[j] * s[j / E->group];
+    for (uint32_t j = 0; j < n; j++) out[j] = TL_FMUL(TL_I2F(q[j]), s[j / E->group]);
 }

@@ -6,6 +6,7 @@
 
 #include "intmode.h"
 #include "prof.h"
+#include "softf.h"
 
 static void quantize_if(tl_qvec *qv, const float *x, uint32_t n, const tl_tensor *a, const tl_tensor *b,
                         const tl_tensor *c) {
@@ -21,8 +22,8 @@ static void rope(float *v, const float *cs, uint32_t n_heads, uint32_t hd) {
         for (uint32_t k = 0; k < hd / 2; k++) {
             float c = cs[2 * k], s = cs[2 * k + 1];
             float a = vh[2 * k], b = vh[2 * k + 1];
-            vh[2 * k] = a * c - b * s;
-            vh[2 * k + 1] = a * s + b * c;
+            vh[2 * k] = TL_FADD(TL_FMUL(a, c), -TL_FMUL(b, s)); /* a - b is a + (-b) in IEEE */
+            vh[2 * k + 1] = TL_FADD(TL_FMUL(a, s), TL_FMUL(b, c));
         }
     }
 }
@@ -173,8 +174,9 @@ static TL_NOINLINE void values_int(float *out, int32_t *a, const int8_t *vh, con
             o0 += w * v[0], o1 += w * v[1], o2 += w * v[2], o3 += w * v[3];
             o4 += w * v[4], o5 += w * v[5], o6 += w * v[6], o7 += w * v[7];
         }
-        out[0] = (float)o0 * f, out[1] = (float)o1 * f, out[2] = (float)o2 * f, out[3] = (float)o3 * f;
-        out[4] = (float)o4 * f, out[5] = (float)o5 * f, out[6] = (float)o6 * f, out[7] = (float)o7 * f;
+        out[0] = TL_FMUL(TL_I2F(o0), f), out[1] = TL_FMUL(TL_I2F(o1), f), out[2] = TL_FMUL(TL_I2F(o2), f);
+        out[3] = TL_FMUL(TL_I2F(o3), f), out[4] = TL_FMUL(TL_I2F(o4), f), out[5] = TL_FMUL(TL_I2F(o5), f);
+        out[6] = TL_FMUL(TL_I2F(o6), f), out[7] = TL_FMUL(TL_I2F(o7), f);
         return;
     }
     for (uint32_t t = 0; t < n; t++) a[t] = value_weight(a[t], r, vsh[t], ev);
@@ -182,7 +184,7 @@ static TL_NOINLINE void values_int(float *out, int32_t *a, const int8_t *vh, con
         int32_t acc = 0;
         const int8_t *v = vh + i;
         for (uint32_t t = 0; t < n; t++, v += hd) acc += a[t] * (int32_t)*v;
-        out[i] = (float)acc * f;
+        out[i] = TL_FMUL(TL_I2F(acc), f);
     }
 }
 
@@ -258,7 +260,7 @@ static tl_err forward_int(const tl_blob *b, tl_transformer *s, uint32_t token, u
         iquant_vec(qv, s->xb, dim);
         TL_PROF(TL_P_QUANT);
         tl_matmul(s->xb2, &wo, s->xb, qv);
-        for (uint32_t i = 0; i < dim; i++) s->x[i] = s->x[i] + s->xb2[i];
+        for (uint32_t i = 0; i < dim; i++) s->x[i] = TL_FADD(s->x[i], s->xb2[i]);
         TL_PROF(TL_P_WO);
         tl_blob_tensor(b, r0 + TL_T_FFN_NORM, &t);
         tl_rmsnorm(s->xb, s->x, t.f32, dim, b->norm_eps);
@@ -274,7 +276,7 @@ static tl_err forward_int(const tl_blob *b, tl_transformer *s, uint32_t token, u
         TL_PROF(TL_P_SWIGLU);
         tl_blob_tensor(b, r0 + TL_T_W2, &w2);
         tl_matmul(s->xb, &w2, s->hb, qv);
-        for (uint32_t i = 0; i < dim; i++) s->x[i] = s->x[i] + s->xb[i];
+        for (uint32_t i = 0; i < dim; i++) s->x[i] = TL_FADD(s->x[i], s->xb[i]);
         TL_PROF(TL_P_W2);
     }
     if (!want_logits) return TL_OK;
@@ -318,7 +320,7 @@ tl_err tl_transformer_forward(const tl_blob *b, tl_transformer *s, uint32_t toke
         tl_blob_tensor(b, r0 + TL_T_WO, &wo);
         quantize_if(s->qv, s->xb, dim, &wo, NULL, NULL);
         tl_matmul(s->xb2, &wo, s->xb, s->qv);
-        for (uint32_t i = 0; i < dim; i++) s->x[i] = s->x[i] + s->xb2[i];
+        for (uint32_t i = 0; i < dim; i++) s->x[i] = TL_FADD(s->x[i], s->xb2[i]);
         tl_blob_tensor(b, r0 + TL_T_FFN_NORM, &t);
         tl_rmsnorm(s->xb, s->x, t.f32, dim, b->norm_eps);
         tl_blob_tensor(b, r0 + TL_T_W1, &w1);
@@ -330,7 +332,7 @@ tl_err tl_transformer_forward(const tl_blob *b, tl_transformer *s, uint32_t toke
         tl_blob_tensor(b, r0 + TL_T_W2, &w2);
         quantize_if(s->qv, s->hb, hidden, &w2, NULL, NULL);
         tl_matmul(s->xb, &w2, s->hb, s->qv);
-        for (uint32_t i = 0; i < dim; i++) s->x[i] = s->x[i] + s->xb[i];
+        for (uint32_t i = 0; i < dim; i++) s->x[i] = TL_FADD(s->x[i], s->xb[i]);
     }
     if (!want_logits) return TL_OK;
     tl_blob_tensor(b, tl_blob_role_norm(b), &t);

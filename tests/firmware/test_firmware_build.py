@@ -4,8 +4,10 @@ firmware/PROTOCOL.md over a real pseudo-terminal through pyserial."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -29,6 +31,29 @@ def test_c_unit_tests():
     r = subprocess.run(["make", "-C", str(FIRMWARE), "test"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert " 0 failures" in r.stdout
+
+
+def test_integer_float_ops_are_ieee():
+    """core/softf.h (the float * and + of FPU-less cores) against the host's SSE floats, bit for bit,
+    on > 300 M cases (ties, cancellation, every class of operand); ~3 s."""
+    r = subprocess.run(["make", "-C", str(FIRMWARE), "test-softf"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for op in ("fmul", "fadd", "i2f"):
+        assert re.search(rf"^{op}: \d{{8,}} cases, 0 mismatches$", r.stdout, re.M), r.stdout
+
+
+@needs_rv32
+def test_rv32_profile_build_accounts_for_every_instruction(stories_blob):
+    """The profile build (TL_PROF marks) charges each token's instructions to sections; they must
+    add up to the token's total, or bench/profile_rv32.py would mislead."""
+    sys.path.insert(0, str(FIRMWARE.parent / "bench"))
+    from profile_rv32 import ELF, profile
+
+    subprocess.run(["make", "-C", str(FIRMWARE), "rv32-prof"], check=True, capture_output=True)
+    assert ELF.exists()
+    rows = profile(stories_blob("ternary", int_attention=True))
+    assert rows["total"] <= rows["wall"] < rows["total"] + 200
+    assert min(rows[k] for k in ("qkv", "w13", "w2", "scores", "values", "head")) > 1000
 
 
 @pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None,
