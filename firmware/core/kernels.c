@@ -539,12 +539,54 @@ static void t2_build(int16_t *tab, const int8_t *x, uint32_t n) {
 }
 
 /* exact sum over nb packed bytes of one row: table k serves byte k */
+#define T2_ENTRY(tb, k, byte) (*(const int16_t *)(const void *)((tb) + 2u * (byte) + (k) * (2u * TL_T2_STRIDE)))
 static inline int32_t t2_lookup(const uint8_t *w, const int16_t *tab, uint32_t nb) {
+    const char *tb = (const char *)tab;
     int32_t s = 0;
-    for (; nb >= 8; nb -= 8, w += 8, tab += 8 * TL_T2_STRIDE) /* a whole group of 32: unrolled */
-        for (uint32_t k = 0; k < 8; k++) s += tab[k * TL_T2_STRIDE + w[k]];
-    for (uint32_t k = 0; k < nb; k++) s += tab[k * TL_T2_STRIDE + w[k]];
+    for (uint32_t k = 0; k < nb; k++) s += T2_ENTRY(tb, k, w[k]);
     return s;
+}
+
+/* The same over 8 bytes (a group of 32), the hot case. On rv32 GCC would fold the table offset into
+   the index ((byte + 172k) * 2 + base: 6 instructions per byte); hiding the byte address from it
+   leaves the offset as the load's immediate (lbu, slli, add, lh, add). */
+#if defined(__GNUC__) && defined(__riscv)
+#define T2_OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define T2_OPAQUE(p) ((void)0)
+#endif
+static inline int32_t t2_lookup8(const uint8_t *w, const int16_t *tab) {
+    const char *tb = (const char *)tab, *tb4 = tb + 4u * 2u * TL_T2_STRIDE; /* immediates < 2048 */
+    int32_t s = 0;
+    T2_OPAQUE(tb4);
+    for (uint32_t k = 0; k < 4; k++) {
+        const char *p = tb + 2u * w[k], *p4 = tb4 + 2u * w[k + 4];
+        T2_OPAQUE(p);
+        T2_OPAQUE(p4);
+        s += *(const int16_t *)(const void *)(p + k * (2u * TL_T2_STRIDE));
+        s += *(const int16_t *)(const void *)(p4 + k * (2u * TL_T2_STRIDE));
+    }
+    return s;
+}
+
+/* out = ((float)acc * 2^k) * s_w (BLOB.md ternary integer matmul). swk = s_w * 2^k when that is exact
+   (a normal float), else 0: then, if (float)acc * 2^k is normal too, the two products are the same
+   real number and round alike, so out = (float)acc * swk: one int -> float and one multiply. */
+static inline float t2_out(int64_t acc, int32_t k, float sw, float swk) {
+    if (tl_fbits(swk) != 0u && acc >= INT32_MIN && acc <= INT32_MAX) { /* bits: no soft-float compare */
+        float f = TL_I2F((int32_t)acc);
+        int32_t e = (int32_t)((tl_fbits(f) >> 23) & 255u) + k;
+        if (acc != 0 && e >= 1 && e <= 254) return TL_FMUL(f, swk);
+    }
+    return TL_FMUL(tl_i64_scaled(acc, k), sw);
+}
+static float t2_scale_k(float sw, int32_t k) {
+    int32_t e = (int32_t)((tl_fbits(sw) >> 23) & 255u);
+    if (e == 0 || e == 255 || e + k < 1 || e + k > 254) return 0.0f;
+    uint32_t u = tl_fbits(sw) + ((uint32_t)k << 23); /* exponent field + k, sign and mantissa kept */
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
@@ -552,6 +594,7 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
     uint32_t nblocks = (n + bw - 1u) / bw;
     xdec d;
     int32_t base = t2_vec_init(&d, qx, n);
+    float sw = W->scales[0], swk = t2_scale_k(sw, base - 142);
     for (uint32_t r0 = 0; r0 < rows; r0 += TL_T2_ROWS) {
         uint32_t rn = rows - r0 < TL_T2_ROWS ? rows - r0 : TL_T2_ROWS;
         for (uint32_t c0 = 0; c0 < n; c0 += bw) {
@@ -573,11 +616,21 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
             }
             const uint8_t *w = W->t2 + (size_t)r0 * rb + c0 / 4u;
             const int16_t *tab1 = qx->t2tab + (gs / 4u) * TL_T2_STRIDE; /* the second group's tables */
+            const int16_t *tab8 = qx->t2tab + 8u * TL_T2_STRIDE;
+            int shape = cn == 64u ? (gs == 32u ? 32 : 64) : 0; /* a full block: straight-line code */
             for (uint32_t r = 0; r < rn; r++, w += rb) {
-                int32_t bs = tl_asr32(t2_lookup(w, qx->t2tab, nb[0]) * (int32_t)m[0], sh[0]);
-                if (ngb > 1) bs += tl_asr32(t2_lookup(w + gs / 4u, tab1, nb[1]) * (int32_t)m[1], sh[1]);
+                int32_t bs;
+                if (shape == 32) {
+                    bs = tl_asr32(t2_lookup8(w, qx->t2tab) * (int32_t)m[0], sh[0]) +
+                         tl_asr32(t2_lookup8(w + 8, tab8) * (int32_t)m[1], sh[1]);
+                } else if (shape == 64) {
+                    bs = tl_asr32((t2_lookup8(w, qx->t2tab) + t2_lookup8(w + 8, tab8)) * (int32_t)m[0], sh[0]);
+                } else {
+                    bs = tl_asr32(t2_lookup(w, qx->t2tab, nb[0]) * (int32_t)m[0], sh[0]);
+                    if (ngb > 1) bs += tl_asr32(t2_lookup(w + gs / 4u, tab1, nb[1]) * (int32_t)m[1], sh[1]);
+                }
                 if (nblocks == 1) {
-                    out[r0 + r] = TL_FMUL(int_out((uint64_t)(int64_t)bs, base - 142), W->scales[0]);
+                    out[r0 + r] = t2_out(bs, base - 142, sw, swk);
                     continue;
                 }
                 uint64_t acc = c0 ? ((uint64_t)qx->t2acc[2 * r + 1] << 32 | qx->t2acc[2 * r]) : 0u;
@@ -585,7 +638,7 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
                 if (c0 + cn < n) {
                     qx->t2acc[2 * r] = (uint32_t)acc, qx->t2acc[2 * r + 1] = (uint32_t)(acc >> 32);
                 } else {
-                    out[r0 + r] = TL_FMUL(int_out(acc, base - 142), W->scales[0]);
+                    out[r0 + r] = t2_out((int64_t)acc, base - 142, sw, swk);
                 }
             }
         }
