@@ -35,7 +35,7 @@ float tl_i64_scaled(int64_t acc, int32_t k) {
 #endif
 }
 
-/* |v| (0 < |v| < 2^32) rounded to 24 significant bits, nearest even: the float bits of |v| * 2^k
+/* mag (0 < mag < 2^32) rounded to 24 significant bits, nearest even: the float bits of mag * 2^k
    when that is a normal float, else 0 (the caller falls back to the float operations). 32-bit words
    only: on rv32 a 64-bit shift or compare is several instructions. */
 static uint32_t u32_scaled_bits(uint32_t mag, int32_t k) {
@@ -56,32 +56,16 @@ static uint32_t u32_scaled_bits(uint32_t mag, int32_t k) {
 
 float tl_i64_scaled_int(int64_t acc, int32_t k) {
     if (acc == 0 || k < -126 || k > 127) return (float)acc * tl_pow2f(k);
-    if (acc >= -(int64_t)0xFFFFFFFFu && acc <= (int64_t)0xFFFFFFFFu) { /* the usual case: one word */
-        uint32_t bits = u32_scaled_bits(acc < 0 ? 0u - (uint32_t)acc : (uint32_t)acc, k);
-        if (bits) {
-            bits |= acc < 0 ? 0x80000000u : 0u;
-            float f;
-            memcpy(&f, &bits, sizeof f);
-            return f;
-        }
-        return (float)acc * tl_pow2f(k);
-    }
-    uint32_t sign = acc < 0 ? 0x80000000u : 0u;
     uint64_t mag = acc < 0 ? 0u - (uint64_t)acc : (uint64_t)acc;
-    uint32_t hi = (uint32_t)(mag >> 32), lo = (uint32_t)mag, mant;
-    int32_t len = hi ? 32 + (int32_t)bitlen32(hi) : (int32_t)bitlen32(lo); /* 1..64 */
-    if (len <= 24) {
-        mant = lo << (24 - len);
-    } else { /* keep the top 24 bits, round to nearest even on the rest */
-        int32_t sh = len - 24;
-        uint64_t rest = mag & (((uint64_t)1 << sh) - 1u), half = (uint64_t)1 << (sh - 1);
-        mant = (uint32_t)(mag >> sh);
-        if (rest > half || (rest == half && (mant & 1u))) mant++;
-        if (mant == 1u << 24) mant >>= 1, len++;
+    uint32_t hi = (uint32_t)(mag >> 32), v = (uint32_t)mag;
+    int32_t s = 0;
+    if (hi) { /* the top 32 bits, the rest only as a sticky bit 0: rounds like the whole */
+        s = (int32_t)bitlen32(hi);
+        v = s == 32 ? hi | (v != 0u) : (hi << (32 - s)) | (v >> s) | ((v << (32 - s)) != 0u);
     }
-    int32_t e = len - 1 + 127 + k; /* biased exponent of the result */
-    if (e < 1 || e > 254) return (float)acc * tl_pow2f(k);
-    uint32_t bits = sign | (uint32_t)e << 23 | (mant & 0x7FFFFFu);
+    uint32_t bits = u32_scaled_bits(v, k + s);
+    if (!bits) return (float)acc * tl_pow2f(k);
+    bits |= acc < 0 ? 0x80000000u : 0u;
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;

@@ -12,18 +12,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "firmware"))
 
 from engine import blob_layout as bl  # noqa: E402
 from engine.blob import build_blob  # noqa: E402
 from engine.config import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig  # noqa: E402
+from engine.device.protocol import encode_line as frame  # noqa: E402
 from engine.vocab import byte_vocab  # noqa: E402
-from protocol_util import frame  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
-def tiny(arch: str, method: str) -> bytes:
+def tiny(arch: str, method: str, int_attention: bool = False) -> bytes:
     model = ModelConfig(arch=arch, dim=8, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=12,
                         seq_len=8, tie_embeddings=True)
     cfg = ExperimentConfig(model=model, tokenizer=TokenizerConfig(kind="byte", vocab_size=256),
@@ -31,7 +30,7 @@ def tiny(arch: str, method: str) -> bytes:
     rng = np.random.default_rng(0)
     state = {s.name: rng.normal(size=(s.rows, s.cols)).astype(np.float32)
              for s in bl.tensor_specs(cfg, "f32") if s.name != "rope"}
-    return build_blob(cfg, state, byte_vocab(), method)[0]
+    return build_blob(cfg, state, byte_vocab(), method, int_attention=int_attention)[0]
 
 
 def main() -> None:
@@ -43,6 +42,9 @@ def main() -> None:
             data = tiny(arch, method)
             blobs[(arch, method)] = data
             (HERE / "corpus" / "blob" / f"{arch}_{method}.blob").write_bytes(data)
+    for method in ("int8", "ternary"):  # integer mode (BLOB.md flags bit 1)
+        data = tiny("transformer", method, int_attention=True)
+        (HERE / "corpus" / "blob" / f"transformer_{method}_int.blob").write_bytes(data)
     up = blobs[("gru", "int8")][:192]
     lines = {
         "info": frame("INFO", id=1),

@@ -373,6 +373,15 @@ static void test_intmode(void) {
         float want = (float)acc * tl_pow2f(k), got = tl_i64_scaled_int(acc, k);
         if (memcmp(&want, &got, sizeof got) != 0) bad++;
     }
+    /* exact ties and one-off-ties at every rounding position of a 64-bit magnitude */
+    for (int sh = 1; sh <= 39; sh++)
+        for (int64_t m = (1 << 23) - 2; m < (1 << 23) + 3 + (1 << 24) - (1 << 23); m += (1 << 22) - 1)
+            for (int d = -1; d <= 1; d++)
+                for (int sgn = -1; sgn <= 1; sgn += 2) {
+                    int64_t acc = sgn * ((m << sh) + ((int64_t)1 << (sh - 1)) + d);
+                    float want = (float)acc * tl_pow2f(-30), got = tl_i64_scaled_int(acc, -30);
+                    if (memcmp(&want, &got, sizeof got) != 0) bad++;
+                }
     CHECK(bad == 0, "tl_i64_scaled_int: %d mismatches", bad);
     float x[40];
     int8_t q[40];
