@@ -107,7 +107,7 @@ void tl_swiglu_int(tl_qvec *out, const float *hb, const float *hb2, uint32_t n) 
     uint32_t gs = out->group;
     int8_t qa[64], qb[64];
     out->n = n;
-    out->t2_ready = 0;
+    out->t2_cols = 0;
     int32_t y[64];
     for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
         uint32_t len = start + gs <= n ? gs : n - start, top = 0;

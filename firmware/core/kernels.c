@@ -123,7 +123,7 @@ void tl_softmax(float *x, uint32_t n) {
 
 void tl_quantize(tl_qvec *qv, const float *x) {
     uint32_t n = qv->n, gs = qv->group;
-    qv->t2_ready = 0;
+    qv->t2_cols = 0;
     for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
         uint32_t end = start + gs < n ? start + gs : n, j = start;
         float amax = 0.0f;
@@ -599,9 +599,9 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
         uint32_t rn = rows - r0 < TL_T2_ROWS ? rows - r0 : TL_T2_ROWS;
         for (uint32_t c0 = 0; c0 < n; c0 += bw) {
             uint32_t cn = n - c0 < bw ? n - c0 : bw;
-            if (nblocks > 1 || !qx->t2_ready) {
+            if (nblocks > 1 || qx->t2_cols != cn) { /* a one-block matrix reuses the last tables of q */
                 for (uint32_t c = 0; c < cn; c += 4) t2_build(qx->t2tab + (c / 4u) * TL_T2_STRIDE, qx->q + c0 + c, cn - c < 4 ? cn - c : 4);
-                qx->t2_ready = nblocks == 1;
+                qx->t2_cols = nblocks == 1 ? cn : 0u;
             }
             /* the block's groups: multiplier and shift (term = floor(isum * m / 2^sh); |isum * m| < 2^29,
                so a 32-bit product and an arithmetic shift by at most 31 are exact) */

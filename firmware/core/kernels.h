@@ -18,7 +18,7 @@ typedef struct {
        tables"), or NULL (then the byte-at-a-time kernel runs); BLOB.md "Runtime RAM" */
     int16_t *t2tab;   /* [TL_T2_TABLES * TL_T2_STRIDE] */
     uint32_t *t2acc;  /* [2 * TL_T2_ROWS] int64 row sums between column blocks, as (lo, hi) words */
-    uint32_t t2_ready;/* the tables hold column block 0 of q: cleared whenever q changes */
+    uint32_t t2_cols; /* the tables hold columns [0, t2_cols) of q (one block); 0 whenever q changes */
 } tl_qvec;
 
 /* T2 tables: one per 4 activations of a column block of 4 * TL_T2_TABLES columns; entry [byte] is the
@@ -45,7 +45,7 @@ void tl_quantize(tl_qvec *qv, const float *x);
 /* out[rows] = W x. f32 tensors read x; int8/ternary read the quantized qx (same vector, same
    length, quantized with qx->group == W's group for int8). With qx->imode the int8/ternary group
    sums are combined by BLOB.md "integer matmul" instead of the float per-group accumulation.
-   Not const: the ternary kernel caches its lookup tables in qx (t2tab, t2_ready). */
+   Not const: the ternary kernel caches its lookup tables in qx (t2tab, t2_cols). */
 void tl_matmul(float *out, const tl_tensor *W, const float *x, tl_qvec *qx);
 
 /* out[cols] = row `row` of an f32 or int8 embedding table. */

@@ -193,7 +193,7 @@ static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, u
     int32_t *a = s->iatt;
     int8_t *qq = s->qv->q; /* scratch: free while the attention runs */
     int32_t ev = 1;
-    s->qv->t2_ready = 0;
+    s->qv->t2_cols = 0;
     for (uint32_t h = 0; h < b->n_heads; h++) {
         size_t kvh = (size_t)layer * b->n_kv_heads + h / group;
         const int8_t *kh = s->kq + kvh * ctx * hd, *vh = s->vq + kvh * ctx * hd;
@@ -215,7 +215,7 @@ static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, u
 static void iquant_vec(tl_qvec *qv, const float *x, uint32_t n) {
     tl_iquant(qv->q, qv->s, x, n, qv->group);
     qv->n = n;
-    qv->t2_ready = 0;
+    qv->t2_cols = 0;
 }
 
 /* The integer-mode step (BLOB.md "Integer mode"): every matrix is int8/ternary (checked by the

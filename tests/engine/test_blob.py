@@ -210,7 +210,8 @@ def test_writer_names_bad_shapes_and_vocab_sizes():
 @pytest.mark.parametrize("method", ["int8", "ternary"])
 def test_int_attention_flag_round_trip(tmp_path, method):
     """The flag sets bit 1 and minor 1 and changes nothing else but the CRC; the config read back
-    from the header carries it, and the RAM budget counts the int8 KV cache."""
+    from the header carries it, and the RAM budget counts the int8 KV cache (and, for ternary, the
+    firmware's T2 lookup tables)."""
     cfg = tiny_cfg(tie=False)
     state = random_state(cfg, 3)
     plain, _ = build_blob(cfg, state, byte_vocab(), method)
@@ -228,7 +229,8 @@ def test_int_attention_flag_round_trip(tmp_path, method):
     assert ram_f["kv_cache"] == 4 * 2 * m.n_layers * ctx * m.kv_dim()
     assert ram_i["kv_cache"] == 2 * m.n_layers * ctx * (m.kv_dim() + 4 * m.n_kv_heads)
     assert ram_f["activations"] - ram_i["activations"] == 4 * (m.n_heads - 1) * ctx
-    assert ram_i["total"] < ram_f["total"]
+    assert ram_i["t2_tables"] == (6016 if method == "ternary" else 0) and ram_f["t2_tables"] == 0
+    assert ram_i["total"] - ram_i["t2_tables"] < ram_f["total"]
     path = tmp_path / "m.bin"
     info = write_blob(path, cfg, state, byte_vocab(), method, int_attention=True)
     assert path.read_bytes() == flagged and info.size == len(flagged)
