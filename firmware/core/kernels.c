@@ -282,24 +282,36 @@ static void dot4_i8(int32_t s[4], const int8_t *w0, size_t stride, const int8_t 
     s[0] = a0, s[1] = a1, s[2] = a2, s[3] = a3;
 }
 
-/* Integer mode, portable: 4 rows at a time (dot4_i8), then the rest one by one. */
+/* One row of BLOB.md "integer matmul" (int8) from its exact group sums: B, the terms, the conversion.
+   Out of line, so the dot loop keeps its registers and this loop gets its own. */
+static TL_NOINLINE float i8_row_out(const int32_t *is, const float *sw, const xdec *d, uint32_t ng) {
+    int32_t b = i8_row_base(sw, d, ng);
+    uint64_t acc = 0;
+    for (uint32_t g = 0; g < ng; g++) acc += i8_term(is[g], sw[g], d, g, b);
+    return int_out(acc, b - 284);
+}
+
+/* Integer mode, portable: per block of 4 rows, every group's exact sums first (dot4_i8, x loaded once
+   for the 4 rows), then each row's terms (i8_row_out); the remaining rows one by one. GCC's first
+   scheduling pass would hoist the 16 weight loads of an iteration and spill on rv32. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-schedule-insns")))
+#endif
 static uint32_t matmul_i8_int4(float *out, const tl_tensor *W, const tl_qvec *qx) {
     uint32_t n = W->cols, gs = W->group, ng = W->n_groups, i = 0;
     xdec d;
     xdec_init(&d, qx, ng);
+    if (!d.ok) return 0; /* more than XDEC_MAX groups: matmul_i8_rows */
+    int32_t is[4 * XDEC_MAX];
     for (; i + 4 <= W->rows; i += 4) {
         const int8_t *w = W->q8 + (size_t)i * n;
         const float *sw = W->scales + (size_t)i * ng;
-        int32_t base[4];
-        uint64_t acc[4] = {0, 0, 0, 0};
-        for (int r = 0; r < 4; r++) base[r] = i8_row_base(sw + (size_t)r * ng, &d, ng);
         for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
-            uint32_t len = start + gs <= n ? gs : n - start;
-            int32_t is[4];
-            dot4_i8(is, w + start, n, qx->q + start, len);
-            for (int r = 0; r < 4; r++) acc[r] += i8_term(is[r], sw[(size_t)r * ng + g], &d, g, base[r]);
+            int32_t s4[4];
+            dot4_i8(s4, w + start, n, qx->q + start, start + gs <= n ? gs : n - start);
+            is[g] = s4[0], is[ng + g] = s4[1], is[2 * ng + g] = s4[2], is[3 * ng + g] = s4[3];
         }
-        for (int r = 0; r < 4; r++) out[i + r] = int_out(acc[r], base[r] - 284);
+        for (uint32_t r = 0; r < 4; r++) out[i + r] = i8_row_out(is + r * ng, sw + (size_t)r * ng, &d, ng);
     }
     return i;
 }
