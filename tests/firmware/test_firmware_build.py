@@ -42,6 +42,24 @@ def test_integer_float_ops_are_ieee():
         assert re.search(rf"^{op}: \d{{8,}} cases, 0 mismatches$", r.stdout, re.M), r.stdout
 
 
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang (libFuzzer) not installed (CI installs it)")
+def test_fuzz_corpus_replays_clean():
+    """The libFuzzer harnesses (ASan + UBSan, abort on the first report) replay their seed corpus:
+    parser, kernels (SSE2 and portable: T2 tables, integer floats) and protocol run clean on every
+    seed. A crash found by bench/bench_firmware.py --fuzz goes into the corpus and is replayed here."""
+    r = subprocess.run(["make", "-C", str(FIRMWARE), "fuzz"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    corpus = FIRMWARE / "fuzz" / "corpus"
+    env = {"PATH": "/usr/bin:/bin", "TL_FUZZ_BLOB": str(corpus / "blob" / "transformer_int8.blob")}
+    for harness, seeds in (("blob", "blob"), ("blob_portable", "blob"), ("protocol", "protocol")):
+        files = sorted(str(p) for p in (corpus / seeds).iterdir())
+        assert len(files) >= 6
+        r = subprocess.run([str(FIRMWARE / "build" / "fuzz" / f"fuzz_{harness}"), *files],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, f"fuzz_{harness}: {r.stderr[-3000:]}"
+        assert r.stderr.count("Executed ") == len(files)
+
+
 @needs_rv32
 def test_rv32_profile_build_accounts_for_every_instruction(stories_blob):
     """The profile build (TL_PROF marks) charges each token's instructions to sections; they must
