@@ -12,6 +12,7 @@ from typing import Any
 
 from .budget import fmt_bytes
 from .cli import _EXTENSIONS, command, out
+from .errors import UserError
 from .store import Store
 from .workspace import Workspace
 
@@ -92,16 +93,33 @@ def cmd_export_llama2c(args: argparse.Namespace, ws: Workspace, store: Store) ->
 
 @command("board")
 def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
-    from .device.virtual import VirtualBoard
-
     blob = Path(args.blob) if args.blob else None
     if args.name:
         from .reference_run import exported_blob
         blob = exported_blob(store.load(args.name), args.quant)
-    board = VirtualBoard(blob=blob, flash_image=Path(args.flash_image) if args.flash_image else None,
-                         us_per_token=args.us_per_token, boot_banner=args.boot_banner)
+    if args.emulate:
+        from .device.emulated import EmulatedBoard
+
+        unsupported = [flag for flag, on in (("--flash-image", args.flash_image),
+                                             ("--us-per-token", args.us_per_token),
+                                             ("--boot-banner", args.boot_banner)) if on]
+        if unsupported:
+            raise UserError(f"{', '.join(unsupported)}: only the virtual board has that; the emulated "
+                            "board runs at qemu speed and counts instructions instead (drop --emulate)")
+        if blob is None:
+            raise UserError("--emulate rv32 needs a model: an experiment name (its exported blob) or "
+                            "--blob PATH")
+        board = EmulatedBoard(blob)
+        banner = ("emulated rv32 board on {port} (qemu -icount: each token reports the instructions "
+                  "it retired; Ctrl-C stops it)")
+    else:
+        from .device.virtual import VirtualBoard
+
+        board = VirtualBoard(blob=blob, flash_image=Path(args.flash_image) if args.flash_image else None,
+                             us_per_token=args.us_per_token, boot_banner=args.boot_banner)
+        banner = "virtual board on {port} (Ctrl-C stops it)"
     with board:
-        out(f"virtual board on {board.port} (Ctrl-C stops it)")
+        out(banner.format(port=board.port))
         sys.stdout.flush()
         stop_signals = {signal.SIGINT, signal.SIGTERM}
         # blocked, then waited for: Ctrl-C or a kill both end here and the board process is stopped
@@ -137,13 +155,17 @@ def _register(sub: Any) -> None:
     s.add_argument("out_dir")
     s.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
-    s = sub.add_parser("board", help="run the virtual board (host firmware) on a pty")
+    s = sub.add_parser("board", help="run the virtual board (host firmware) on a pty, or the rv32 "
+                                     "firmware under qemu (--emulate rv32) on a socket")
     s.add_argument("name", nargs="?", help="experiment whose exported blob to serve")
     s.add_argument("--quant", choices=["f32", "int8", "ternary"])
     s.add_argument("--blob")
     s.add_argument("--flash-image")
     s.add_argument("--us-per-token", type=int, default=0)
     s.add_argument("--boot-banner", action="store_true")
+    s.add_argument("--emulate", choices=["rv32"],
+                   help="the rv32imc firmware under qemu-system-riscv32 (ESP32-C3 class), reached at "
+                        "socket://127.0.0.1:PORT; tokens carry instructions retired")
 
 
 _EXTENSIONS.append(_register)

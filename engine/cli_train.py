@@ -128,14 +128,31 @@ def cmd_sample(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             repetition_penalty=args.repetition_penalty, seed=args.seed,
                             max_tokens=args.max_tokens)
+    from .device.run import DeviceStats
     from .textgen import stream_text
 
+    stats = DeviceStats()
     for piece in stream_text(exp, ws, args.prompt, params, engine=args.engine, quant=args.quant,
-                             port=args.port, which=args.checkpoint):
+                             port=args.port, which=args.checkpoint, stats=stats):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    if args.engine == "device" and stats.tokens:
+        warn(device_summary(stats))
     return 0
+
+
+def device_summary(stats: Any) -> str:
+    """One stderr line after a device generation: the board's speed, and for the emulated rv32
+    board the instructions per token and the ESP32-C3 speed they project to."""
+    if not stats.instructions_per_token:
+        return f"board: {stats.tokens} tokens, {stats.tok_per_s:,.1f} tok/s (its own clock)"
+    from .device.emulated import projected_esp32c3  # qemu's clock says nothing about a chip
+
+    p = projected_esp32c3(stats.instructions_per_token)
+    return (f"board (rv32 under qemu): {stats.tokens} tokens, {p['instructions_per_token'] / 1e6:.2f} M "
+            f"instructions/token -> projected ESP32-C3 {p['tok_per_s']:.1f} tok/s "
+            f"({p['ms_per_token']:.1f} ms/token at CPI {p['cpi']}, {p['mhz']:.0f} MHz)")
 
 
 @command("eval")
@@ -222,7 +239,9 @@ def _register(sub: Any) -> None:
     s.add_argument("--engine", choices=["torch", "reference", "device"], default="torch")
     s.add_argument("--quant", choices=["f32", "int8", "ternary"],
                    help="blob for --engine reference/device (default: the config's quant.method)")
-    s.add_argument("--port", help="--engine device: serial port, socket://host:port or 'virtual'")
+    s.add_argument("--port", help="--engine device: serial port, socket://host:port, 'virtual' (the "
+                   "host firmware on a pty) or 'rv32' (the rv32 firmware under qemu: also projects "
+                   "ESP32-C3 speed)")
     s.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
     s = sub.add_parser("eval", help="validation loss, perplexity, bits per byte")

@@ -114,7 +114,7 @@ class QuantConfig:
 @dataclass
 class DeviceConfig:
     board: str = "esp32"  # target: "esp32", "esp32-s3", "esp32-c3" or "host"
-    port: str = ""  # serial port, "socket://host:port", "virtual", or "" for the workspace default
+    port: str = ""  # serial port, "socket://host:port", "virtual", "rv32", or "" for the workspace default
     baud: int = 115200  # UART speed
     context_len: int = 0  # on-device context (KV cache length); 0 = model.seq_len
 

@@ -46,7 +46,8 @@ def torch_token_stream(exp: Experiment, prompt: str, params: SamplingParams,
 
 def stream_text(exp: Experiment, ws: Workspace, prompt: str, params: SamplingParams,
                 engine: str = "torch", quant: str | None = None, port: str | None = None,
-                which: str = "best") -> Iterator[str]:
+                which: str = "best", stats: Any = None) -> Iterator[str]:
+    """`stats` (engine "device": a device.run.DeviceStats) is filled with the board's timings."""
     if engine == "torch":
         tok, ids, stream = torch_token_stream(exp, prompt, params, which)
     elif engine == "reference":
@@ -54,6 +55,6 @@ def stream_text(exp: Experiment, ws: Workspace, prompt: str, params: SamplingPar
         tok, ids, stream = reference_token_stream(exp, prompt, params, quant)
     else:
         from .device.run import device_token_stream
-        tok, ids, stream = device_token_stream(exp, ws, prompt, params, quant, port)
+        tok, ids, stream = device_token_stream(exp, ws, prompt, params, quant, port, stats)
     yield prompt
     yield from incremental_text(tok, stream, ids)

@@ -4,6 +4,7 @@ real protocol over a real pty) prints exactly what the reference prints."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import sys
 import pytest
 
 from engine.device.link import DeviceLink, GenerationSummary, TokenEvent
+from protocol_util import needs_rv32
 from tests.conftest import REPO, LLAMA2C, run_cli
 
 
@@ -93,3 +95,48 @@ def test_tinylm_board_stops_its_board_on_sigterm(ws):
     for pid in board_pids:
         assert not os.path.exists(f"/proc/{pid}") or \
             open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+@needs_rv32
+def test_port_rv32_runs_the_emulated_board_and_projects_c3_speed(ws):
+    """`--port rv32`: the rv32 firmware under qemu for this one command, the reference's tokens, and
+    a summary line with the instructions per token and the ESP32-C3 speed they project to."""
+    args = ["sample", "st", "--quant", "int8", "--prompt", "Once upon a time", "--max-tokens", "24",
+            "--temperature", "0"]
+    ref = run_cli(ws, *args, "--engine", "reference")
+    dev = run_cli(ws, *args, "--engine", "device", "--port", "rv32")
+    assert ref.returncode == 0 and dev.returncode == 0, ref.stderr + dev.stderr
+    assert dev.stdout == ref.stdout
+    m = re.search(r"board \(rv32 under qemu\): 24 tokens, ([\d.]+) M instructions/token -> projected "
+                  r"ESP32-C3 ([\d.]+) tok/s", dev.stderr)
+    assert m, dev.stderr
+    assert 1.0 < float(m.group(1)) < 100.0 and float(m.group(2)) > 0
+    virt = run_cli(ws, *args, "--engine", "device", "--port", "virtual")
+    assert re.search(r"board: 24 tokens, [\d,.]+ tok/s", virt.stderr), virt.stderr
+
+
+@needs_rv32
+def test_tinylm_board_emulate_rv32_serves_a_socket(ws):
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ws), "board", "st",
+                             "--quant", "ternary", "--emulate", "rv32"], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("emulated rv32 board on socket://127.0.0.1:"), line
+        port = line.split(" on ")[1].split(" ")[0]
+        with DeviceLink(port) as link:
+            assert link.info()["quant"] == "ternary"
+            events = list(link.generate(prompt_ids=[1, 403, 407, 261, 378], max_tokens=4))
+        toks = [e for e in events if isinstance(e, TokenEvent)]
+        assert len(toks) == 4 and all(e.instructions > 100_000 for e in toks)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert subprocess.run(["pgrep", "-f", port.split(":")[-1]], capture_output=True).returncode == 1
+
+
+def test_tinylm_board_emulate_refuses_virtual_only_options(ws):
+    r = run_cli(ws, "board", "st", "--quant", "int8", "--emulate", "rv32", "--us-per-token", "500")
+    assert r.returncode == 2 and "--us-per-token" in r.stderr and "virtual board" in r.stderr
+    r = run_cli(ws, "board", "--emulate", "rv32")
+    assert r.returncode == 2 and "needs a model" in r.stderr
