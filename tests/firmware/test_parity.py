@@ -183,6 +183,24 @@ def test_int_mode_wide_shapes_parity(board, portable_board, blob_dir, group):
             run_parity(path, seed=9, binary=binary, n_prompts=3)
 
 
+def test_sanitized_portable_board_parity(blob_dir, stories_blob):
+    """The portable kernels under ASan + UBSan (any report aborts the board, so the parity fails):
+    integer mode on several column blocks and row chunks, and stories260K."""
+    r = subprocess.run(["make", "-C", str(FIRMWARE), "host-asan"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    binary = FIRMWARE / "build" / "host-asan" / "tinylm-board"
+    from engine.blob import write_blob
+    from engine.vocab import byte_vocab
+
+    cfg = tiny_cfg("transformer", seq_len=24, tie=False)
+    cfg.model.dim, cfg.model.hidden_dim, cfg.model.n_heads, cfg.model.n_kv_heads = 144, 150, 8, 4
+    for method in ("int8", "ternary"):
+        path = blob_dir / f"asan_{method}_int.blob"
+        write_blob(path, cfg, random_state(cfg, 43), byte_vocab(), method, int_attention=True)
+        run_parity(path, seed=10, binary=binary, n_prompts=2)
+        run_parity(stories_blob(method, int_attention=True), seed=3, binary=binary, n_prompts=2)
+
+
 def test_int_mode_flag_leaves_float_blobs_alone(stories_blob):
     """Without the flag a blob is still format 1.0, byte for byte what it was: the flag only adds."""
     from engine.blob import read_blob
