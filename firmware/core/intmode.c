@@ -35,11 +35,10 @@ float tl_i64_scaled(int64_t acc, int32_t k) {
 #endif
 }
 
-/* mag (0 < mag < 2^32) rounded to 24 significant bits, nearest even: the float bits of mag * 2^k
-   when that is a normal float, else 0 (the caller falls back to the float operations). 32-bit words
-   only: on rv32 a 64-bit shift or compare is several instructions. */
-static uint32_t u32_scaled_bits(uint32_t mag, int32_t k) {
-    int32_t len = (int32_t)bitlen32(mag); /* 1..32 */
+/* mag (bit length len, 1..32) rounded to 24 significant bits, nearest even: the float bits of
+   mag * 2^k when that is a normal float, else 0 (the caller falls back to the float operations).
+   32-bit words only: on rv32 a 64-bit shift or compare is several instructions. */
+static uint32_t u32_scaled_bits(uint32_t mag, int32_t len, int32_t k) {
     uint32_t mant;
     if (len <= 24) {
         mant = mag << (24 - len);
@@ -57,13 +56,14 @@ static uint32_t u32_scaled_bits(uint32_t mag, int32_t k) {
 float tl_i64_scaled_int(int64_t acc, int32_t k) {
     if (acc == 0 || k < -126 || k > 127) return (float)acc * tl_pow2f(k);
     uint64_t mag = acc < 0 ? 0u - (uint64_t)acc : (uint64_t)acc;
-    uint32_t hi = (uint32_t)(mag >> 32), v = (uint32_t)mag;
-    int32_t s = 0;
+    uint32_t hi = (uint32_t)(mag >> 32), v = (uint32_t)mag, bits;
     if (hi) { /* the top 32 bits, the rest only as a sticky bit 0: rounds like the whole */
-        s = (int32_t)bitlen32(hi);
+        int32_t s = (int32_t)bitlen32(hi);
         v = s == 32 ? hi | (v != 0u) : (hi << (32 - s)) | (v >> s) | ((v << (32 - s)) != 0u);
+        bits = u32_scaled_bits(v, 32, k + s);
+    } else {
+        bits = u32_scaled_bits(v, (int32_t)bitlen32(v), k);
     }
-    uint32_t bits = u32_scaled_bits(v, k + s);
     if (!bits) return (float)acc * tl_pow2f(k);
     bits |= acc < 0 ? 0x80000000u : 0u;
     float f;

@@ -267,7 +267,14 @@ static inline float int_out(uint64_t acc, int32_t k) { return tl_i64_scaled((int
 static void dot4_i8(int32_t s[4], const int8_t *w0, size_t stride, const int8_t *x, uint32_t len) {
     const int8_t *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride, *end = x + (len & ~3u);
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    /* pointers stepped by 4 so every load is `lb rd, imm(ptr)` on rv32 */
+    /* pointers stepped so every load is `lb rd, imm(ptr)` on rv32; 8 columns a pass while they last */
+    for (const int8_t *end8 = x + (len & ~7u); x < end8; x += 8, w0 += 8, w1 += 8, w2 += 8, w3 += 8) {
+        int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3], x4 = x[4], x5 = x[5], x6 = x[6], x7 = x[7];
+        a0 += w0[0] * x0 + w0[1] * x1 + w0[2] * x2 + w0[3] * x3 + w0[4] * x4 + w0[5] * x5 + w0[6] * x6 + w0[7] * x7;
+        a1 += w1[0] * x0 + w1[1] * x1 + w1[2] * x2 + w1[3] * x3 + w1[4] * x4 + w1[5] * x5 + w1[6] * x6 + w1[7] * x7;
+        a2 += w2[0] * x0 + w2[1] * x1 + w2[2] * x2 + w2[3] * x3 + w2[4] * x4 + w2[5] * x5 + w2[6] * x6 + w2[7] * x7;
+        a3 += w3[0] * x0 + w3[1] * x1 + w3[2] * x2 + w3[3] * x3 + w3[4] * x4 + w3[5] * x5 + w3[6] * x6 + w3[7] * x7;
+    }
     for (; x < end; x += 4, w0 += 4, w1 += 4, w2 += 4, w3 += 4) {
         int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
         a0 += w0[0] * x0 + w0[1] * x1 + w0[2] * x2 + w0[3] * x3;
@@ -283,12 +290,34 @@ static void dot4_i8(int32_t s[4], const int8_t *w0, size_t stride, const int8_t 
 }
 
 /* One row of BLOB.md "integer matmul" (int8) from its exact group sums: B, the terms, the conversion.
-   Out of line, so the dot loop keeps its registers and this loop gets its own. */
+   Out of line, so the dot loop keeps its registers and this loop gets its own. The int64 sum is kept
+   as two 32-bit words: the product isum * m is one mul + one mulhsu on rv32, the group with the
+   largest exponent (shift 0) needs no shift at all, and the others shift the two words. */
 static TL_NOINLINE float i8_row_out(const int32_t *is, const float *sw, const xdec *d, uint32_t ng) {
-    int32_t b = i8_row_base(sw, d, ng);
-    uint64_t acc = 0;
-    for (uint32_t g = 0; g < ng; g++) acc += i8_term(is[g], sw[g], d, g, b);
-    return int_out(acc, b - 284);
+    int32_t e[XDEC_MAX], b = 0;
+    uint32_t m[XDEC_MAX];
+    for (uint32_t g = 0; g < ng; g++) {
+        uint32_t u = tl_fbits(sw[g]);
+        e[g] = tl_fexp(u) + d->e[g];
+        m[g] = tl_fm16(u) * d->m[g]; /* < 2^32 */
+        if (e[g] > b) b = e[g];
+    }
+    uint32_t lo = 0, hi = 0;
+    for (uint32_t g = 0; g < ng; g++) {
+        int64_t p = (int64_t)is[g] * (int64_t)m[g];
+        uint32_t plo = (uint32_t)p, phi = (uint32_t)tl_hi32(p);
+        int32_t sh = b - e[g];
+        if (sh >= 32) { /* floor(p / 2^sh) fits one word: the high word shifted on */
+            plo = (uint32_t)tl_asr32((int32_t)phi, sh - 32);
+            phi = (uint32_t)tl_asr32((int32_t)phi, 31);
+        } else if (sh > 0) {
+            plo = (plo >> sh) | (phi << (32 - sh));
+            phi = (uint32_t)tl_asr32((int32_t)phi, sh);
+        }
+        lo += plo;
+        hi += phi + (lo < plo); /* the carry of the low words */
+    }
+    return int_out((uint64_t)hi << 32 | lo, b - 284);
 }
 
 /* Integer mode, portable: per block of 4 rows, every group's exact sums first (dot4_i8, x loaded once
