@@ -23,8 +23,8 @@ from ..errors import Failure, UserError
 from .boardproc import FIRMWARE, BoardProcess, make_firmware
 
 RV32_ELF = FIRMWARE / "build" / "rv32" / "tinylm-rv32.elf"
-RV32_BLOB_ADDR = 0x84000000  # firmware/rv32/main.c TL_RV32_BLOB_ADDR
-RV32_PART_SIZE = 0x2F0000  # firmware/rv32/main.c TL_RV32_PART_SIZE
+RV32_BLOB_ADDR = 0x84000000  # firmware/rv32/virt.h TL_RV32_BLOB_ADDR
+RV32_PART_SIZE = 0x2F0000  # firmware/rv32/virt.h TL_RV32_PART_SIZE
 QEMU = "qemu-system-riscv32"
 RV_CC = "riscv64-unknown-elf-gcc"
 

@@ -656,8 +656,7 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
                 nb[j] = (len + 3u) / 4u;
             }
             const uint8_t *w = W->t2 + (size_t)r0 * rb + c0 / 4u;
-            const int16_t *tab1 = qx->t2tab + (gs / 4u) * TL_T2_STRIDE; /* the second group's tables */
-            const int16_t *tab8 = qx->t2tab + 8u * TL_T2_STRIDE;
+            const int16_t *tab8 = qx->t2tab + 8u * TL_T2_STRIDE; /* bytes 8.. of the block */
             int shape = cn == 64u ? (gs == 32u ? 32 : 64) : 0; /* a full block: straight-line code */
             for (uint32_t r = 0; r < rn; r++, w += rb) {
                 int32_t bs;
@@ -668,7 +667,9 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
                     bs = tl_asr32((t2_lookup8(w, qx->t2tab) + t2_lookup8(w + 8, tab8)) * (int32_t)m[0], sh[0]);
                 } else {
                     bs = tl_asr32(t2_lookup(w, qx->t2tab, nb[0]) * (int32_t)m[0], sh[0]);
-                    if (ngb > 1) bs += tl_asr32(t2_lookup(w + gs / 4u, tab1, nb[1]) * (int32_t)m[1], sh[1]);
+                    if (ngb > 1) /* the second group: tables and bytes from gs / 4 on */
+                        bs += tl_asr32(t2_lookup(w + gs / 4u, qx->t2tab + (gs / 4u) * TL_T2_STRIDE, nb[1]) *
+                                       (int32_t)m[1], sh[1]);
                 }
                 if (nblocks == 1) {
                     out[r0 + r] = t2_out(bs, base - 142, sw, swk);

@@ -6,32 +6,19 @@
 #include <string.h>
 
 #include "../core/device.h"
+#include "virt.h"
 
-#define UART_BASE 0x10000000u       /* NS16550A */
-#define UART_RBR 0u
-#define UART_THR 0u
-#define UART_LSR 5u
-#define CLINT_MTIME 0x0200BFF8u     /* 10 MHz on qemu virt */
-#define SIFIVE_TEST 0x00100000u     /* write 0x5555 to power off */
-#define TL_RV32_BLOB_ADDR 0x84000000u
-#define TL_RV32_PART_SIZE 0x2F0000u /* same as the ESP32 model partition */
 #define TL_RV32_RAM (4u * 1024u * 1024u)
-
-static volatile uint8_t *uart(uint32_t reg) { return (volatile uint8_t *)(uintptr_t)(UART_BASE + reg); }
 
 static int rv_read(void *ctx) {
     (void)ctx;
-    if (!(*uart(UART_LSR) & 0x01)) return -1;
-    return *uart(UART_RBR);
+    if (!(*rv32_uart(UART_LSR) & 0x01)) return -1;
+    return *rv32_uart(UART_RBR);
 }
 
 static void rv_write(void *ctx, const uint8_t *d, uint32_t n) {
     (void)ctx;
-    for (uint32_t i = 0; i < n; i++) {
-        while (!(*uart(UART_LSR) & 0x20)) {
-        }
-        *uart(UART_THR) = d[i];
-    }
+    rv32_uart_write(d, n);
 }
 
 static uint64_t rv_time(void *ctx) {
@@ -47,13 +34,7 @@ static uint64_t rv_time(void *ctx) {
 
 static uint64_t rv_instret(void *ctx) {
     (void)ctx;
-    uint32_t hi, lo, hi2;
-    do {
-        __asm__ volatile(".option push\n.option arch, +zicsr\ncsrr %0, minstreth\n.option pop" : "=r"(hi));
-        __asm__ volatile(".option push\n.option arch, +zicsr\ncsrr %0, minstret\n.option pop" : "=r"(lo));
-        __asm__ volatile(".option push\n.option arch, +zicsr\ncsrr %0, minstreth\n.option pop" : "=r"(hi2));
-    } while (hi != hi2);
-    return ((uint64_t)hi << 32) | lo;
+    return rv32_instret();
 }
 
 /* the model partition: RAM standing in for flash, rewritten in place */
@@ -82,11 +63,7 @@ static uint8_t arena[TL_RV32_RAM] __attribute__((aligned(16)));
 static tl_device dev;
 
 void _exit(int code);
-void _exit(int code) {
-    *(volatile uint32_t *)(uintptr_t)SIFIVE_TEST = code ? (((uint32_t)code << 16) | 0x3333u) : 0x5555u;
-    for (;;) {
-    }
-}
+void _exit(int code) { rv32_power_off(code); }
 
 int main(void) {
     static const char banner[] = "rv32 virt: tinylm firmware " TL_FW_VERSION "\r\n";
