@@ -27,13 +27,15 @@ def _follow(store: Store, names: list[str], seen: dict[str, int], poll_s: float 
             active = False
             for name in names:
                 exp = store.load(name)
+                # status before metrics: a run that ends between the two reads still has its last
+                # lines printed (the other order could see "ended" after reading too early)
+                active |= exp.live_status() in ("running", "queued")
                 recs = read_metrics(exp.path(METRICS_NAME))
                 for r in recs[seen[name]:]:
                     val = f" val {r['val_loss']:.4f}" if r.get("val_loss") is not None else ""
                     out(f"{name} step {r['step']:>6}  loss {r['train_loss']:.4f}{val}  "
                         f"lr {r['lr']:.2e}  {r.get('tok_per_s') or 0:,.0f} tok/s")
                 seen[name] = len(recs)
-                active |= exp.live_status() in ("running", "queued")
             if not active:
                 return
             time.sleep(poll_s)
