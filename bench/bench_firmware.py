@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,9 +44,9 @@ FLASH_BYTES_PER_S = 40e6  # QSPI 80 MHz x 4 bit; the weights stream through the 
 
 
 def make_blobs(tmp: Path) -> dict[str, Path]:
-    from engine.blob import write_blob
-    from engine.interop import config_from_llama2c, read_llama2c
-    from engine.vocab import load_vocab
+    from engine.blob.format import write_blob
+    from engine.blob.llama2c import config_from_llama2c, read_llama2c
+    from engine.blob.vocab import load_vocab
 
     f, state = read_llama2c(DATA / "stories260K.bin")
     vocab = load_vocab(DATA / "tok512.model")
@@ -62,8 +62,8 @@ def make_blobs(tmp: Path) -> dict[str, Path]:
 
 
 def runtime_ram_bytes(blob: Path) -> int:
-    from engine.blob import read_blob
-    from engine.budget import runtime_ram
+    from engine.blob.format import read_blob
+    from engine.config.budget import runtime_ram
 
     h = read_blob(blob).header
     return runtime_ram(read_blob(blob).config(), h.quant)["total"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.config import apply_overrides  # noqa: E402
-from engine.presets import preset_config  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.config.presets import preset_config  # noqa: E402
+from engine.config.schema import apply_overrides  # noqa: E402
+from engine.store.experiments import Store  # noqa: E402
 
 
 def main(n: int = 1000) -> None:

@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.config import apply_overrides  # noqa: E402
-from engine.metrics import read_metrics  # noqa: E402
-from engine.presets import preset_config  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.config.presets import preset_config  # noqa: E402
+from engine.config.schema import apply_overrides  # noqa: E402
+from engine.store.experiments import Store  # noqa: E402
+from engine.store.metrics import read_metrics  # noqa: E402
 
 
 def main() -> None:
@@ -56,9 +56,9 @@ def main() -> None:
         time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     proc.wait()
+    from engine.config.workspace import load_workspace
     from engine.data import prepare
-    from engine.evaluate import bits_per_byte, validation_bytes
-    from engine.workspace import load_workspace
+    from engine.train.evaluate import bits_per_byte, validation_bytes
 
     w = load_workspace(ws)
     data = prepare(exp.folder, cfg, w.resolve(cfg.data.corpus), w.root / "cache")

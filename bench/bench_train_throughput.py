@@ -27,9 +27,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.config import ExperimentConfig  # noqa: E402
+from engine.config.schema import ExperimentConfig  # noqa: E402
 from engine.models import build_model  # noqa: E402
-
 
 # ---- llama2.c model.py (inline copy, MIT licence) -----------------------------------------------
 

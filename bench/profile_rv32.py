@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_firmware import make_blobs  # noqa: E402
+
 from engine.device.emulated import QEMU, RV32_BLOB_ADDR, projected_esp32c3  # noqa: E402
 
 ELF = ROOT / "firmware" / "build" / "rv32" / "tinylm-rv32-prof.elf"

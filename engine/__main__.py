@@ -1,5 +1,5 @@
 """`python -m engine` = `tinylm`."""
 
-from .cli import run
+from engine.cli.main import run
 
 run()

@@ -11,8 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import blob_layout as bl
-from engine.config import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig
+from engine.config import layout as bl
+from engine.config.schema import (
+    ExperimentConfig,
+    ModelConfig,
+    QuantConfig,
+    TokenizerConfig,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpora" / "tinystories_slice.txt"

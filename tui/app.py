@@ -7,9 +7,9 @@ import sys
 
 from textual.app import App
 
+from engine.config.workspace import Workspace, load_workspace
 from engine.errors import TinyLMError
-from engine.store import Store
-from engine.workspace import Workspace, load_workspace
+from engine.store.experiments import Store
 
 from .screens.experiments import ExperimentsScreen
 

@@ -15,13 +15,28 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import ExperimentConfig
-from ..errors import UserError
-from .corpus import corpus_sha256, read_corpus, resolve_format, split_documents, train_val_split
+from engine.config.schema import ExperimentConfig
+from engine.errors import UserError
+
+from .corpus import (
+    corpus_sha256,
+    read_corpus,
+    resolve_format,
+    split_documents,
+    train_val_split,
+)
 from .loader import BatchLoader, eval_batches
 from .shards import cache_dir, encode_documents, load_split, read_sidecar, write_split
-from .tokenizer import (MODEL_NAME, ByteTokenizer, SentencePieceTokenizer, Stopped, Tokenizer,
-                        check_vocab, load_tokenizer, train_sentencepiece)
+from .tokenizer import (
+    MODEL_NAME,
+    ByteTokenizer,
+    SentencePieceTokenizer,
+    Stopped,
+    Tokenizer,
+    check_vocab,
+    load_tokenizer,
+    train_sentencepiece,
+)
 
 __all__ = [
     "BatchLoader", "ByteTokenizer", "Prepared", "SentencePieceTokenizer", "Stopped", "Tokenizer",

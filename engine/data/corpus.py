@@ -17,7 +17,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from ..errors import UserError
+from engine.errors import UserError
 
 EOT_MARKER = "<|endoftext|>"
 FORMATS = ("auto", "text", "tinystories")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from ..errors import UserError
+from engine.errors import UserError
 
 if TYPE_CHECKING:
     import torch

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..atomic import atomic_write_json, atomic_write_with
+from engine.atomic import atomic_write_json, atomic_write_with
+
 from .tokenizer import ByteTokenizer, Stopped, Tokenizer
 
 SHARD_FORMAT = "tinylm-tokens"

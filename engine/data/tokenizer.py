@@ -18,9 +18,9 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, runtime_checkable
 
-from ..atomic import atomic_write_bytes, atomic_write_text
-from ..config import TokenizerConfig
-from ..errors import Failure, TinyLMError, UserError
+from engine.atomic import atomic_write_bytes, atomic_write_text
+from engine.config.schema import TokenizerConfig
+from engine.errors import Failure, TinyLMError, UserError
 
 ProgressFn = Callable[[str, float], None]
 StopFn = Callable[[], bool]

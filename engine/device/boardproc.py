@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ..errors import Failure, UserError
+from engine.errors import Failure, UserError
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 

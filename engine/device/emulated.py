@@ -19,7 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import Failure, UserError
+from engine.errors import Failure, UserError
+
 from .boardproc import FIRMWARE, BoardProcess, make_firmware
 
 RV32_ELF = FIRMWARE / "build" / "rv32" / "tinylm-rv32.elf"

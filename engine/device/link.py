@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import Failure
+from engine.errors import Failure
+
 from .protocol import Line, ProtocolError, chunk_crc, encode_line, parse_line
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..errors import UserError
-from ..sample import SamplingParams
-from ..store import Experiment
-from ..workspace import Workspace
-from .link import DeviceLink, GenerationSummary, TokenEvent
+from engine.config.workspace import Workspace
+from engine.errors import UserError
+from engine.infer.sample import SamplingParams
+from engine.store.experiments import Experiment
 
+from .link import DeviceLink, GenerationSummary, TokenEvent
 
 # --port values that start a board for the one command instead of naming one
 BOARD_PORTS = {"virtual": "the host firmware on a pty", "rv32": "the rv32 firmware under qemu"}
@@ -58,8 +58,8 @@ def device_events(link: DeviceLink, ids: list[int], params: SamplingParams,
 def device_token_stream(exp: Experiment, ws: Workspace, prompt: str, params: SamplingParams,
                         quant: str | None, port: str | None, stats: DeviceStats | None = None,
                         ) -> tuple[Any, list[int], Iterator[int]]:
-    from ..inference import load_tokenizer_for
-    from ..reference_run import exported_blob
+    from engine.blob.reference_run import exported_blob
+    from engine.infer.load import load_tokenizer_for
 
     tok = load_tokenizer_for(exp, exp.config)
     ids = tok.encode(prompt, bos=tok.bos_id is not None)

@@ -11,7 +11,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-from ..errors import Failure, UserError
+from engine.errors import Failure, UserError
+
 from .boardproc import FIRMWARE, BoardProcess, make_firmware
 
 BOARD_BIN = FIRMWARE / "build" / "host" / "tinylm-board"

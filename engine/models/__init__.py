@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ExperimentConfig
+from engine.config.schema import ExperimentConfig
+
 from .gru import GRULM
 from .transformer import Transformer
 

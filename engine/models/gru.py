@@ -3,7 +3,7 @@
 Why a GRU at all: its state is O(dim) per layer whatever the context length, so it fits boards with
 too little RAM for a transformer's KV cache (ESP32-C3), and with a byte tokenizer it needs no vocab
 tables. Each layer is its own single-layer `nn.GRU` (not one `nn.GRU(num_layers=n)`) so the state-dict
-names are `gru.{i}.weight_ih_l0` etc., exactly what engine/blob_layout.py and firmware/BLOB.md expect,
+names are `gru.{i}.weight_ih_l0` etc., exactly what engine/config/layout.py and firmware/BLOB.md expect,
 and the firmware runs one identical GRU cell per layer.
 """
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from engine.config.schema import ModelConfig
 
 
 @dataclass

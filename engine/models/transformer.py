@@ -2,7 +2,7 @@
 tied or untied classifier.
 
 Why it looks like llama2.c's model.py: the state dict must load into llama2.c tooling and the blob
-writer maps names one to one (`engine/blob_layout.py`), so parameter names, shapes and the init are
+writer maps names one to one (`engine/config/layout.py`), so parameter names, shapes and the init are
 llama2.c's. Where it differs is speed on a small CPU, where a step of a 260K-param model is dominated
 by the number of ops rather than FLOPs:
 
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from engine.config.schema import ModelConfig
 
 
 def rope_table(head_dim: int, n_pos: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -209,7 +209,7 @@ static tl_err check_vocab(tl_blob *b, const char **msg) {
     }
     if (b->max_token_len != longest) FAIL(TL_E_BLOB, "vocab max_token_len: not the longest piece");
     /* sorted_ids: strictly increasing in (piece bytes, id), every id < V: a permutation in the
-       order the encoder's binary search needs (equal pieces by ascending id, as engine/vocab.py). */
+       order the encoder's binary search needs (equal pieces by ascending id, as engine/blob/vocab.py). */
     const uint8_t *sid = v + 8 + 4u * V + 4u * (V + 1u);
     for (uint32_t i = 0; i < V; i++) {
         uint32_t id = rd16(sid + 2u * i);

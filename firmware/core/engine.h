@@ -1,6 +1,6 @@
 /* engine.h - a loaded model: the blob read in place + one arena carved at init (no malloc).
 
-   RAM: tl_engine_ram_needed() is BLOB.md "Runtime RAM" (= engine/budget.py runtime_ram) to the
+   RAM: tl_engine_ram_needed() is BLOB.md "Runtime RAM" (= engine/config/budget.py runtime_ram) to the
    byte. It is the arena the engine carves (tl_engine_arena_bytes) plus TL_IO_BUFFER_BYTES, the
    protocol's line-in and line-out buffers, which the protocol device owns (they exist with or
    without a model). Generation is driven one token at a time so the caller can poll for STOP. */

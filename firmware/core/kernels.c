@@ -9,7 +9,7 @@
    Two implementations of the hot loops:
    - SSE2 (any x86-64; the host virtual board), selected by __SSE2__ unless TL_NO_SIMD is defined;
    - portable C (rv32, ESP32, and the host built with -DTL_NO_SIMD, which the tests also run).
-   Both are held to engine/reference.py by tests/firmware/test_parity.py. */
+   Both are held to engine/blob/reference.py by tests/firmware/test_parity.py. */
 #include "kernels.h"
 
 #include <math.h>

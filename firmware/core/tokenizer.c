@@ -1,5 +1,5 @@
 /* tokenizer.c - decode and encode without buffers: pair lookups compare the concatenation in place.
-   Same rules as engine/reference.py (Reference.encode / decode). */
+   Same rules as engine/blob/reference.py (Reference.encode / decode). */
 #include "tokenizer.h"
 
 #include <string.h>

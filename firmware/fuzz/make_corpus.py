@@ -1,5 +1,5 @@
 """Regenerate the small seed corpus of the libFuzzer harnesses (run from the repo root with the venv
-python): tiny blobs written by engine/blob.py, and protocol lines framed per PROTOCOL.md."""
+python): tiny blobs written by engine/blob/format.py, and protocol lines framed per PROTOCOL.md."""
 
 from __future__ import annotations
 

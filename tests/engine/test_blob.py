@@ -9,11 +9,12 @@ from functools import partial
 import numpy as np
 import pytest
 
-from engine import blob_layout as bl
-from engine import budget, quant
-from engine.blob import BlobError, build_blob, read_blob, rope_table, write_blob
+from engine.blob import quantize as quant
+from engine.blob.format import BlobError, build_blob, read_blob, rope_table, write_blob
+from engine.blob.vocab import Vocab, byte_vocab, parse_section, section_bytes
+from engine.config import budget
+from engine.config import layout as bl
 from engine.errors import UserError
-from engine.vocab import Vocab, byte_vocab, parse_section, section_bytes
 from tests import conftest
 
 F32 = np.float32
@@ -242,7 +243,7 @@ def test_int_attention_only_for_quantized_transformers():
     with pytest.raises(UserError, match="int_attention"):
         build_blob(tiny_cfg("gru"), random_state(tiny_cfg("gru")), byte_vocab(), "int8",
                    int_attention=True)
-    from engine.config import validate
+    from engine.config.schema import validate
 
     cfg = tiny_cfg()
     cfg.quant.int_attention = True

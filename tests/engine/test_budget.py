@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from engine import budget
-from engine.blob_layout import layout
-from engine.config import apply_overrides
-from engine.presets import preset_config
+from engine.config import budget
+from engine.config.layout import layout
+from engine.config.presets import preset_config
+from engine.config.schema import apply_overrides
 
 
 def test_stories260k_shape_counts():
@@ -46,7 +46,7 @@ def test_flash_overflow_advises_quantization():
 
 
 def test_every_preset_fits_its_own_board():
-    from engine.presets import PRESETS
+    from engine.config.presets import PRESETS
 
     for name in PRESETS:
         b = budget.compute(preset_config(name))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.config import load
+from engine.config.schema import load
 
 
 def test_new_list_show_json(cli, workspace):

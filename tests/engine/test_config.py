@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine import config as C
+from engine.config import schema as C
+from engine.config.presets import PRESETS, preset_config
 from engine.errors import ConfigError
-from engine.presets import PRESETS, preset_config
 
 
 def test_round_trip_is_exact_for_every_preset(tmp_path):

@@ -12,10 +12,23 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import ExperimentConfig, TokenizerConfig
-from engine.data import (BatchLoader, ByteTokenizer, SentencePieceTokenizer, Stopped, Tokenizer,
-                         check_vocab, data_report, eval_batches, load_tokenizer, prepare,
-                         read_corpus, split_documents, train_sentencepiece, train_val_split)
+from engine.config.schema import ExperimentConfig, TokenizerConfig
+from engine.data import (
+    BatchLoader,
+    ByteTokenizer,
+    SentencePieceTokenizer,
+    Stopped,
+    Tokenizer,
+    check_vocab,
+    data_report,
+    eval_batches,
+    load_tokenizer,
+    prepare,
+    read_corpus,
+    split_documents,
+    train_sentencepiece,
+    train_val_split,
+)
 from engine.data.corpus import resolve_format
 from engine.data.shards import encode_documents
 from engine.errors import UserError

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.checkpoint import load_checkpoint
+from engine.store.checkpoint import load_checkpoint
 from tests.conftest import LLAMA2C
 from tests.engine.test_train import make_exp
 
@@ -104,7 +104,7 @@ def test_fine_tune_from_imported_llama2c_model(cli, workspace, stories):
     assert r.returncode == 0, r.stderr
     r = cli("train", "ft", "--init-from", stories, "--follow", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    from engine.metrics import read_metrics
+    from engine.store.metrics import read_metrics
 
     first = read_metrics(workspace / "experiments" / "ft" / "metrics.jsonl")[0]
     assert first["train_loss"] < 3.0  # pretrained weights (a fresh 512-vocab model starts at ~6.2)

@@ -8,15 +8,22 @@ import struct
 import numpy as np
 import pytest
 
-from engine import interop
-from engine.checkpoint import load_checkpoint
-from engine.config import ExperimentConfig, ModelConfig, TokenizerConfig
+from engine.blob import llama2c as interop
+from engine.blob.vocab import (
+    VocabError,
+    byte_vocab,
+    from_sentencepiece,
+    read_tokenizer_bin,
+    tokenizer_bin_bytes,
+)
+from engine.config.schema import ExperimentConfig, ModelConfig, TokenizerConfig
 from engine.errors import UserError
-from engine.store import Store
-from engine.vocab import VocabError, byte_vocab, from_sentencepiece, read_tokenizer_bin, tokenizer_bin_bytes
+from engine.store.checkpoint import load_checkpoint
+from engine.store.experiments import Store
 
 F = np.float32
 from tests.conftest import LLAMA2C as DATA  # noqa: E402
+
 STORIES, TOK_MODEL, TOK_BIN = DATA / "stories260K.bin", DATA / "tok512.model", DATA / "tok512.bin"
 pytestmark = pytest.mark.skipif(not STORIES.exists(), reason="tests/data/llama2c not present")
 

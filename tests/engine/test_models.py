@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from engine.blob_layout import tensor_specs
-from engine.budget import param_count
-from engine.config import ExperimentConfig
+from engine.config.budget import param_count
+from engine.config.layout import tensor_specs
+from engine.config.presets import PRESETS, preset_config
+from engine.config.schema import ExperimentConfig
 from engine.models import GRULM, Transformer, build_model
 from engine.models.lora import apply_lora, is_lora, lora_state_dict, merge_lora
 from engine.models.transformer import block_causal_attention, rope_table
-from engine.presets import PRESETS, preset_config
 
 
 @pytest.fixture(autouse=True)

@@ -7,10 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from engine import quant
-from engine.config import ExperimentConfig, ModelConfig, TokenizerConfig
-from engine.quant import (PackingError, dequantize_int8, pack_ternary, quantize_activation,
-                          quantize_int8, quantize_ternary, round_half_away, snr_db, unpack_ternary)
+from engine.blob import quantize as quant
+from engine.blob.quantize import (
+    PackingError,
+    dequantize_int8,
+    pack_ternary,
+    quantize_activation,
+    quantize_int8,
+    quantize_ternary,
+    round_half_away,
+    snr_db,
+    unpack_ternary,
+)
+from engine.config.schema import ExperimentConfig, ModelConfig, TokenizerConfig
 
 F32 = np.float32
 
@@ -100,7 +109,7 @@ def test_report_covers_every_tensor():
     cfg = ExperimentConfig(model=ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1,
                                              hidden_dim=44, seq_len=8),
                            tokenizer=TokenizerConfig(kind="byte", vocab_size=256))
-    from engine.blob_layout import tensor_specs
+    from engine.config.layout import tensor_specs
 
     rng = np.random.default_rng(3)
     state = {s.name: rng.normal(size=(s.rows, s.cols)).astype(F32)

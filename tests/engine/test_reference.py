@@ -9,14 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import blob_layout as bl
-from engine import reference as R
-from engine.blob import build_blob, read_blob
-from engine.config import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig
+from engine.blob import reference as R
+from engine.blob.format import build_blob, read_blob
+from engine.blob.vocab import byte_vocab
+from engine.config import layout as bl
+from engine.config.schema import (
+    ExperimentConfig,
+    ModelConfig,
+    QuantConfig,
+    TokenizerConfig,
+)
 from engine.errors import UserError
-from engine.f32math import seq_sum, tl_expf
-from engine.sample import Sampler, SamplingParams, XorShift64Star
-from engine.vocab import byte_vocab
+from engine.infer.f32math import seq_sum, tl_expf
+from engine.infer.sample import Sampler, SamplingParams, XorShift64Star
 from tests.conftest import CORPUS, LLAMA2C
 
 F = np.float32
@@ -263,8 +268,8 @@ def test_sampler_rules():
 
 @pytest.fixture(scope="module")
 def stories():
-    from engine.interop import config_from_llama2c, read_llama2c
-    from engine.vocab import from_sentencepiece
+    from engine.blob.llama2c import config_from_llama2c, read_llama2c
+    from engine.blob.vocab import from_sentencepiece
 
     fields, state = read_llama2c(LLAMA2C / "stories260K.bin")
     vocab = from_sentencepiece(LLAMA2C / "tok512.model")
@@ -349,7 +354,7 @@ def test_encode_matches_a_tinylm_style_bpe_tokenizer(tmp_path):
 
     import sentencepiece as spm
 
-    from engine.vocab import from_sentencepiece
+    from engine.blob.vocab import from_sentencepiece
 
     text = CORPUS.read_text(encoding="utf-8")[:300_000]
     proto = io.BytesIO()

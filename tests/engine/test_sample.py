@@ -1,4 +1,4 @@
-"""engine.f32math and engine.sample: the firmware's float32 primitives and sampler, and generate()."""
+"""engine.infer.f32math and engine.infer.sample: the firmware's float32 primitives and sampler, and generate()."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import ExperimentConfig
-from engine.f32math import round_half_away, seq_sum, softmax_f32, tl_expf
+from engine.config.schema import ExperimentConfig
+from engine.infer.f32math import round_half_away, seq_sum, softmax_f32, tl_expf
+from engine.infer.sample import Sampler, SamplingParams, XorShift64Star, generate
 from engine.models import build_model
-from engine.sample import Sampler, SamplingParams, XorShift64Star, generate
 
 F32 = np.float32
 
@@ -251,7 +251,7 @@ def test_gru_generate_has_no_context_limit_except_the_penalty_buffer() -> None:
 
 
 def test_sample_module_does_not_import_torch() -> None:
-    code = "import sys, engine.sample, engine.f32math; print('torch' in sys.modules)"
+    code = "import sys, engine.infer.sample, engine.infer.f32math; print('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=root)

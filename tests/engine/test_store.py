@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from engine.config import ExperimentConfig
+from engine.config.schema import ExperimentConfig
 from engine.errors import LockHeld, UserError
-from engine.lock import RunLock, read_lock
-from engine.store import Store
+from engine.store.experiments import Store
+from engine.store.lock import RunLock, read_lock
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def test_running_status_of_dead_process_is_reconciled(store):
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
-    from engine.atomic import atomic_write_with, atomic_write_text
+    from engine.atomic import atomic_write_text, atomic_write_with
 
     target = tmp_path / "f.txt"
     atomic_write_text(target, "old")

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.checkpoint import load_checkpoint
-from engine.config import apply_overrides
+from engine.config.presets import preset_config
+from engine.config.schema import apply_overrides
 from engine.errors import UserError
-from engine.metrics import read_metrics
-from engine.presets import preset_config
-from engine.store import Store
-from engine.train import lr_at
+from engine.store.checkpoint import load_checkpoint
+from engine.store.experiments import Store
+from engine.store.metrics import read_metrics
+from engine.train.loop import lr_at
 from tests.conftest import REPO
 
 TINY = ["model.dim=32", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",

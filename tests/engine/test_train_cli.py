@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from engine.checkpoint import load_checkpoint
-from engine.metrics import read_metrics
+from engine.store.checkpoint import load_checkpoint
+from engine.store.metrics import read_metrics
 from tests.conftest import REPO
 from tests.engine.test_train import make_exp, wait_for
 
@@ -113,8 +113,8 @@ def test_init_from_and_lora_fine_tune(cli, workspace):
     assert m["parent"] == "base" and m["status"] == "done"
     ckpt = load_checkpoint(workspace / "experiments" / "ft" / "ckpt.pt")
     assert ckpt["lora_rank"] == 4 and any("lora" in k for k in ckpt["model"])
-    from engine.inference import load_model
-    from engine.store import Store
+    from engine.infer.load import load_model
+    from engine.store.experiments import Store
 
     model, _, _ = load_model(Store(workspace / "experiments").load("ft"), "last")
     names = set(model.state_dict())

@@ -1,4 +1,4 @@
-"""Fixtures for the firmware tests: the host build and blobs written by engine/blob.py."""
+"""Fixtures for the firmware tests: the host build and blobs written by engine/blob/format.py."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from engine.blob import write_blob
-from engine.vocab import byte_vocab
 from protocol_util import BOARD, FIRMWARE
+
+from engine.blob.format import write_blob
+from engine.blob.vocab import byte_vocab
 from tests.conftest import LLAMA2C, random_state, tiny_cfg
 
 
@@ -42,8 +42,8 @@ def make_blob(blob_dir):
 @pytest.fixture(scope="session")
 def stories_blob(blob_dir):
     """stories260K imported from llama2.c (+ tok512.model) as a blob per quant method."""
-    from engine.interop import config_from_llama2c, read_llama2c
-    from engine.vocab import load_vocab
+    from engine.blob.llama2c import config_from_llama2c, read_llama2c
+    from engine.blob.vocab import load_vocab
 
     f, state = read_llama2c(LLAMA2C / "stories260K.bin")
     vocab = load_vocab(LLAMA2C / "tok512.model")

@@ -10,11 +10,10 @@ import subprocess
 import sys
 
 import pytest
+from protocol_util import needs_rv32
 
 from engine.device.link import DeviceLink, GenerationSummary, TokenEvent
-from protocol_util import needs_rv32
-from tests.conftest import REPO, LLAMA2C, run_cli
-
+from tests.conftest import LLAMA2C, REPO, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ answers INFO and generates the reference's greedy ids with instruction counts on
 from __future__ import annotations
 
 import pytest
+from protocol_util import needs_rv32
 
+from engine.blob.reference import Reference
 from engine.device.emulated import CPI_C3, EmulatedBoard, projected_esp32c3
 from engine.device.link import DeviceLink, GenerationSummary, TokenEvent
-from engine.reference import Reference
-from engine.sample import SamplingParams
-from protocol_util import needs_rv32
+from engine.infer.sample import SamplingParams
 
 
 def test_projection_arithmetic():

@@ -11,14 +11,14 @@ import sys
 import time
 
 import pytest
+from protocol_util import FIRMWARE, PtyBoard, StdioBoard, needs_rv32
 
-from engine import budget
-from engine.blob import read_blob
+from engine.blob.format import read_blob
+from engine.blob.reference import Reference
+from engine.config import budget
 from engine.device.emulated import EmulatedBoard
 from engine.device.link import DeviceLink, GenerationSummary, TokenEvent
 from engine.device.protocol import chunk_crc, encode_line
-from engine.reference import Reference
-from protocol_util import FIRMWARE, PtyBoard, StdioBoard, needs_rv32
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The virtual board (firmware/core in C) produces exactly the token ids of engine/reference.py, the
+"""The virtual board (firmware/core in C) produces exactly the token ids of engine/blob/reference.py, the
 numpy oracle of BLOB.md: greedy and sampled, for f32 / int8 / ternary blobs of a random transformer,
 a random GRU and stories260K (imported from llama2.c), 20 prompts x 64 tokens each; and the same for
 int8 / ternary blobs in integer mode (BLOB.md flags bit 1), with both kernel builds."""
@@ -9,10 +9,10 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from engine.reference import Reference
-from engine.sample import SamplingParams
 from protocol_util import BOARD, FIRMWARE, PORTABLE_BOARD, StdioBoard
+
+from engine.blob.reference import Reference
+from engine.infer.sample import SamplingParams
 from tests.conftest import random_state, tiny_cfg
 
 pytestmark = pytest.mark.slow
@@ -90,8 +90,8 @@ def test_portable_kernels_parity(portable_board, make_blob, stories_blob, method
 def test_odd_shapes_parity(board, portable_board, blob_dir, method):
     """Shapes off the fast paths: head_dim 6 (not a multiple of 4), 42 hidden rows (not a multiple
     of the 4-row kernels), dim 24 < group 32 (only a short group), for both kernel sets."""
-    from engine.blob import write_blob
-    from engine.vocab import byte_vocab
+    from engine.blob.format import write_blob
+    from engine.blob.vocab import byte_vocab
 
     cfg = tiny_cfg("transformer", seq_len=40, tie=False)
     cfg.model.dim, cfg.model.hidden_dim = 24, 42
@@ -154,8 +154,8 @@ def test_int_mode_portable_kernels_parity(portable_board, make_blob, stories_blo
 @pytest.mark.parametrize("method", ["int8", "ternary"])
 def test_int_mode_odd_shapes_parity(board, portable_board, blob_dir, method):
     """Integer mode off the fast paths: head_dim 6, 42 hidden rows, dim 24 < group 32."""
-    from engine.blob import write_blob
-    from engine.vocab import byte_vocab
+    from engine.blob.format import write_blob
+    from engine.blob.vocab import byte_vocab
 
     cfg = tiny_cfg("transformer", seq_len=40, tie=False)
     cfg.model.dim, cfg.model.hidden_dim = 24, 42
@@ -170,8 +170,8 @@ def test_int_mode_wide_shapes_parity(board, portable_board, blob_dir, group):
     """Integer mode on matrices of several column blocks and row chunks (the portable ternary
     kernel's T2 tables cover 64 columns and 64 rows at a time): dim 144, hidden 150 (not a multiple
     of 4, so a row ends inside a packed byte), both group sizes."""
-    from engine.blob import write_blob
-    from engine.vocab import byte_vocab
+    from engine.blob.format import write_blob
+    from engine.blob.vocab import byte_vocab
 
     cfg = tiny_cfg("transformer", seq_len=24, tie=False)
     cfg.model.dim, cfg.model.hidden_dim, cfg.model.n_heads, cfg.model.n_kv_heads = 144, 150, 8, 4
@@ -189,8 +189,8 @@ def test_sanitized_portable_board_parity(blob_dir, stories_blob):
     r = subprocess.run(["make", "-C", str(FIRMWARE), "host-asan"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     binary = FIRMWARE / "build" / "host-asan" / "tinylm-board"
-    from engine.blob import write_blob
-    from engine.vocab import byte_vocab
+    from engine.blob.format import write_blob
+    from engine.blob.vocab import byte_vocab
 
     cfg = tiny_cfg("transformer", seq_len=24, tie=False)
     cfg.model.dim, cfg.model.hidden_dim, cfg.model.n_heads, cfg.model.n_kv_heads = 144, 150, 8, 4
@@ -203,7 +203,7 @@ def test_sanitized_portable_board_parity(blob_dir, stories_blob):
 
 def test_int_mode_flag_leaves_float_blobs_alone(stories_blob):
     """Without the flag a blob is still format 1.0, byte for byte what it was: the flag only adds."""
-    from engine.blob import read_blob
+    from engine.blob.format import read_blob
 
     for method in ("f32", "int8", "ternary"):
         h = read_blob(stories_blob(method)).header

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from engine.config import ExperimentConfig
-from engine.store import Store
+from engine.config.schema import ExperimentConfig
+from engine.store.experiments import Store
 from tui.app import make_app
 
 

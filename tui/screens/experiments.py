@@ -8,8 +8,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from engine.budget import fmt_bytes
-from engine.store import Store, Summary
+from engine.config.budget import fmt_bytes
+from engine.store.experiments import Store, Summary
 
 COLUMNS = ("name", "status", "params", "best val", "blob", "tags")
 

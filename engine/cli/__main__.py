@@ -1,0 +1,5 @@
+"""`python -m engine.cli` = `tinylm`."""
+
+from .main import run
+
+run()

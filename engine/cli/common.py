@@ -1,0 +1,37 @@
+"""What every `tinylm` subcommand module shares: the command registry, output helpers and the table
+layout. Subcommand modules import this; only engine/cli/main.py imports them, so there is no cycle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+from engine.config.workspace import Workspace
+from engine.store.experiments import Store
+
+Handler = Callable[[argparse.Namespace, Workspace, Store], int]
+COMMANDS: dict[str, Handler] = {}
+# each subcommand module appends the function that adds its parsers
+PARSERS: list[Callable[[Any], None]] = []
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def warn(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])

@@ -1,0 +1,254 @@
+"""`tinylm` subcommands for the experiment folders themselves: new, list, show, diff, set, budget,
+clone, rename, tag, note, archive, presets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from engine.config import budget as budget_mod
+from engine.config import schema as config_mod
+from engine.config.presets import PRESETS, describe, preset_config
+from engine.config.workspace import Workspace
+from engine.store.experiments import Store
+from engine.store.format import fmt_loss, fmt_params, fmt_time
+from engine.store.metrics import METRICS_NAME, read_metrics, summarize
+
+from .common import PARSERS, command, out, table, warn
+
+
+@command("new")
+def cmd_new(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    preset = args.preset or ws.default_preset
+    cfg = preset_config(preset)
+    if args.preset is None:  # no explicit target: the workspace's board
+        cfg = config_mod.apply_overrides(cfg, [f"device.board={ws.default_board}"])
+    if args.set:
+        cfg = config_mod.apply_overrides(cfg, args.set)
+    exp = store.create(args.name, cfg)
+    b = budget_mod.compute(cfg)
+    out(f"created {exp.folder} from preset {preset} "
+        f"({fmt_params(b.params)} params, {cfg.model.arch})")
+    out(f"budget: {b.verdict()}")
+    return 0
+
+
+@command("list")
+def cmd_list(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    rows = store.list(include_archived=args.archived)
+    if args.json:
+        out(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    if not rows:
+        out(f"no experiments in {store.root}; create one with `tinylm new NAME`")
+        return 0
+    body = []
+    for r in rows:
+        status = "DAMAGED" if r.damaged and r.status == "damaged" else r.status
+        name = r.name + (" (archived)" if r.archived else "")
+        body.append([name, status, fmt_params(r.params), fmt_loss(r.best_val_loss),
+                     budget_mod.fmt_bytes(r.blob_bytes) if r.blob_bytes else "-",
+                     fmt_time(r.updated)])
+    out(table(["name", "status", "params", "best val", "blob", "updated"], body))
+    for r in rows:
+        if r.damaged:
+            warn(f"{r.name}: damaged: {r.problem}")
+    return 0
+
+
+@command("show")
+def cmd_show(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.load(args.name)
+    meta = exp.meta
+    cfg = exp.config
+    summary = summarize(read_metrics(exp.path(METRICS_NAME)))
+    if args.json:
+        out(json.dumps({"meta": meta, "config": cfg.to_dict(), "metrics": summary}, indent=2))
+        return 0
+    out(f"{exp.name}  [{exp.live_status()}]  {exp.folder}")
+    for key in ("parent", "tags", "notes", "error"):
+        if meta.get(key):
+            out(f"  {key}: {meta[key]}")
+    out(f"  created {fmt_time(meta.get('created'))}, updated {fmt_time(meta.get('updated'))}")
+    if summary:
+        out("  metrics: " + ", ".join(f"{k} {v}" for k, v in summary.items() if v is not None))
+    b = budget_mod.compute(cfg)
+    out(f"  params {b.params:,}; budget: {b.verdict()}")
+    out("")
+    out(config_mod.dumps(cfg).rstrip())
+    return 0
+
+
+@command("diff")
+def cmd_diff(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exps = [store.load(n) for n in args.names]
+    flats = [e.config.flat() for e in exps]
+    keys = list(flats[0])
+    rows = []
+    for k in keys:
+        values = [f.get(k) for f in flats]
+        if args.all or any(v != values[0] for v in values):
+            rows.append([k] + [repr(v) if isinstance(v, str) else str(v) for v in values])
+    names = [e.name for e in exps]
+    out(table(["config"] + names, rows) if rows else "configs are identical")
+    summaries = [summarize(read_metrics(e.path(METRICS_NAME))) for e in exps]
+    metric_keys = ["steps", "tokens_seen", "train_loss", "val_loss", "best_val_loss", "tok_per_s",
+                   "elapsed_s"]
+    mrows = [[k] + [_fmt_metric(s.get(k)) for s in summaries] for k in metric_keys]
+    mrows.append(["status"] + [e.live_status() for e in exps])
+    out("")
+    out(table(["metrics"] + names, mrows))
+    return 0
+
+
+def _fmt_metric(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+@command("set")
+def cmd_set(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.load(args.name)
+    store.refuse_if_running(exp, "change the config of")
+    cfg = config_mod.apply_overrides(exp.config, args.pairs)
+    exp.save_config(cfg)
+    out(f"{exp.name}: {', '.join(args.pairs)}")
+    out(f"budget: {budget_mod.compute(cfg).verdict()}")
+    return 0
+
+
+@command("budget")
+def cmd_budget(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.load(args.name)
+    cfg = exp.config
+    b = budget_mod.compute(cfg, args.board or cfg.device.board)
+    if args.json:
+        out(json.dumps({"board": b.board.name, "params": b.params, "blob_bytes": b.blob_bytes,
+                        "ram": b.ram, "fits": b.fits, "verdict": b.verdict(), "advice": b.advice},
+                       indent=2))
+        return 0 if b.fits else 1
+    out(f"{exp.name} on {b.board.name} ({b.board.note})")
+    out(f"  parameters      {b.params:,}")
+    for q, n in b.blob_bytes.items():
+        mark = "  <- quant.method" if q == b.method else ""
+        est = " (vocab estimated: no tokenizer yet)" if b.piece_bytes_estimated else ""
+        out(f"  blob {q:<8}   {budget_mod.fmt_bytes(n)}{mark}{est if mark else ''}")
+    out(f"  runtime RAM     {budget_mod.fmt_bytes(b.ram_total)} "
+        f"(context {b.context_len} tokens)")
+    for part, n in b.ram.items():
+        if part != "total" and n:
+            out(f"    {part:<14}{budget_mod.fmt_bytes(n)}")
+    out(f"  verdict: {b.verdict()}")
+    for line in b.advice:
+        out(f"    try {line}")
+    return 0 if b.fits else 1
+
+
+@command("clone")
+def cmd_clone(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.clone(args.src, args.dst, with_checkpoints=args.with_checkpoints)
+    if args.set:
+        exp.save_config(config_mod.apply_overrides(exp.config, args.set))
+    out(f"cloned {args.src} → {exp.name} ({exp.folder})")
+    return 0
+
+
+@command("rename")
+def cmd_rename(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.rename(args.old, args.new)
+    out(f"renamed {args.old} → {exp.name}")
+    return 0
+
+
+@command("tag")
+def cmd_tag(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.tag(args.name, add=args.tags, remove=args.remove)
+    out(f"{exp.name}: tags {', '.join(exp.meta['tags']) or '(none)'}")
+    return 0
+
+
+@command("note")
+def cmd_note(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.note(args.name, args.text, append=args.append)
+    out(f"{exp.name}: notes saved ({len(exp.meta['notes'])} chars)")
+    return 0
+
+
+@command("archive")
+def cmd_archive(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.archive(args.name, archived=not args.unarchive)
+    out(f"{exp.name}: {'archived' if exp.meta['archived'] else 'unarchived'}")
+    return 0
+
+
+@command("presets")
+def cmd_presets(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    rows = []
+    for name in PRESETS:
+        cfg = preset_config(name)
+        b = budget_mod.compute(cfg)
+        rows.append([name, fmt_params(b.params), cfg.device.board, b.verdict().split(":")[0],
+                     describe(name)])
+    out(table(["preset", "params", "board", "fit", "about"], rows))
+    return 0
+
+
+def _register(sub: Any) -> None:
+
+    s = sub.add_parser("new", help="create an experiment from a preset")
+    s.add_argument("name")
+    s.add_argument("--preset", choices=list(PRESETS))
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+
+    s = sub.add_parser("list", help="table of experiments")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--archived", action="store_true", help="include archived experiments")
+
+    s = sub.add_parser("show", help="one experiment: status, metrics, budget, config")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("diff", help="compare configs and metrics of experiments")
+    s.add_argument("names", nargs="+", metavar="NAME")
+    s.add_argument("--all", action="store_true", help="show every config key, not only differences")
+
+    s = sub.add_parser("set", help="change config keys of an experiment (validated)")
+    s.add_argument("name")
+    s.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
+
+    s = sub.add_parser("budget", help="will it fit: params, blob sizes, RAM on a board")
+    s.add_argument("name")
+    s.add_argument("--board", choices=list(budget_mod.BOARDS))
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("clone", help="copy an experiment's recipe into a new one")
+    s.add_argument("src")
+    s.add_argument("dst")
+    s.add_argument("--with-checkpoints", action="store_true", help="also copy ckpt.pt / best.pt")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    s = sub.add_parser("rename", help="rename an experiment")
+    s.add_argument("old")
+    s.add_argument("new")
+
+    s = sub.add_parser("tag", help="add or remove tags")
+    s.add_argument("name")
+    s.add_argument("tags", nargs="*")
+    s.add_argument("--remove", action="append", default=[], metavar="TAG")
+
+    s = sub.add_parser("note", help="set (or --append to) an experiment's notes")
+    s.add_argument("name")
+    s.add_argument("text")
+    s.add_argument("--append", action="store_true")
+
+    s = sub.add_parser("archive", help="hide an experiment from the list (nothing is deleted)")
+    s.add_argument("name")
+    s.add_argument("--unarchive", action="store_true")
+
+    sub.add_parser("presets", help="list the presets")
+
+
+PARSERS.append(_register)

@@ -1,0 +1,325 @@
+"""The experiment store: one folder per experiment under the workspace's experiments dir.
+
+The folder is the truth. Listing reads only `meta.json` and `config.toml` of each folder (no torch,
+no metrics scan), so a thousand experiments list in milliseconds, and a damaged folder is reported as
+damaged instead of breaking the list.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from engine.atomic import atomic_write_json
+from engine.config import schema as config_mod
+from engine.config.schema import ExperimentConfig
+from engine.errors import ConfigError, ExperimentNotFound, LockHeld, UserError
+
+from .lock import LOCK_NAME, RunLock, read_lock
+
+META_SCHEMA = 1
+STATUSES = ("new", "queued", "running", "stopped", "failed", "done")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CHECKPOINT_FILES = ("ckpt.pt", "best.pt")
+# files that describe an experiment (copied by clone); the rest are outputs of a run
+RECIPE_FILES = ("config.toml", "tokenizer.model", "tokenizer.vocab")
+
+
+def check_name(name: str) -> str:
+    """Experiment names are folder names: no separators, no dot-dot, nothing hidden."""
+    if not NAME_RE.match(name) or ".." in name:
+        raise UserError(
+            f"invalid experiment name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit, with no '/' and no '..' (e.g. 'stories-260k-v2')"
+        )
+    return name
+
+
+def config_summary(path: Path, cfg: ExperimentConfig) -> dict[str, Any]:
+    """What the list needs from config.toml, cached in meta.json with the file's stamp: listing then
+    reads one small JSON per experiment instead of parsing TOML (a hand-edited config has another
+    stamp, so it is parsed again)."""
+    from engine.config.budget import param_count
+
+    st = path.stat()
+    return {"stamp": [st.st_mtime_ns, st.st_size], "params": param_count(cfg),
+            "quant": cfg.quant.method}
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+def new_meta(name: str, parent: str | None = None) -> dict[str, Any]:
+    t = now()
+    return {
+        "schema": META_SCHEMA, "name": name, "status": "new", "created": t, "updated": t,
+        "parent": parent, "tags": [], "notes": "", "archived": False, "pid": None, "host": None,
+        "error": None, "step": 0, "best_val_loss": None, "blobs": {},
+    }
+
+
+@dataclass
+class Experiment:
+    """A handle on one experiment folder. Reads are lazy; writes go through `update_meta`."""
+
+    folder: Path
+    meta: dict[str, Any]
+    _config: ExperimentConfig | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / "config.toml"
+
+    @property
+    def config(self) -> ExperimentConfig:
+        if self._config is None:
+            self._config = config_mod.load(self.config_path)
+        return self._config
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def save_config(self, cfg: ExperimentConfig) -> None:
+        config_mod.save(cfg, self.config_path)
+        self._config = cfg
+        self.update_meta(config_summary=config_summary(self.config_path, cfg))
+
+    def update_meta(self, **changes: Any) -> dict[str, Any]:
+        """Re-read meta.json, apply changes, write atomically: safe against a concurrent writer that
+        touched other keys (the train subprocess and the CLI both write meta)."""
+        meta_path = self.folder / "meta.json"
+        try:
+            current = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            current = dict(self.meta)
+        current.update(changes)
+        current["updated"] = now()
+        atomic_write_json(meta_path, current)
+        self.meta = current
+        return current
+
+    def lock(self, on_message: Callable[[str], None] | None = None, pid: int | None = None) -> RunLock:
+        return RunLock(self.folder, self.name, on_message, pid)
+
+    def live_status(self) -> str:
+        """Status as claimed by meta, corrected when the claimed runner is gone."""
+        status = self.meta.get("status", "new")
+        if status == "running":
+            info = read_lock(self.folder)
+            if info is None or not info.is_alive():
+                return "stopped"
+        return status
+
+    def reconcile(self) -> None:
+        """If meta says running but the runner died (kill -9, power loss), say so on disk."""
+        if self.meta.get("status") == "running" and self.live_status() == "stopped":
+            pid = self.meta.get("pid")
+            self.update_meta(status="stopped", pid=None,
+                             error=f"the training process (pid {pid}) ended without updating its "
+                                   f"status (killed?); `tinylm resume {self.name}` continues from "
+                                   "the last checkpoint")
+            (self.folder / LOCK_NAME).unlink(missing_ok=True)
+
+
+@dataclass
+class Summary:
+    """One row of `tinylm list` / the Experiments screen."""
+
+    name: str
+    status: str
+    params: int | None = None
+    best_val_loss: float | None = None
+    blob_bytes: int | None = None
+    updated: float | None = None
+    tags: list[str] = field(default_factory=list)
+    archived: bool = False
+    parent: str | None = None
+    problem: str | None = None  # set when the folder is damaged
+
+    @property
+    def damaged(self) -> bool:
+        return self.problem is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("name", "status", "params", "best_val_loss", "blob_bytes",
+                                               "updated", "tags", "archived", "parent", "problem")}
+
+
+class Store:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def folder(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self.folder(name) / "meta.json").exists()
+
+    def names(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return iter(())
+        return iter(sorted(p.name for p in self.root.iterdir()
+                           if p.is_dir() and not p.name.startswith(".")))
+
+    # ---- create / load -----------------------------------------------------------------------------
+
+    def create(self, name: str, cfg: ExperimentConfig, parent: str | None = None) -> Experiment:
+        folder = self.folder(name)
+        if folder.exists():
+            raise UserError(f"experiment '{name}' already exists ({folder}); pick another name, or "
+                            f"`tinylm clone {name} NEW` to start from it")
+        self.root.mkdir(parents=True, exist_ok=True)
+        # build in a hidden temp folder, then rename: a crash never leaves a half-made experiment
+        tmp = self.root / f".{name}.creating"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            config_mod.save(cfg, tmp / "config.toml")
+            meta = new_meta(name, parent)
+            meta["config_summary"] = config_summary(tmp / "config.toml", cfg)
+            atomic_write_json(tmp / "meta.json", meta)
+            tmp.rename(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.load(name)
+
+    def load(self, name: str) -> Experiment:
+        folder = self.folder(name)
+        meta_path = folder / "meta.json"
+        if not meta_path.exists():
+            if folder.is_dir():
+                raise UserError(f"'{name}' ({folder}) has no meta.json, so it is not a usable "
+                                "experiment; `tinylm list` shows it as damaged. Move it out of the "
+                                "experiments folder, or recreate it with `tinylm new`")
+            known = list(self.names())
+            import difflib
+            close = difflib.get_close_matches(name, known, n=1)
+            tip = f"; did you mean '{close[0]}'?" if close else "; `tinylm list` shows what exists"
+            raise ExperimentNotFound(f"no experiment named '{name}' in {self.root}{tip}")
+        try:
+            meta = json.loads(meta_path.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{meta_path} is damaged ({e}); restore it from a backup, or delete it "
+                            "and `tinylm new` again (config.toml and checkpoints stay)") from e
+        exp = Experiment(folder, meta)
+        exp.reconcile()
+        return exp
+
+    # ---- listing -----------------------------------------------------------------------------------
+
+    def summarize(self, name: str) -> Summary:
+        folder = self.root / name
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("meta.json is not a JSON object")
+        except FileNotFoundError:
+            return Summary(name, "damaged", problem="no meta.json")
+        except (ValueError, UnicodeDecodeError) as e:
+            return Summary(name, "damaged", problem=f"meta.json unreadable ({e})")
+        exp = Experiment(folder, meta)
+        s = Summary(name, exp.live_status(), best_val_loss=meta.get("best_val_loss"),
+                    updated=meta.get("updated"), tags=list(meta.get("tags") or []),
+                    archived=bool(meta.get("archived")), parent=meta.get("parent"))
+        blobs = meta.get("blobs") or {}
+        cached = meta.get("config_summary") or {}
+        try:
+            st = exp.config_path.stat()
+            if cached.get("stamp") != [st.st_mtime_ns, st.st_size]:
+                cached = config_summary(exp.config_path, exp.config)
+        except FileNotFoundError:
+            s.problem = "no config.toml"
+            return s
+        except ConfigError as e:
+            s.problem = f"config.toml invalid ({e.problems[0]})"
+            return s
+        s.params = cached.get("params")
+        blob = blobs.get(cached.get("quant"))
+        s.blob_bytes = blob.get("size") if isinstance(blob, dict) else None
+        return s
+
+    def list(self, include_archived: bool = False) -> list[Summary]:
+        rows = [self.summarize(n) for n in self.names()]
+        return [r for r in rows if include_archived or not r.archived]
+
+    # ---- changes -----------------------------------------------------------------------------------
+
+    def refuse_if_running(self, exp: Experiment, action: str) -> None:
+        info = read_lock(exp.folder)
+        if info is not None and info.is_alive():
+            raise LockHeld(f"cannot {action} '{exp.name}' while pid {info.pid} is running it; "
+                           f"`tinylm stop {exp.name}` first")
+
+    def clone(self, src: str, dst: str, with_checkpoints: bool = False) -> Experiment:
+        source = self.load(src)
+        check_name(dst)
+        if self.folder(dst).exists():
+            raise UserError(f"experiment '{dst}' already exists; pick another name")
+        exp = self.create(dst, source.config, parent=src)
+        files = list(RECIPE_FILES[1:]) + (list(CHECKPOINT_FILES) if with_checkpoints else [])
+        for fname in files:
+            if (source.folder / fname).exists():
+                shutil.copy2(source.folder / fname, exp.folder / fname)
+        extra = {"tags": list(source.meta.get("tags") or [])}
+        if with_checkpoints:
+            extra |= {"step": source.meta.get("step", 0),
+                      "best_val_loss": source.meta.get("best_val_loss"),
+                      "status": "stopped" if (exp.folder / "ckpt.pt").exists() else "new"}
+        exp.update_meta(**extra)
+        return exp
+
+    def rename(self, old: str, new: str) -> Experiment:
+        exp = self.load(old)
+        self.refuse_if_running(exp, "rename")
+        target = self.folder(new)
+        if target.exists():
+            raise UserError(f"experiment '{new}' already exists; pick another name")
+        exp.folder.rename(target)
+        renamed = self.load(new)
+        renamed.update_meta(name=new)
+        for other in self.names():  # keep lineage pointing at the new name
+            if other == new:
+                continue
+            try:
+                child = self.load(other)
+            except UserError:
+                continue
+            if child.meta.get("parent") == old:
+                child.update_meta(parent=new)
+        return renamed
+
+    def archive(self, name: str, archived: bool = True) -> Experiment:
+        """Hide from the default list; nothing is moved or deleted (`--unarchive` brings it back)."""
+        exp = self.load(name)
+        self.refuse_if_running(exp, "archive")
+        exp.update_meta(archived=archived)
+        return exp
+
+    def tag(self, name: str, add: list[str] = (), remove: list[str] = ()) -> Experiment:  # type: ignore[assignment]
+        exp = self.load(name)
+        for t in list(add) + list(remove):
+            if not t or any(c.isspace() for c in t) or "," in t:
+                raise UserError(f"invalid tag {t!r}: tags are single words without commas")
+        tags = [t for t in exp.meta.get("tags") or [] if t not in remove]
+        tags += [t for t in add if t not in tags]
+        exp.update_meta(tags=tags)
+        return exp
+
+    def note(self, name: str, text: str, append: bool = False) -> Experiment:
+        exp = self.load(name)
+        old = exp.meta.get("notes") or ""
+        exp.update_meta(notes=(old + "\n" + text).strip() if append and old else text)
+        return exp

@@ -1,0 +1,60 @@
+"""metrics.jsonl: one JSON object a line, appended and flushed by the train subprocess.
+
+A reader may run while the writer is mid-line (or after a kill -9 tore the last line): a line that
+does not parse is skipped, never an error, so the TUI and `tinylm diff` can read a live run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO, Any
+
+METRICS_NAME = "metrics.jsonl"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # torn or partial line
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def append_metric(fh: IO[str], record: dict[str, Any]) -> None:
+    """Write one line and flush it to the OS, so readers see whole lines as soon as they exist."""
+    fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The numbers people compare runs by."""
+    if not records:
+        return {}
+    train = [r for r in records if r.get("train_loss") is not None]
+    val = [r for r in records if r.get("val_loss") is not None]
+    speeds = sorted(r["tok_per_s"] for r in records if r.get("tok_per_s"))
+    last = records[-1]
+    best = min(val, key=lambda r: r["val_loss"]) if val else None
+    return {
+        "steps": last.get("step"),
+        "tokens_seen": last.get("tokens_seen"),
+        "train_loss": train[-1]["train_loss"] if train else None,
+        "val_loss": val[-1]["val_loss"] if val else None,
+        "best_val_loss": best["val_loss"] if best else None,
+        "best_step": best["step"] if best else None,
+        "tok_per_s": speeds[len(speeds) // 2] if speeds else None,
+        "elapsed_s": last.get("elapsed_s"),
+    }

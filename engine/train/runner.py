@@ -1,0 +1,218 @@
+"""Starting, stopping and queueing training subprocesses (used by the CLI and the TUI alike).
+
+A run is `python -m engine.train EXP_DIR` in its own session (so closing the terminal or the TUI does
+not kill it), with stdout/stderr appended to the experiment's train.log. The queue is a JSON file in
+the experiments folder, drained by one detached queue runner process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.atomic import atomic_write_json
+from engine.config.workspace import Workspace
+from engine.errors import Failure, LockHeld, UserError
+from engine.store.experiments import Experiment, Store
+from engine.store.lock import RunLock, pid_alive, read_lock
+
+QUEUE_FILE = ".queue.json"
+QUEUE_LOCK_DIR = ".queue"
+
+
+def train_command(exp: Experiment, ws: Workspace, resume: bool = False, init_from: str | None = None,
+                  lora: int = 0, nproc: int = 1) -> list[str]:
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "engine.train"]
+    else:
+        cmd = [sys.executable, "-m", "engine.train"]
+    cmd += [str(exp.folder), "--workspace", str(ws.root)]
+    if resume:
+        cmd.append("--resume")
+    if init_from:
+        cmd += ["--init-from", init_from]
+    if lora:
+        cmd += ["--lora", str(lora)]
+    return cmd
+
+
+def _env() -> dict[str, str]:
+    """The subprocess imports `engine` from this checkout even when it is not installed."""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
+                   init_from: str | None = None, lora: int = 0, nproc: int = 1) -> subprocess.Popen:
+    """Launch the train subprocess detached; refuses if the experiment is already running."""
+    info = read_lock(exp.folder)
+    if info is not None and info.is_alive():
+        raise LockHeld(f"'{exp.name}' is already running (pid {info.pid}); "
+                       f"`tinylm stop {exp.name}` first")
+    if not resume and exp.path("ckpt.pt").exists():
+        raise UserError(f"'{exp.name}' already has a checkpoint (step {exp.meta.get('step', '?')}); "
+                        f"`tinylm resume {exp.name}` continues it, or `tinylm clone {exp.name} NEW` "
+                        "starts a fresh run")
+    logf = open(exp.path("train.log"), "ab")
+    logf.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'train'} "
+               f"===\n".encode())
+    logf.flush()
+    proc = subprocess.Popen(train_command(exp, ws, resume, init_from, lora, nproc),
+                            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=_env(), start_new_session=True, cwd=ws.root)
+    logf.close()
+    return proc
+
+
+def wait_until_running(exp: Experiment, proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    """Until the run took its lock (or ended): so the caller can report a real status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = read_lock(exp.folder)
+        if info is not None and info.pid == proc.pid:
+            return "running"
+        if proc.poll() is not None:
+            return "exited"
+        time.sleep(0.05)
+    return "starting"
+
+
+def stop_training(exp: Experiment, timeout: float = 30.0,
+                  on_message: Callable[[str], None] | None = None) -> bool:
+    """SIGTERM the run (it checkpoints and exits); True if it ended within `timeout`."""
+    say = on_message or (lambda m: None)
+    info = read_lock(exp.folder)
+    if info is None or not info.is_alive():
+        if remove_from_queue(Store(exp.folder.parent), [exp.name]):
+            say(f"removed '{exp.name}' from the queue")
+            return True
+        raise UserError(f"'{exp.name}' is not running (status {exp.live_status()})")
+    if info.pid <= 0:
+        raise Failure(f"'{exp.name}' is starting up; try again in a second")
+    os.kill(info.pid, signal.SIGTERM)
+    say(f"sent SIGTERM to pid {info.pid}; it checkpoints and exits")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(info.pid, info.start_time):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# ---- queue -----------------------------------------------------------------------------------------
+
+def _queue_path(store: Store) -> Path:
+    return store.root / QUEUE_FILE
+
+
+def read_queue(store: Store) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(_queue_path(store).read_text())
+        return [e for e in data.get("entries", []) if isinstance(e, dict) and "name" in e]
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def _write_queue(store: Store, entries: list[dict[str, Any]], jobs: int | None = None) -> None:
+    old = _read_queue_meta(store)
+    atomic_write_json(_queue_path(store), {"entries": entries,
+                                           "jobs": jobs if jobs is not None else old.get("jobs", 1)})
+
+
+def _read_queue_meta(store: Store) -> dict[str, Any]:
+    try:
+        return json.loads(_queue_path(store).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _queue_lock(store: Store) -> RunLock:
+    folder = store.root / QUEUE_LOCK_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return RunLock(folder, "the queue")
+
+
+def add_to_queue(store: Store, ws: Workspace, names: list[str], jobs: int = 1,
+                 resume: bool = False) -> list[str]:
+    """Queue experiments (status `queued`) and make sure a queue runner is draining the queue."""
+    entries = read_queue(store)
+    queued = {e["name"] for e in entries}
+    added = []
+    for name in names:
+        exp = store.load(name)
+        if name in queued:
+            continue
+        if exp.live_status() == "running":
+            raise LockHeld(f"'{name}' is running already")
+        entries.append({"name": name, "resume": resume or exp.path("ckpt.pt").exists()})
+        exp.update_meta(status="queued", error=None)
+        added.append(name)
+    _write_queue(store, entries, jobs)
+    ensure_queue_runner(store, ws)
+    return added
+
+
+def remove_from_queue(store: Store, names: list[str]) -> list[str]:
+    entries = read_queue(store)
+    removed = [e["name"] for e in entries if e["name"] in names]
+    _write_queue(store, [e for e in entries if e["name"] not in names])
+    for name in removed:
+        exp = store.load(name)
+        if exp.meta.get("status") == "queued":
+            exp.update_meta(status="stopped" if exp.path("ckpt.pt").exists() else "new")
+    return removed
+
+
+def ensure_queue_runner(store: Store, ws: Workspace) -> None:
+    info = read_lock(store.root / QUEUE_LOCK_DIR)
+    if info is not None and info.is_alive():
+        return
+    subprocess.Popen([sys.executable, "-m", "engine.runner", str(store.root), str(ws.root)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                     env=_env(), start_new_session=True, cwd=ws.root)
+
+
+def drain_queue(store: Store, ws: Workspace, poll_s: float = 0.5) -> None:
+    """The queue runner: start queued runs in order, `jobs` at a time, until the queue is empty.
+    A run that fails keeps its log and status; the queue goes on."""
+    with _queue_lock(store):
+        running: dict[str, subprocess.Popen] = {}
+        while True:
+            for name, proc in list(running.items()):
+                if proc.poll() is not None:
+                    del running[name]
+            entries = read_queue(store)
+            jobs = max(1, int(_read_queue_meta(store).get("jobs", 1)))
+            while entries and len(running) < jobs:
+                entry = entries.pop(0)
+                _write_queue(store, entries)
+                try:
+                    exp = store.load(entry["name"])
+                    if exp.meta.get("status") != "queued":
+                        continue  # removed or started by hand meanwhile
+                    running[entry["name"]] = start_training(exp, ws, resume=entry.get("resume",
+                                                                                        False))
+                except (UserError, OSError) as e:
+                    try:
+                        store.load(entry["name"]).update_meta(status="failed", error=str(e))
+                    except UserError:
+                        pass
+            if not running and not read_queue(store):
+                return
+            time.sleep(poll_s)
+
+
+if __name__ == "__main__":
+    from engine.config.workspace import load_workspace
+
+    drain_queue(Store(Path(sys.argv[1])), load_workspace(sys.argv[2]))
