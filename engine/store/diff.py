@@ -120,12 +120,8 @@ class MetricRow:
         d = self.deltas[i]
         if d is None:
             return ""
-        if self.key in _LOSSES:
-            text = f"{d:+.4f}"
-        elif isinstance(d, float) and not float(d).is_integer():
-            text = f"{d:+.1f}"
-        else:
-            text = f"{d:+.0f}"
+        text = fmt_metric(self.key, d)
+        text = text if text.startswith("-") else "+" + text
         pct = self.pcts[i]
         return text if pct is None else f"{text} {pct:+.1f}%"
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from textual_plotext import PlotextPlot
 
 MAX_HZ = 4.0
+Color = str | tuple[int, int, int] | None  # a plotext colour name or RGB
 
 
 @dataclass
 class Series:
     steps: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
-    color: str | None = None
+    color: Color = None
     marker: str = "braille"
 
 
@@ -53,12 +54,12 @@ class LossPlot(PlotextPlot):
     # ---- data ----------------------------------------------------------------------------------------
 
     def set_series(self, name: str, steps: list[float], values: list[float],
-                   color: str | None = None) -> None:
+                   color: Color = None) -> None:
         self.series[name] = Series(list(steps), list(values), color)
         self.request_redraw()
 
     def add_points(self, name: str, steps: list[float], values: list[float],
-                   color: str | None = None) -> None:
+                   color: Color = None) -> None:
         s = self.series.setdefault(name, Series(color=color))
         s.steps.extend(steps)
         s.values.extend(values)
@@ -74,15 +75,21 @@ class LossPlot(PlotextPlot):
 
     # ---- drawing -------------------------------------------------------------------------------------
 
+    @property
+    def pending(self) -> bool:
+        """A redraw is scheduled and not done yet (tests wait on this instead of sleeping)."""
+        return self._pending
+
     def request_redraw(self) -> None:
-        """Draw now if the last draw is old enough, else once when it is (one timer at a time)."""
+        """Draw once the current burst of changes is in (several set_series in one handler build the
+        figure once, not once per call), and at most MAX_HZ times a second."""
         if self._pending:
             return
+        self._pending = True
         wait = self._last_draw + 1.0 / MAX_HZ - time.monotonic()
         if wait <= 0:
-            self._draw()
+            self.call_later(self._draw)
         else:
-            self._pending = True
             self.set_timer(wait, self._draw)
 
     def _draw(self) -> None:
