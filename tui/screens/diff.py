@@ -16,7 +16,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -86,10 +86,9 @@ class DiffScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="diff-status")
+        yield MetricsCompare(id="diff-metrics")
         with Horizontal(id="diff-body"):
-            with Vertical(id="diff-tables"):
-                yield MetricsCompare(id="diff-metrics")
-                yield ConfigDiff(id="diff-config")
+            yield ConfigDiff(id="diff-config")
             yield LossPlot("loss", id="diff-plot")
         yield Footer()
 

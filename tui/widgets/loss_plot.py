@@ -9,6 +9,7 @@ TensorBoard, applied at draw time so the raw points are never lost.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -34,6 +35,21 @@ def ema(values: list[float], weight: float) -> list[float]:
         norm = weight * norm + (1 - weight)
         out.append(avg / norm)
     return out
+
+
+def step_ticks(series_steps: list[list[float]], target: int = 5) -> list[int]:
+    """Round x ticks (1, 2, 2.5 or 5 times a power of ten apart): plotext's own split the range
+    evenly and read '157.5' for steps, which are whole numbers."""
+    lo = min(min(steps) for steps in series_steps)
+    hi = max(max(steps) for steps in series_steps)
+    if hi <= lo:
+        return []
+    raw = (hi - lo) / target
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    step = max(1, round(step))
+    first = math.ceil(lo / step) * step
+    return list(range(int(first), int(hi) + 1, step))
 
 
 class LossPlot(PlotextPlot):
@@ -112,4 +128,8 @@ class LossPlot(PlotextPlot):
             drawn = True
         if not drawn:
             plt.title(f"{self.title}  (no points yet)" if self.title else "no points yet")
+        else:
+            ticks = step_ticks([s.steps for s in self.series.values() if s.steps])
+            if ticks:
+                plt.xticks(ticks)
         self.refresh()
