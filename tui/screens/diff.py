@@ -76,8 +76,11 @@ class DiffScreen(Screen):
         self.zoom = False
         self.report: DiffReport | None = None
         self.sub_title = "diff: " + " vs ".join(self.names)
-        # owned by the loader worker (one at a time under _lock); the UI thread only sees snapshots
+        # owned by the loader worker (one at a time under _lock, held while it reads files); the UI
+        # thread only sees snapshots, and marks names dirty under _dirty_lock, which is never held
+        # across I/O, so a key press never waits on a read
         self._lock = threading.Lock()
+        self._dirty_lock = threading.Lock()
         self._dirty: set[str] = set(self.names)
         self._tails: dict[str, MetricsTail] = {}
         self._records: dict[str, list[dict]] = {}
@@ -106,13 +109,15 @@ class DiffScreen(Screen):
         """Re-read the experiments marked dirty; post the snapshots of all when done."""
         worker = get_current_worker()
         with self._lock:
-            dirty, self._dirty = self._dirty, set()
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
             try:
                 for name in [n for n in self.names if n in dirty]:
                     self._read_one(name)
                     dirty.discard(name)
             except UserError as e:
-                self._dirty |= dirty  # try those again on the next change or `r`
+                with self._dirty_lock:
+                    self._dirty |= dirty  # try those again on the next change or `r`
                 self.app.call_from_thread(self._show_error, str(e))
                 return
             sides = [self._sides[n] for n in self.names]
@@ -133,7 +138,7 @@ class DiffScreen(Screen):
         """Called by the app when an experiment folder changed on disk: re-read that one."""
         if name not in self.names or not (set(files) & WATCHED):
             return
-        with self._lock:
+        with self._dirty_lock:
             self._dirty.add(name)
         self.load()
 
@@ -239,6 +244,6 @@ class DiffScreen(Screen):
         self._render_report()
 
     def action_reload(self) -> None:
-        with self._lock:
+        with self._dirty_lock:
             self._dirty = set(self.names)
         self.load()
