@@ -11,6 +11,7 @@ from engine.config import budget as budget_mod
 from engine.config import schema as config_mod
 from engine.config.presets import PRESETS, describe, preset_config
 from engine.config.workspace import Workspace
+from engine.store.diff import diff_experiments
 from engine.store.experiments import Store
 from engine.store.format import fmt_loss, fmt_params, fmt_time
 from engine.store.metrics import METRICS_NAME, read_metrics, summarize
@@ -82,30 +83,22 @@ def cmd_show(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
 
 @command("diff")
 def cmd_diff(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
-    exps = [store.load(n) for n in args.names]
-    flats = [e.config.flat() for e in exps]
-    keys = list(flats[0])
-    rows = []
-    for k in keys:
-        values = [f.get(k) for f in flats]
-        if args.all or any(v != values[0] for v in values):
-            rows.append([k] + [repr(v) if isinstance(v, str) else str(v) for v in values])
-    names = [e.name for e in exps]
+    report = diff_experiments(store, args.names, baseline=args.baseline, all_keys=args.all)
+    names = report.names
+    rows = [[r.key] + r.cells() for r in report.config]
     out(table(["config"] + names, rows) if rows else "configs are identical")
-    summaries = [summarize(read_metrics(e.path(METRICS_NAME))) for e in exps]
-    metric_keys = ["steps", "tokens_seen", "train_loss", "val_loss", "best_val_loss", "tok_per_s",
-                   "elapsed_s"]
-    mrows = [[k] + [_fmt_metric(s.get(k)) for s in summaries] for k in metric_keys]
-    mrows.append(["status"] + [e.live_status() for e in exps])
+    heads = [f"{n} (baseline)" if i == report.baseline else n for i, n in enumerate(names)]
+    mrows = []
+    for m in report.metrics:
+        cells = []
+        for i in range(len(names)):
+            delta = m.delta_text(i)
+            cells.append(f"{m.value_text(i)} ({delta})" if delta else m.value_text(i))
+        mrows.append([m.key] + cells)
+    mrows.append(["status"] + report.statuses)
     out("")
-    out(table(["metrics"] + names, mrows))
+    out(table(["metrics"] + heads, mrows))
     return 0
-
-
-def _fmt_metric(v: Any) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 @command("set")
@@ -214,6 +207,8 @@ def _register(sub: Any) -> None:
     s = sub.add_parser("diff", help="compare configs and metrics of experiments")
     s.add_argument("names", nargs="+", metavar="NAME")
     s.add_argument("--all", action="store_true", help="show every config key, not only differences")
+    s.add_argument("--baseline", metavar="NAME",
+                   help="experiment the metric deltas are against (default: the first)")
 
     s = sub.add_parser("set", help="change config keys of an experiment (validated)")
     s.add_argument("name")

@@ -9,19 +9,21 @@ TensorBoard, applied at draw time so the raw points are never lost.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 from textual_plotext import PlotextPlot
 
 MAX_HZ = 4.0
+Color = str | tuple[int, int, int] | None  # a plotext colour name or RGB
 
 
 @dataclass
 class Series:
     steps: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
-    color: str | None = None
+    color: Color = None
     marker: str = "braille"
 
 
@@ -33,6 +35,21 @@ def ema(values: list[float], weight: float) -> list[float]:
         norm = weight * norm + (1 - weight)
         out.append(avg / norm)
     return out
+
+
+def step_ticks(series_steps: list[list[float]], target: int = 5) -> list[int]:
+    """Round x ticks (1, 2, 2.5 or 5 times a power of ten apart): plotext's own split the range
+    evenly and read '157.5' for steps, which are whole numbers."""
+    lo = min(min(steps) for steps in series_steps)
+    hi = max(max(steps) for steps in series_steps)
+    if hi <= lo:
+        return []
+    raw = (hi - lo) / target
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    step = max(1, round(step))
+    first = math.ceil(lo / step) * step
+    return list(range(int(first), int(hi) + 1, step))
 
 
 class LossPlot(PlotextPlot):
@@ -53,12 +70,12 @@ class LossPlot(PlotextPlot):
     # ---- data ----------------------------------------------------------------------------------------
 
     def set_series(self, name: str, steps: list[float], values: list[float],
-                   color: str | None = None) -> None:
+                   color: Color = None) -> None:
         self.series[name] = Series(list(steps), list(values), color)
         self.request_redraw()
 
     def add_points(self, name: str, steps: list[float], values: list[float],
-                   color: str | None = None) -> None:
+                   color: Color = None) -> None:
         s = self.series.setdefault(name, Series(color=color))
         s.steps.extend(steps)
         s.values.extend(values)
@@ -74,15 +91,21 @@ class LossPlot(PlotextPlot):
 
     # ---- drawing -------------------------------------------------------------------------------------
 
+    @property
+    def pending(self) -> bool:
+        """A redraw is scheduled and not done yet (tests wait on this instead of sleeping)."""
+        return self._pending
+
     def request_redraw(self) -> None:
-        """Draw now if the last draw is old enough, else once when it is (one timer at a time)."""
+        """Draw once the current burst of changes is in (several set_series in one handler build the
+        figure once, not once per call), and at most MAX_HZ times a second."""
         if self._pending:
             return
+        self._pending = True
         wait = self._last_draw + 1.0 / MAX_HZ - time.monotonic()
         if wait <= 0:
-            self._draw()
+            self.call_later(self._draw)
         else:
-            self._pending = True
             self.set_timer(wait, self._draw)
 
     def _draw(self) -> None:
@@ -105,4 +128,8 @@ class LossPlot(PlotextPlot):
             drawn = True
         if not drawn:
             plt.title(f"{self.title}  (no points yet)" if self.title else "no points yet")
+        else:
+            ticks = step_ticks([s.steps for s in self.series.values() if s.steps])
+            if ticks:
+                plt.xticks(ticks)
         self.refresh()
