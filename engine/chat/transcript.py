@@ -1,43 +1,53 @@
-"""Chat transcripts: `experiments/NAME/chats/<YYYY-MM-DD>.jsonl`, one JSON object a line per turn.
+"""Chat transcripts: `experiments/NAME/chats/<YYYY-MM-DD>.jsonl`, one JSON line per
+turn.
 
-The same rule as metrics.jsonl: a line is appended whole and fsynced, a reader skips a line that does
-not parse. A line torn by a crash mid-append is cut off before the next append, so it never glues
-itself to the front of a good line.
+The same rule as metrics.jsonl: a line is appended whole and fsynced, and a reader skips
+a line that does not parse. A line torn by a crash mid-append is cut off before the next
+append, so it never glues itself to the front of a good line. Appends hold an flock, so
+the app and a `tinylm chat` in another terminal can share a day's file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from engine.errors import UserError
 from engine.store.experiments import Experiment
 
 CHATS_DIR = "chats"
 
 
-def transcript_path(exp: Experiment, day: dt.date | str | None = None) -> Path:
-    """The file a turn of `day` (default: today, local time) goes to."""
+def _day_name(day: dt.date | str | None) -> str:
     if day is None:
-        day = dt.date.today()
-    name = day if isinstance(day, str) else day.isoformat()
-    return exp.path(CHATS_DIR) / f"{name}.jsonl"
+        return dt.date.today().isoformat()  # local time: the user's "today"
+    if isinstance(day, dt.date):
+        return day.isoformat()
+    try:
+        return dt.date.fromisoformat(day).isoformat()
+    except ValueError as e:
+        raise UserError(f"'{day}' is not a date: give it as YYYY-MM-DD") from e
 
 
-def _cut_torn_tail(fh: Any) -> None:
-    """`fh` open "r+b": drop whatever follows the last newline (half a line from a crash)."""
-    size = fh.seek(0, os.SEEK_END)
-    if size == 0:
+def transcript_path(exp: Experiment, day: dt.date | str | None = None) -> Path:
+    """The file of `day`'s turns (default: today)."""
+    return exp.path(CHATS_DIR) / f"{_day_name(day)}.jsonl"
+
+
+def _cut_torn_tail(fh: IO[bytes]) -> None:
+    """Drop whatever follows the last newline (half a line from a crash)."""
+    end = fh.seek(0, os.SEEK_END)
+    if end == 0:
         return
-    fh.seek(size - 1)
+    fh.seek(end - 1)
     if fh.read(1) == b"\n":
         return
-    step = 4096
-    end = size
     while end > 0:
-        start = max(0, end - step)
+        start = max(0, end - 4096)
         fh.seek(start)
         nl = fh.read(end - start).rfind(b"\n")
         if nl >= 0:
@@ -47,15 +57,17 @@ def _cut_torn_tail(fh: Any) -> None:
     fh.truncate(0)
 
 
-def append_turn(exp: Experiment, record: dict[str, Any], day: dt.date | str | None = None) -> Path:
-    """Append one turn; returns the file. Flushed and fsynced before returning."""
+def append_turn(exp: Experiment, record: dict[str, Any],
+                day: dt.date | str | None = None) -> Path:
+    """Append one turn to `day`'s file (default today); returns the file. On disk
+    (flushed and fsynced) when this returns."""
     path = transcript_path(exp, day)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
     with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         _cut_torn_tail(fh)
-        fh.seek(0, os.SEEK_END)
-        fh.write(line)
+        fh.write(line.encode("utf-8"))  # "a" mode: always at the end
         fh.flush()
         os.fsync(fh.fileno())
     return path
@@ -87,11 +99,13 @@ def transcript_days(exp: Experiment) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.jsonl"))
 
 
-def read_turns(exp: Experiment, date: dt.date | str | None = None) -> list[dict[str, Any]]:
-    """The turns of one day (`date`), or of every day oldest first (None), in the order written."""
+def read_turns(exp: Experiment, date: dt.date | str | None = None,
+               ) -> list[dict[str, Any]]:
+    """The turns of one day (`date`), or of every day oldest first (None), each day in
+    the order written."""
     if date is not None:
         return _read_lines(transcript_path(exp, date))
     turns: list[dict[str, Any]] = []
     for day in transcript_days(exp):
-        turns.extend(_read_lines(transcript_path(exp, day)))
+        turns.extend(_read_lines(exp.path(CHATS_DIR) / f"{day}.jsonl"))
     return turns

@@ -1,5 +1,6 @@
-"""`tinylm chat NAME --port P (--prompt TEXT | --interactive)`: the three-way chat — PyTorch, the
-firmware reference and the board answer the same prompt; the board must match the reference."""
+"""`tinylm chat NAME --port P (--prompt TEXT | --interactive)`: the three-way chat.
+PyTorch, the firmware reference and the board answer the same prompt; the board must
+match the reference token for token (engine/chat/threeway.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,24 @@ from engine.config.workspace import Workspace
 from engine.errors import Failure, UserError
 from engine.store.experiments import Store
 
-from .common import PARSERS, add_sampling_args, command, out, sampling_params, warn
+from .common import (
+    PARSERS,
+    add_sampling_args,
+    command,
+    out,
+    sampling_params,
+    warn,
+)
 
-LABELS = {"torch": "float checkpoint, PyTorch", "reference": "{quant} blob, numpy reference",
+LABELS = {"torch": "float checkpoint, PyTorch",
+          "reference": "{quant} blob, numpy reference",
           "device": "{quant} blob, board on {port}"}
 
 
 def _num(x: float | None, fmt: str, unit: str) -> str:
-    return "-" if x is None else f"{x:{fmt}}{unit}"
+    if x is None:
+        return "-" * (len(format(0.0, fmt)) + len(unit))
+    return f"{x:{fmt}}{unit}"
 
 
 def stream_header(name: str, s: Any, quant: str, port: str) -> str:
@@ -33,29 +44,33 @@ def stream_header(name: str, s: Any, quant: str, port: str) -> str:
 
 
 def print_turn(r: Any) -> None:
+    """The three blocks, then the verdicts: device vs reference, torch vs reference."""
     out(f"prompt: {r.prompt!r} ({len(r.prompt_ids)} tokens)")
     for name, s in r.streams.items():
         out(stream_header(name, s, r.quant, r.port))
         for line in (s.text or "").split("\n"):
             out("  " + line)
-    ref_n = len(r.streams["reference"].ids)
+    n = len(r.streams["reference"].ids)
+    stopped = " (stopped)" if r.stopped else ""
     if r.divergence is None:
-        tail = " (stopped)" if r.stopped else ""
-        out(f"device = reference for all {ref_n} tokens{tail}")
+        out(f"device = reference for all {n} tokens{stopped}")
+    elif r.greedy_mismatch:
+        out("BUG (greedy: device and reference must be identical): "
+            + r.divergence.describe())
     else:
-        flag = "BUG (greedy, must be identical): " if r.greedy_mismatch else "MISMATCH: "
-        out(flag + r.divergence.describe())
+        out("MISMATCH (the board's sampler is bit-exact with the reference): "
+            + r.divergence.describe())
     if r.float_divergence is None:
-        out(f"torch = reference for all {ref_n} tokens")
+        out(f"torch = reference for all {n} tokens{stopped}")
     else:
-        out(f"torch vs reference (float vs {r.quant}, expected to differ): "
+        out(f"torch vs reference (float vs {r.quant}, informational): "
             + r.float_divergence.describe())
     if r.transcript is not None:
         out(f"transcript: {r.transcript}")
 
 
 class _Ticker:
-    """Token counts on one stderr line while a turn streams (only on a terminal)."""
+    """Token counts on one stderr line while a turn streams (on a terminal only)."""
 
     def __init__(self) -> None:
         self.live = sys.stderr.isatty()
@@ -64,7 +79,8 @@ class _Ticker:
     def __call__(self, ev: Any) -> None:
         self.counts[ev.stream] = ev.index + 1
         if self.live:
-            sys.stderr.write("\r" + "  ".join(f"{k} {v}" for k, v in self.counts.items()))
+            counts = "  ".join(f"{k} {v}" for k, v in self.counts.items())
+            sys.stderr.write("\r" + counts)
             sys.stderr.flush()
 
     def done(self) -> None:
@@ -73,7 +89,8 @@ class _Ticker:
             sys.stderr.flush()
 
 
-def _turn(exp: Any, ws: Workspace, prompt: str, args: argparse.Namespace, **kw: Any) -> Any:
+def _turn(exp: Any, ws: Workspace, prompt: str, args: argparse.Namespace,
+          **kw: Any) -> Any:
     from engine.chat.threeway import chat_turn
 
     ticker = _Ticker()
@@ -87,14 +104,17 @@ def _turn(exp: Any, ws: Workspace, prompt: str, args: argparse.Namespace, **kw: 
 
 
 def _interactive(exp: Any, ws: Workspace, args: argparse.Namespace) -> int:
-    from engine.chat.threeway import check_board, expected_blob, open_board
+    """One board for the session (started once for `virtual` / `rv32`), checked once;
+    then a prompt per line until EOF or Ctrl-C."""
+    from engine.chat.checks import check_board, expected_blob
+    from engine.chat.threeway import open_board
     from engine.device.run import resolve_port
 
     quant = args.quant or exp.config.quant.method
     port = resolve_port(exp, ws, args.port)
     blob, sha = expected_blob(exp, quant)
     with open_board(exp, port, quant, blob) as link:
-        check_board(link.info(), exp, quant, sha, port)  # refuse once, before the first prompt
+        check_board(link.info(), exp, quant, sha, port)  # before the first prompt
         warn(f"chatting with '{exp.name}' ({quant}, {port}); Ctrl-D or Ctrl-C ends")
         while True:
             try:
@@ -104,10 +124,10 @@ def _interactive(exp: Any, ws: Workspace, args: argparse.Namespace) -> int:
                 return 0
             try:
                 _turn(exp, ws, prompt, args, port=port, link=link)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # the streams were stopped; the board is idle
                 out()
                 return 0
-            except UserError as e:  # this prompt (too long, say): the next one may do
+            except UserError as e:  # about this prompt (too long, say): ask again
                 warn(f"error: {e}")
 
 
@@ -122,20 +142,22 @@ def cmd_chat(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
         warn("interrupted")
         return 130
     if r.greedy_mismatch:
-        raise Failure("the board differs from the reference in greedy mode: a firmware bug "
-                      f"(recorded in {r.transcript})")
+        raise Failure("the board differs from the reference in greedy mode: a firmware "
+                      f"bug (recorded in {r.transcript})")
     return 0
 
 
 def _register(sub: Any) -> None:
-    s = sub.add_parser("chat", help="one prompt, three streams: PyTorch, the reference, the board")
+    s = sub.add_parser("chat", help="one prompt, three streams side by side: PyTorch, "
+                       "the firmware reference, the board")
     s.add_argument("name")
     mode = s.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prompt", help="one prompt, then exit")
     mode.add_argument("-i", "--interactive", action="store_true",
                       help="a prompt loop until Ctrl-D / Ctrl-C")
-    s.add_argument("--port", help="serial port, socket://host:port, 'virtual' (the host firmware "
-                   "on a pty) or 'rv32' (qemu); default: device.port, then the workspace's")
+    s.add_argument("--port", help="serial port, socket://host:port, 'virtual' (the "
+                   "host firmware on a pty) or 'rv32' (qemu); default: the config's "
+                   "device.port, then the workspace's")
     s.add_argument("--quant", choices=["f32", "int8", "ternary"],
                    help="which exported blob (default: the config's quant.method)")
     s.add_argument("--checkpoint", choices=["best", "last"], default="best",

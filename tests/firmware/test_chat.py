@@ -1,6 +1,7 @@
-"""The three-way chat against the real virtual board (real C, real protocol over a pty) with the
-shipped demo-260k experiment: the board must say exactly what the reference says, the turn is
-recorded, a board holding another model is refused before anything is generated."""
+"""The three-way chat against the real virtual board (real C, real protocol over a pty)
+with the shipped demo-260k experiment: the board must say exactly what the reference
+says, the turn is recorded, a board holding another model is refused before anything is
+generated."""
 
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def test_greedy_turn_fills_three_streams_device_equals_reference_and_is_recorded
     exp = load(ws)
     events: list[ChatEvent] = []
     before = len(read_turns(exp))
-    r = chat_turn(exp, load_workspace(ws), PROMPT, SamplingParams(temperature=0, max_tokens=32),
-                  quant="int8", port="virtual", on_event=events.append)
+    params = SamplingParams(temperature=0, max_tokens=32)
+    r = chat_turn(exp, load_workspace(ws), PROMPT, params, quant="int8", port="virtual",
+                  on_event=events.append)
 
     for name in ("torch", "reference", "device"):
         s = r.streams[name]
@@ -74,9 +76,9 @@ def test_greedy_turn_fills_three_streams_device_equals_reference_and_is_recorded
     assert t["params"]["temperature"] == 0 and t["params"]["max_tokens"] == 32
     assert t["divergence"] is None and t["greedy_mismatch"] is False
     for name in ("torch", "reference", "device"):
-        assert t["streams"][name]["ids"] == r.streams[name].ids
-        assert t["streams"][name]["text"] == r.streams[name].text
-        assert t["streams"][name]["ttft_ms"] > 0 and t["streams"][name]["ms_per_token"] > 0
+        rec = t["streams"][name]
+        assert rec["ids"] == r.streams[name].ids and rec["text"] == r.streams[name].text
+        assert rec["ttft_ms"] > 0 and rec["ms_per_token"] > 0
 
 
 def test_sampled_turns_on_a_long_lived_link_match_the_reference_bit_for_bit(ws):
@@ -84,38 +86,46 @@ def test_sampled_turns_on_a_long_lived_link_match_the_reference_bit_for_bit(ws):
     texts = []
     with VirtualBoard(blob=blob(ws, "int8")) as vb, DeviceLink(vb.port) as link:
         for seed in (7, 8):
-            params = SamplingParams(temperature=0.8, top_p=0.9, seed=seed, max_tokens=40)
-            r = chat_turn(exp, load_workspace(ws), PROMPT, params, quant="int8", link=link,
-                          record=False)
+            params = SamplingParams(temperature=0.8, top_p=0.9, seed=seed,
+                                    max_tokens=40)
+            r = chat_turn(exp, load_workspace(ws), PROMPT, params, quant="int8",
+                          link=link, record=False)
             assert r.streams["device"].ids == r.streams["reference"].ids
             assert len(r.streams["device"].ids) > 10 and r.divergence is None
             texts.append(r.streams["device"].text)
     assert texts[0] != texts[1]  # the seed reached the board's sampler
 
 
-@pytest.mark.parametrize("board_blob, says", [("f32", "runs the f32 blob of 'demo'"),
-                                              ("stories260K", "another model")])
-def test_a_board_holding_another_model_is_refused_with_the_flash_command(ws, stories_blob,
-                                                                         board_blob, says):
-    held = stories_blob("int8") if board_blob == "stories260K" else blob(ws, board_blob)
+def transcript_lines(ws) -> int:
     chats = ws / "experiments" / "demo" / "chats"
-    lines_before = sum(len(p.read_bytes().splitlines()) for p in chats.glob("*.jsonl"))
-    with VirtualBoard(blob=held) as vb:
-        r = run_cli(ws, "chat", "demo", "--quant", "int8", "--port", vb.port, "--prompt", "Hi",
-                    "--temperature", "0")
+    return sum(len(p.read_bytes().splitlines()) for p in chats.glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("held, says", [("f32", "runs the f32 blob of 'demo'"),
+                                        ("stories260K", "another model")])
+def test_a_board_holding_another_model_is_refused_with_the_flash_command(
+        ws, stories_blob, held, says):
+    path = stories_blob("int8") if held == "stories260K" else blob(ws, held)
+    before = transcript_lines(ws)
+    with VirtualBoard(blob=path) as vb:
+        r = run_cli(ws, "chat", "demo", "--quant", "int8", "--port", vb.port,
+                    "--prompt", "Hi", "--temperature", "0")
     assert r.returncode == 2, r.stderr
     assert f"`tinylm flash demo --quant int8 --port {vb.port}`" in r.stderr
     assert says in r.stderr and "Traceback" not in r.stderr and r.stdout == ""
-    assert sum(len(p.read_bytes().splitlines()) for p in chats.glob("*.jsonl")) == lines_before
+    assert transcript_lines(ws) == before
 
 
 def test_a_tokenizer_that_is_not_the_checkpoints_is_refused(ws, tmp_path):
     folder = tmp_path / "experiments" / "demo"
-    shutil.copytree(ws / "experiments" / "demo", folder, ignore=shutil.ignore_patterns("chats"))
-    shutil.copy(LLAMA2C / "tok512.model", folder / "tokenizer.model")  # same size, other pieces
+    shutil.copytree(ws / "experiments" / "demo", folder,
+                    ignore=shutil.ignore_patterns("chats"))
+    # the same vocabulary size, other pieces
+    shutil.copy(LLAMA2C / "tok512.model", folder / "tokenizer.model")
     exp = Store(tmp_path / "experiments").load("demo")
     with pytest.raises(UserError) as e:
-        chat_turn(exp, load_workspace(tmp_path), PROMPT, SamplingParams(), port="virtual")
+        chat_turn(exp, load_workspace(tmp_path), PROMPT, SamplingParams(),
+                  port="virtual")
     from engine.data.tokenizer import load_tokenizer
     from engine.store.ckpt_fields import checkpoint_fields
 
@@ -132,7 +142,8 @@ def test_checkpoint_fields_without_torch_match_torch_load(ws):
     path = ws / "experiments" / "demo" / "ckpt.pt"
     full = load_checkpoint(path)
     fields = checkpoint_fields(path)
-    assert fields["tokenizer_sha256"] == full["tokenizer_sha256"] and fields["step"] == 600
+    assert fields["tokenizer_sha256"] == full["tokenizer_sha256"]
+    assert fields["step"] == 600
     assert {k: full[k] for k in fields} == fields
     assert "model" not in fields and "config" not in fields  # only plain values
 
@@ -159,10 +170,11 @@ def test_should_stop_ends_all_three_streams_and_the_board_stays_usable(ws):
             assert s.reason == "stop" and len(s.ids) < 60, (name, s.reason, len(s.ids))
         assert r.divergence is None  # what both said before the stop is the same
         assert read_turns(exp)[-1]["stopped"] is True
-        again = chat_turn(exp, load_workspace(ws), PROMPT, SamplingParams(temperature=0,
-                          max_tokens=4), quant="int8", link=link, record=False)
+        short = SamplingParams(temperature=0, max_tokens=4)
+        again = chat_turn(exp, load_workspace(ws), PROMPT, short, quant="int8",
+                          link=link, record=False)
         assert again.streams["device"].ids == again.streams["reference"].ids
-        assert len(again.streams["device"].ids) == 4  # not an @ERR busy from the stopped turn
+        assert len(again.streams["device"].ids) == 4  # no @ERR busy: the board is idle
 
 
 def test_cli_chat_prints_three_blocks_the_report_and_the_transcript(ws, capsys):
@@ -176,7 +188,8 @@ def test_cli_chat_prints_three_blocks_the_report_and_the_transcript(ws, capsys):
         assert "24 tokens" in header and "ms/token" in header and "tok/s" in header
     assert "device = reference for all 24 tokens" in out
     path = out.split("transcript: ")[1].splitlines()[0]
-    assert json.loads(open(path).read().splitlines()[-1])["streams"]["device"]["tokens"] == 24
+    last = json.loads(open(path).read().splitlines()[-1])
+    assert last["streams"]["device"]["tokens"] == 24
 
 
 def test_cli_chat_interactive_answers_each_prompt_until_eof(ws, capsys, monkeypatch):
@@ -188,4 +201,5 @@ def test_cli_chat_interactive_answers_each_prompt_until_eof(ws, capsys, monkeypa
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("device = reference for all 12 tokens") == 2
-    assert [t["prompt"] for t in read_turns(exp)[before:]] == ["Once upon a time", "The dog"]
+    prompts = [t["prompt"] for t in read_turns(exp)[before:]]
+    assert prompts == ["Once upon a time", "The dog"]
