@@ -24,8 +24,8 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    """The sampling flags every generating command takes (`sample`, `chat`), with one set of
-    defaults; `sampling_params(args)` turns them into engine.infer.sample.SamplingParams."""
+    """The sampling flags of every generating command (`sample`, `chat`), one set of
+    defaults; `sampling_params(args)` makes them an engine SamplingParams."""
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=0.9)
@@ -37,9 +37,9 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
 def sampling_params(args: argparse.Namespace) -> Any:
     from engine.infer.sample import SamplingParams
 
-    return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                          repetition_penalty=args.repetition_penalty, seed=args.seed,
-                          max_tokens=args.max_tokens)
+    return SamplingParams(temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                          seed=args.seed, max_tokens=args.max_tokens)
 
 
 def out(text: str = "") -> None:

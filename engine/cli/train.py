@@ -13,7 +13,15 @@ from engine.errors import UserError
 from engine.store.experiments import Store
 from engine.store.metrics import METRICS_NAME, read_metrics
 
-from .common import PARSERS, add_sampling_args, command, out, sampling_params, table, warn
+from .common import (
+    PARSERS,
+    add_sampling_args,
+    command,
+    out,
+    sampling_params,
+    table,
+    warn,
+)
 
 
 def _metric_counts(store: Store, names: list[str]) -> dict[str, int]:
