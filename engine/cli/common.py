@@ -23,6 +23,25 @@ def command(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """The sampling flags of every generating command (`sample`, `chat`), one set of
+    defaults; `sampling_params(args)` makes them an engine SamplingParams."""
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--max-tokens", type=int, default=128)
+
+
+def sampling_params(args: argparse.Namespace) -> Any:
+    from engine.infer.sample import SamplingParams
+
+    return SamplingParams(temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                          seed=args.seed, max_tokens=args.max_tokens)
+
+
 def out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 

@@ -16,7 +16,8 @@ from engine.config.workspace import load_workspace
 from engine.errors import TinyLMError
 from engine.store.experiments import Store
 
-from . import blob, experiments, train  # noqa: F401  (each registers its subcommands)
+# each registers its subcommands
+from . import blob, chat, experiments, train  # noqa: F401
 from .common import COMMANDS, PARSERS, warn
 
 

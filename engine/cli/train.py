@@ -13,7 +13,15 @@ from engine.errors import UserError
 from engine.store.experiments import Store
 from engine.store.metrics import METRICS_NAME, read_metrics
 
-from .common import PARSERS, command, out, table, warn
+from .common import (
+    PARSERS,
+    add_sampling_args,
+    command,
+    out,
+    sampling_params,
+    table,
+    warn,
+)
 
 
 def _metric_counts(store: Store, names: list[str]) -> dict[str, int]:
@@ -125,12 +133,8 @@ def cmd_queue(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
 
 @command("sample")
 def cmd_sample(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
-    from engine.infer.sample import SamplingParams
-
     exp = store.load(args.name)
-    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                            repetition_penalty=args.repetition_penalty, seed=args.seed,
-                            max_tokens=args.max_tokens)
+    params = sampling_params(args)
     from engine.chat.engines import stream_text
     from engine.device.run import DeviceStats
 
@@ -235,12 +239,7 @@ def _register(sub: Any) -> None:
     s = sub.add_parser("sample", help="generate text from an experiment")
     s.add_argument("name")
     s.add_argument("--prompt", default="")
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--top-p", type=float, default=0.9)
-    s.add_argument("--repetition-penalty", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=1234)
-    s.add_argument("--max-tokens", type=int, default=128)
+    add_sampling_args(s)
     s.add_argument("--engine", choices=["torch", "reference", "device"], default="torch")
     s.add_argument("--quant", choices=["f32", "int8", "ternary"],
                    help="blob for --engine reference/device (default: the config's quant.method)")
