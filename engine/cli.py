@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 
-from . import cli_blob, cli_train  # noqa: E402,F401  (register their subcommands)
+from . import cli_blob, cli_train, cli_device_flash  # noqa: E402,F401  (register their subcommands)
 
 
 def run() -> None:
