@@ -84,8 +84,10 @@ def cmd_flash(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     out(f"{result.bytes_written / 1024:.1f} KB in {result.write_seconds:.2f} s "
         f"({result.kb_per_s:.1f} KB/s{', compressed' if result.compressed else ''}); "
         f"MD5 checked by esptool")
+    if result.verification == "mismatch":
+        raise Failure(result.detail)
     out(result.detail)
-    return 1 if result.verification == "mismatch" else 0
+    return 0
 
 
 def _flash_over_protocol(exp: Any, blob: Path, port: str, bar: ProgressBar) -> int:
@@ -150,8 +152,10 @@ def _register(sub: Any) -> None:
     s.add_argument("name")
     s.add_argument("--quant", choices=["f32", "int8", "ternary"])
     s.add_argument("--port", help="serial port (default: device.port, then the workspace's)")
-    s.add_argument("--app", metavar="FIRMWARE.bin", help="also write the firmware to the factory "
-                                                          "app partition")
+    s.add_argument("--app", metavar="FIRMWARE.bin",
+                   help="also write the firmware app image (idf.py build's <project>.bin) to the "
+                        "factory partition; the bootloader and partition table must be there "
+                        "already (`idf.py flash` once)")
     s.add_argument("--no-verify", action="store_true", help="skip asking the app's INFO for the "
                                                              "blob's sha256")
     s.add_argument("--no-compress", action="store_true", help="send the data uncompressed")

@@ -12,7 +12,9 @@ When the app starts (a pty has no DTR/RTS, so no reset pulse ever arrives):
   - FLASH_END / FLASH_DEFL_END: right away (esptool's `--after soft-reset`, or `run`), or
   - the client closes the port after writing flash (esptool's `--after hard-reset` on a pty: the
     RTS pulse fails with ENOTTY, esptool warns and closes): at the next open.
-In app mode, every new open of the port restarts the app (a monitor opening a real board resets it
+A pty tells the board about a close only by POLLHUP while nobody has it open: a client that
+closes and reopens within a few milliseconds goes unnoticed (then the board simply stays in the mode
+it was in). In app mode, every new open of the port restarts the app (a monitor opening a real board resets it
 through DTR), and a SLIP SYNC frame from the client (esptool connecting) puts the board back into
 download mode: the auto-reset circuit's job on a real board, done here on the data line.
 
@@ -51,7 +53,9 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM when the process that started it dies."""
     parent = os.getppid()
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    prctl = getattr(_LIBC, "prctl", None)  # Linux only; elsewhere the stdin pipe still ends the app
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
