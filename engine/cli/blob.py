@@ -15,7 +15,7 @@ from engine.config.workspace import Workspace
 from engine.errors import UserError
 from engine.store.experiments import Store
 
-from .common import PARSERS, command, out
+from .common import command, out
 
 
 @command("export")
@@ -129,7 +129,7 @@ def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     return 0
 
 
-def _register(sub: Any) -> None:
+def register(sub: Any) -> None:
     s = sub.add_parser("export", help="write the weight blob model.<quant>.bin for the firmware")
     s.add_argument("name")
     s.add_argument("--quant", choices=["f32", "int8", "ternary"])
@@ -169,4 +169,3 @@ def _register(sub: Any) -> None:
                         "socket://127.0.0.1:PORT; tokens carry instructions retired")
 
 
-PARSERS.append(_register)

@@ -13,7 +13,6 @@ from engine.errors import Failure, UserError
 from engine.store.experiments import Store
 
 from .common import (
-    PARSERS,
     add_sampling_args,
     command,
     out,
@@ -147,7 +146,7 @@ def cmd_chat(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     return 0
 
 
-def _register(sub: Any) -> None:
+def register(sub: Any) -> None:
     s = sub.add_parser("chat", help="one prompt, three streams side by side: PyTorch, "
                        "the firmware reference, the board")
     s.add_argument("name")
@@ -165,4 +164,3 @@ def _register(sub: Any) -> None:
     add_sampling_args(s)
 
 
-PARSERS.append(_register)

@@ -12,8 +12,6 @@ from engine.store.experiments import Store
 
 Handler = Callable[[argparse.Namespace, Workspace, Store], int]
 COMMANDS: dict[str, Handler] = {}
-# each subcommand module appends the function that adds its parsers
-PARSERS: list[Callable[[Any], None]] = []
 
 
 def command(name: str) -> Callable[[Handler], Handler]:

@@ -16,7 +16,7 @@ from engine.store.experiments import Store
 from engine.store.format import fmt_loss, fmt_params, fmt_time
 from engine.store.metrics import METRICS_NAME, read_metrics, summarize
 
-from .common import PARSERS, command, out, table, warn
+from .common import command, out, table, warn
 
 
 @command("new")
@@ -188,7 +188,7 @@ def cmd_presets(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     return 0
 
 
-def _register(sub: Any) -> None:
+def register(sub: Any) -> None:
 
     s = sub.add_parser("new", help="create an experiment from a preset")
     s.add_argument("name")
@@ -246,4 +246,3 @@ def _register(sub: Any) -> None:
     sub.add_parser("presets", help="list the presets")
 
 
-PARSERS.append(_register)

@@ -16,9 +16,12 @@ from engine.config.workspace import load_workspace
 from engine.errors import TinyLMError
 from engine.store.experiments import Store
 
-# each registers its subcommands
-from . import blob, chat, experiments, train  # noqa: F401
-from .common import COMMANDS, PARSERS, warn
+from . import blob, chat, experiments, flash, train
+from .common import COMMANDS, warn
+
+# Each module adds its subcommands' parsers, in the order `tinylm --help` lists them (flash after
+# blob: it extends blob's `board`).
+GROUPS = (experiments, train, blob, flash, chat)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tinylm {__version__}")
     p.add_argument("-w", "--workspace", help="workspace folder (default: $TINYLM_WORKSPACE or .)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for extend in PARSERS:
-        extend(sub)
+    for group in GROUPS:
+        group.register(sub)
     return p
 
 

@@ -14,7 +14,6 @@ from engine.store.experiments import Store
 from engine.store.metrics import METRICS_NAME, read_metrics
 
 from .common import (
-    PARSERS,
     add_sampling_args,
     command,
     out,
@@ -212,7 +211,7 @@ def cmd_doctor(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     return 0
 
 
-def _register(sub: Any) -> None:
+def register(sub: Any) -> None:
     for name, help_text in (("train", "start training (in the background)"),
                             ("resume", "continue training from the last checkpoint")):
         s = sub.add_parser(name, help=help_text)
@@ -262,4 +261,3 @@ def _register(sub: Any) -> None:
     s.add_argument("--json", action="store_true")
 
 
-PARSERS.append(_register)
