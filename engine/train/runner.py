@@ -177,7 +177,7 @@ def ensure_queue_runner(store: Store, ws: Workspace) -> None:
     info = read_lock(store.root / QUEUE_LOCK_DIR)
     if info is not None and info.is_alive():
         return
-    subprocess.Popen([sys.executable, "-m", "engine.runner", str(store.root), str(ws.root)],
+    subprocess.Popen([sys.executable, "-m", "engine.train.runner", str(store.root), str(ws.root)],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                      env=_env(), start_new_session=True, cwd=ws.root)
 
