@@ -17,7 +17,7 @@ from engine.errors import TinyLMError
 from engine.store.experiments import Store
 
 from . import blob, experiments, train  # noqa: F401  (each registers its subcommands)
-from .common import COMMANDS, PARSERS, warn
+from .common import COMMANDS, PARSERS, end_line, warn
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,9 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = Store(ws.experiments)
         return COMMANDS[args.command](args, ws, store)
     except TinyLMError as e:
+        end_line()
         warn(f"error: {e}")
         return e.exit_code
     except KeyboardInterrupt:
+        end_line()
         warn("interrupted")
         return 130
     except BrokenPipeError:
