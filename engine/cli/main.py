@@ -16,7 +16,7 @@ from engine.config.workspace import load_workspace
 from engine.errors import TinyLMError
 from engine.store.experiments import Store
 
-from . import blob, experiments, train  # noqa: F401  (each registers its subcommands)
+from . import blob, device, experiments, train  # noqa: F401  (each registers its subcommands)
 from .common import COMMANDS, PARSERS, end_line, warn
 
 
