@@ -49,8 +49,16 @@ def open_serial(port: str, baud: int = 115200, exclusive: bool = True, timeout: 
 
     check_port_url(port)
     try:
-        return serial.serial_for_url(port, baudrate=baud, timeout=timeout,
-                                     write_timeout=write_timeout, exclusive=exclusive)
+        ser = serial.serial_for_url(port, baudrate=baud, timeout=timeout,
+                                    write_timeout=write_timeout, exclusive=exclusive,
+                                    do_not_open=True)
+        # DTR and RTS deasserted from the first moment (IO0 and EN high on an ESP32 dev board):
+        # pyserial would assert both on open, one after the other, which can glitch EN and
+        # restart the chip, or hold it in reset on adapters that wire them straight through
+        ser.dtr = False
+        ser.rts = False
+        ser.open()
+        return ser
     except ValueError as e:  # pyserial's own URL and setting checks
         raise PortNotFound(f"{port}: {e}; {_HINT}") from e
     except serial.SerialException as e:

@@ -226,7 +226,12 @@ class BoardSession:
                                "control stuck, or the board hung)", code="timeout") from e
             except (OSError, termios.error) as e:  # SerialException is an OSError; tcdrain
                 # raises termios.error: either way the port vanished mid-write
-                raise PortGone(f"{self.port} went away while writing: {e}", code="lost") from e
+                failed = e
+            else:
+                failed = None
+        if failed is not None:
+            self._lost(ser, f"write failed: {failed}")
+            raise PortGone(f"{self.port} went away while writing: {failed}", code="lost") from failed
         t = time.time()
         for raw in data.split(b"\n"):
             if raw:
@@ -289,7 +294,7 @@ class BoardSession:
                     seq += 1
                     self._deliver(time.time(), buf, seq)
                     buf = b""
-                self._lost(str(e) or type(e).__name__)
+                self._lost(ser, str(e) or type(e).__name__)
                 continue
             if not data:
                 continue
@@ -315,16 +320,22 @@ class BoardSession:
             self.log.write(t, "<", raw)
         self._emit(SerialLine(t, raw, seq))
 
-    def _drop_port(self) -> None:
+    def _drop_port(self, only: Any = None) -> bool:
+        """Close the port (only if it is still `only`, when given); False if there was none."""
         with self._write_lock:
-            ser, self._ser = self._ser, None
+            ser = self._ser
+            if ser is None or (only is not None and ser is not only):
+                return False
+            self._ser = None
             self._connected.clear()
-        if ser is not None:
-            with contextlib.suppress(OSError):  # closing a port that is already gone
-                ser.close()
+        with contextlib.suppress(OSError):  # closing a port that is already gone
+            ser.close()
+        return True
 
-    def _lost(self, reason: str) -> None:
-        self._drop_port()
+    def _lost(self, ser: Any, reason: str) -> None:
+        """`ser` failed (in the reader or a writer): report it once, and let the reader re-open."""
+        if not self._drop_port(only=ser):
+            return  # the other side already reported this port's loss
         self.losses += 1
         self.last_loss = f"lost: {reason}"
         t = time.time()

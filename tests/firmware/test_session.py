@@ -5,6 +5,7 @@ failures of issue 13, each ending in a clear message and exit code (never a hang
 
 from __future__ import annotations
 
+import hashlib
 import os
 import select
 import signal
@@ -189,6 +190,23 @@ def test_port_vanishing_mid_generation_then_coming_back(board, blob, tmp_path):
             assert tokens(list(link.generate(prompt_ids=[72], max_tokens=3))) == greedy(blob, [72], 3)
     finally:
         vb.stop()
+
+
+def test_upload_over_a_shared_session(board, blob, make_blob, tmp_path):
+    """DeviceLink.upload on a session a monitor also reads: the board takes the new model."""
+    target = tmp_path / "model.blob"
+    target.write_bytes(make_blob("gru", "f32").read_bytes())
+    data = blob.read_bytes()
+    progress = []
+    with VirtualBoard(target) as vb, BoardSession(vb.port) as s, DeviceLink(session=s) as link:
+        watcher = s.subscribe(maxsize=100_000)
+        assert link.info()["arch"] == "gru"
+        sha = link.upload(data, on_progress=lambda done, total: progress.append((done, total)))
+        assert link.wait_ready()["model"] == "ok" and link.info()["arch"] == "transformer"
+        sent = [e for e in watcher.get_batch(timeout=0) if isinstance(e, SerialLine)]
+    assert sha == hashlib.sha256(data).hexdigest() and target.read_bytes() == data
+    assert progress[-1] == (len(data), len(data)) and len(progress) == -(-len(data) // 192)
+    assert sum(e.raw.startswith(b"@UPDATA") for e in sent) == len(progress)
 
 
 def test_reset_goes_through_the_protocol_on_a_pty(board, blob):
