@@ -4,7 +4,8 @@ qemu over `socket://`): info, generate, stop, reset, upload.
 It sits on a BoardSession — the port's one owner and one reader. `DeviceLink(port)` opens a session
 of its own; `DeviceLink(session=s)` shares one, so the monitor, chat and uploads use one open port.
 Everything the board prints that is not a protocol line (ROM banner, ESP-IDF logs, half a line cut by
-a reset) goes to `on_noise` and into device.log, never into the token stream. Every wait has a
+a reset) goes to `on_noise` and into device.log, never into the token stream. A link reads its own
+queue: give each thread that sends commands its own DeviceLink (on one session). Every wait has a
 deadline; a port that vanishes mid-command is a PortGone within it, not a hang or a traceback.
 """
 

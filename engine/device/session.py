@@ -256,7 +256,11 @@ class BoardSession:
                 raise PortGone(f"{self.port} is not connected; cannot reset the board", code="lost")
             if has_modem_lines(ser):
                 usb_jtag = self._is_usb_jtag()
-                (reset_into_bootloader if mode == "bootloader" else reset_into_app)(ser, usb_jtag)
+                try:
+                    (reset_into_bootloader if mode == "bootloader" else reset_into_app)(ser, usb_jtag)
+                except OSError as e:  # a USB board can drop off the bus mid-sequence
+                    raise PortGone(f"{self.port} went away during the reset ({e}); the session "
+                                   "re-opens it when the board is back", code="lost") from e
                 return 0
         if mode == "bootloader":
             raise PortUnusable(f"{self.port} has no DTR/RTS lines (a pty or a network port): put the "
