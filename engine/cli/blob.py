@@ -4,9 +4,12 @@ export-llama2c, board."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,9 @@ def cmd_export_llama2c(args: argparse.Namespace, ws: Workspace, store: Store) ->
 @command("board")
 def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     blob = Path(args.blob) if args.blob else None
+    if blob is not None and not blob.is_file():
+        raise UserError(f"--blob {blob}: no such file; write one with `tinylm export NAME` (or give "
+                        "the experiment name instead of --blob)")
     if args.name:
         from engine.blob.reference_run import exported_blob
         blob = exported_blob(store.load(args.name), args.quant)
@@ -119,13 +125,23 @@ def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
         board = VirtualBoard(blob=blob, flash_image=Path(args.flash_image) if args.flash_image else None,
                              us_per_token=args.us_per_token, boot_banner=args.boot_banner)
         banner = "virtual board on {port} (Ctrl-C stops it)"
+    from engine.device import boards
+
     with board:
-        out(banner.format(port=board.port))
-        sys.stdout.flush()
-        stop_signals = {signal.SIGINT, signal.SIGTERM}
-        # blocked, then waited for: Ctrl-C or a kill both end here and the board process is stopped
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-        signal.sigwait(stop_signals)
+        # `tinylm ports` lists it while it runs; a kill -9 leaves a stale entry, dropped on read
+        entry = boards.register(ws.root, boards.BoardEntry(
+            pid=os.getpid(), port=board.port, kind="rv32" if args.emulate else "virtual",
+            experiment=args.name or "", started=time.time(),
+            blob_sha=hashlib.sha256(blob.read_bytes()).hexdigest() if blob else ""))
+        try:
+            out(banner.format(port=board.port))
+            sys.stdout.flush()
+            stop_signals = {signal.SIGINT, signal.SIGTERM}
+            # blocked, then waited for: Ctrl-C or a kill both end here and the board is stopped
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            signal.sigwait(stop_signals)
+        finally:
+            boards.unregister(entry)
     return 0
 
 

@@ -48,7 +48,29 @@ def warn(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
+_line_open = False  # stream() left stdout mid-line
+
+
+def stream(text: str) -> None:
+    """Print a piece of a line as it comes (tokens), remembering whether the line is still open so
+    an error printed next starts on a line of its own (not `Once upon aerror: ...`)."""
+    global _line_open
+    if text:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        _line_open = not text.endswith("\n")
+
+
+def end_line() -> None:
+    """Finish a line stream() left open."""
+    global _line_open
+    if _line_open:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        _line_open = False
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])

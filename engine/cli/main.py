@@ -16,12 +16,12 @@ from engine.config.workspace import load_workspace
 from engine.errors import TinyLMError
 from engine.store.experiments import Store
 
-from . import blob, chat, experiments, flash, train
-from .common import COMMANDS, warn
+from . import blob, chat, device, experiments, flash, train
+from .common import COMMANDS, end_line, warn
 
 # Each module adds its subcommands' parsers, in the order `tinylm --help` lists them (flash after
 # blob: it extends blob's `board`).
-GROUPS = (experiments, train, blob, flash, chat)
+GROUPS = (experiments, train, blob, flash, device, chat)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = Store(ws.experiments)
         return COMMANDS[args.command](args, ws, store)
     except TinyLMError as e:
+        end_line()
         warn(f"error: {e}")
         return e.exit_code
     except KeyboardInterrupt:
+        end_line()
         warn("interrupted")
         return 130
     except BrokenPipeError:

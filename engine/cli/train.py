@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
@@ -13,14 +12,7 @@ from engine.errors import UserError
 from engine.store.experiments import Store
 from engine.store.metrics import METRICS_NAME, read_metrics
 
-from .common import (
-    add_sampling_args,
-    command,
-    out,
-    sampling_params,
-    table,
-    warn,
-)
+from .common import add_sampling_args, command, out, sampling_params, stream, table, warn
 
 
 def _metric_counts(store: Store, names: list[str]) -> dict[str, int]:
@@ -140,9 +132,8 @@ def cmd_sample(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     stats = DeviceStats()
     for piece in stream_text(exp, ws, args.prompt, params, engine=args.engine, quant=args.quant,
                              port=args.port, which=args.checkpoint, stats=stats):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+        stream(piece)
+    stream("\n")
     if args.engine == "device" and stats.tokens:
         warn(device_summary(stats))
     return 0

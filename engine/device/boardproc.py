@@ -4,7 +4,10 @@ firmware build through make, and a child process that is the board, stopped on e
 from __future__ import annotations
 
 import subprocess
+import sys
+import threading
 from pathlib import Path
+from typing import Callable
 
 from engine.errors import Failure, UserError
 
@@ -22,6 +25,23 @@ def make_firmware(target: str, product: Path) -> Path:
     if out.returncode != 0:
         raise Failure(f"building the firmware ({target}) failed:\n{out.stderr[-2000:]}")
     return product
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn giving the child SIGTERM when this process dies (even by SIGKILL), for boards
+    that cannot watch a pipe (qemu). Linux only, and only from the main thread: the kernel sends
+    the signal when the *thread* that forked exits, so a board started from a worker thread would
+    die with the worker."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+
+    def preexec() -> None:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+
+    return preexec
 
 
 class BoardProcess:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from engine.errors import Failure, UserError
 
-from .boardproc import FIRMWARE, BoardProcess, make_firmware
+from .boardproc import FIRMWARE, BoardProcess, die_with_parent, make_firmware
 
 RV32_ELF = FIRMWARE / "build" / "rv32" / "tinylm-rv32.elf"
 RV32_BLOB_ADDR = 0x84000000  # firmware/rv32/virt.h TL_RV32_BLOB_ADDR
@@ -94,7 +94,8 @@ class EmulatedBoard(BoardProcess):
         for _attempt in range(3):  # the free port can be taken between our probe and qemu's bind
             self.tcp_port = _free_port()
             self.proc = subprocess.Popen(self.command(self.tcp_port), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         preexec_fn=die_with_parent())
             if self._wait_listening(timeout):
                 self.port = f"socket://127.0.0.1:{self.tcp_port}"
                 return self

@@ -3,10 +3,12 @@ fuzz-ish tests and the link share one implementation."""
 
 from __future__ import annotations
 
+import binascii
 import re
 import zlib
 from dataclasses import dataclass, field
 
+PROTO_VERSION = 1  # the `proto` this host speaks (READY and INFO carry the board's)
 MAX_LINE = 512
 _TYPE_RE = re.compile(rb"^@([A-Z]+)$")
 _KEY_RE = re.compile(r"^[a-z_]+$")
@@ -15,12 +17,7 @@ _VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:+-]*$")
 
 def crc16_ccitt(data: bytes) -> int:
     """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection ("123456789" -> 0x29B1)."""
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    return binascii.crc_hqx(data, 0xFFFF)  # the same CRC (poly 0x1021, MSB first), in C
 
 
 @dataclass
@@ -56,6 +53,10 @@ class ProtocolError(Exception):
     """A line that looks like protocol but is not valid (bad CRC, bad field)."""
 
 
+class LineTooLong(ValueError):
+    """encode_line: the framed line would exceed MAX_LINE (split it: @PROMPT for long prompts)."""
+
+
 def chunk_crc(data: bytes) -> str:
     """The `crc` field of `@UPDATA`: CRC-32 (zlib) of the chunk bytes, 8 lowercase hex digits."""
     return f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
@@ -72,7 +73,7 @@ def encode_line(type_: str, **fields: object) -> bytes:
     body = " ".join(parts).encode("ascii")
     line = body + b"|" + f"{crc16_ccitt(body):04X}".encode() + b"\n"
     if len(line) > MAX_LINE:
-        raise ValueError(f"protocol line of {len(line)} bytes exceeds {MAX_LINE}")
+        raise LineTooLong(f"protocol line of {len(line)} bytes exceeds {MAX_LINE}")
     return line
 
 

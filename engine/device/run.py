@@ -85,6 +85,11 @@ def _tokens(port: str, exp: Experiment, ids: list[int], params: SamplingParams,
                             f"{exp.config.tokenizer.vocab_size}: write this experiment's blob "
                             "to the board's model partition (firmware/README.md: esptool.py write_flash "
                             "0x110000 <blob>, or an upload over the protocol) or pick the right experiment")
+        ctx = int(info.get("ctx", 0))
+        if ctx and len(ids) >= ctx:
+            raise UserError(f"the prompt is {len(ids)} tokens but the board's context is {ctx} (room "
+                            "for the prompt and at least one token): shorten the prompt, or export "
+                            "with a longer device.context_len")
         for event in device_events(link, ids, params):
             if isinstance(event, TokenEvent):
                 if stats is not None:

@@ -72,6 +72,7 @@ static tl_err check_region(tl_device *d, tl_engine *e, const uint8_t *region, ui
 
 static void load_model(tl_device *d) {
     d->model = TL_MODEL_NONE;
+    d->prompt_len = 0;
     d->blob_len = 0;
     const uint8_t *region = d->part.active ? d->part.active(d->part.ctx) : NULL;
     if (!region) {
@@ -210,6 +211,23 @@ static int get_float(const tl_msg *m, const char *key, float dflt, float *out) {
     return tl_parse_float(f->val, f->vlen, out);
 }
 
+/* Comma-separated token ids of field f into e->tokens from *n on; *n is the new count. NULL on
+   success, else the reason (the ids already stored are then meaningless). */
+static const char *parse_ids(tl_engine *e, const tl_field *f, uint32_t *n) {
+    uint32_t i = 0;
+    while (i < f->vlen) {
+        uint32_t j = i;
+        while (j < f->vlen && f->val[j] != ',') j++;
+        uint64_t v;
+        if (*n >= e->ctx || tl_parse_u64(f->val + i, j - i, e->blob.vocab_size - 1u, &v))
+            return "ids: not comma-separated token ids < vocab, at most ctx of them";
+        e->tokens[(*n)++] = (uint32_t)v;
+        i = j + 1;
+        if (j + 1 == f->vlen) return "ids: trailing comma";
+    }
+    return NULL;
+}
+
 static void cmd_info(tl_device *d, uint64_t id) {
     if (d->model != TL_MODEL_OK) {
         send_err(d, id, "no_model", d->model_msg);
@@ -246,7 +264,10 @@ static void cmd_info(tl_device *d, uint64_t id) {
 }
 
 static void cmd_gen(tl_device *d, const tl_msg *m, uint64_t id) {
-    static const char *const keys[] = {"id", "ids", "hex", "max", "temp", "topk", "topp", "rep", "seed", NULL};
+    static const char *const keys[] = {"id", "ids", "hex", "max", "temp", "topk", "topp", "rep", "seed",
+                                       "pre", NULL};
+    uint32_t held = d->prompt_len; /* PROMPT tokens: a GEN uses them or drops them */
+    d->prompt_len = 0;
     if (d->model != TL_MODEL_OK) {
         send_err(d, id, "no_model", d->model_msg);
         return;
@@ -274,30 +295,24 @@ static void cmd_gen(tl_device *d, const tl_msg *m, uint64_t id) {
     }
     p.max_new = (uint32_t)max_new;
     p.topk = (uint32_t)topk;
+    uint64_t pre;
+    if (get_u64(m, "pre", 0x7FFFFFFF, 0, &pre) || pre != held) {
+        send_err(d, id, "bad_arg", "pre is not the number of prompt tokens sent with PROMPT");
+        return;
+    }
     const tl_field *ids = tl_msg_get(m, "ids"), *hex = tl_msg_get(m, "hex");
-    uint32_t n = 0;
-    if ((ids == NULL) == (hex == NULL)) {
-        send_err(d, id, "bad_arg", "give the prompt as exactly one of ids or hex");
+    uint32_t n = held;
+    if (hex ? (ids != NULL || held > 0) : (ids == NULL && held == 0)) {
+        send_err(d, id, "bad_arg", "give the prompt as exactly one of ids or hex (hex not after PROMPT)");
         return;
     }
     if (ids) {
-        uint32_t i = 0;
-        while (i < ids->vlen) {
-            uint32_t j = i;
-            while (j < ids->vlen && ids->val[j] != ',') j++;
-            uint64_t v;
-            if (n >= e->ctx || tl_parse_u64(ids->val + i, j - i, e->blob.vocab_size - 1u, &v)) {
-                send_err(d, id, "bad_arg", "ids: not comma-separated token ids < vocab, at most ctx of them");
-                return;
-            }
-            e->tokens[n++] = (uint32_t)v;
-            i = j + 1;
-            if (j + 1 == ids->vlen) { /* trailing comma */
-                send_err(d, id, "bad_arg", "ids: trailing comma");
-                return;
-            }
+        const char *why = parse_ids(e, ids, &n);
+        if (why) {
+            send_err(d, id, "bad_arg", why);
+            return;
         }
-    } else {
+    } else if (hex) {
         uint8_t *text = (uint8_t *)d->in + (hex->val - d->in); /* decode in place in our line buffer */
         uint32_t tn;
         if (tl_parse_hex(hex->val, hex->vlen, text, hex->vlen / 2, &tn)) {
@@ -321,6 +336,43 @@ static void cmd_gen(tl_device *d, const tl_msg *m, uint64_t id) {
     }
     d->gen_prompt_us = now_us(d) - d->gen_t0;
     d->gen_active = 1;
+}
+
+/* PROMPT: the first part of a prompt too long for one GEN line; its ids go to token offset `off`
+   (at most the number held: a resent chunk lands where it did before) and the board then holds
+   off + n tokens, until the next GEN (which names them with pre=) or a reset. */
+static void cmd_prompt(tl_device *d, const tl_msg *m, uint64_t id) {
+    static const char *const keys[] = {"id", "off", "ids", NULL};
+    if (d->model != TL_MODEL_OK) {
+        send_err(d, id, "no_model", d->model_msg);
+        return;
+    }
+    if (d->gen_active) {
+        send_err(d, id, "busy", "a generation is running");
+        return;
+    }
+    const tl_field *ids = tl_msg_get(m, "ids");
+    uint64_t off;
+    if (!only_keys(m, keys) || !ids || !tl_msg_get(m, "off") || get_u64(m, "off", 0x7FFFFFFF, 0, &off)) {
+        send_err(d, id, "bad_arg", "PROMPT needs off and ids");
+        return;
+    }
+    if (off > d->prompt_len) {
+        send_err(d, id, "offset", "PROMPT off is past the prompt tokens held");
+        return;
+    }
+    uint32_t n = (uint32_t)off;
+    const char *why = parse_ids(&d->engine, ids, &n);
+    if (why) {
+        d->prompt_len = 0;
+        send_err(d, id, "bad_arg", why);
+        return;
+    }
+    d->prompt_len = n;
+    tl_writer w;
+    begin_line(d, &w, "OK", id);
+    tl_w_u64(&w, "n", n);
+    send(d, &w);
 }
 
 static int parse_sha(const tl_field *f, uint8_t out[32]) {
@@ -462,6 +514,8 @@ static void handle_line(tl_device *d, const char *line, uint32_t len) {
         cmd_info(d, id);
     } else if (strcmp(m.type, "GEN") == 0) {
         cmd_gen(d, &m, id);
+    } else if (strcmp(m.type, "PROMPT") == 0) {
+        cmd_prompt(d, &m, id);
     } else if (strcmp(m.type, "RESET") == 0) {
         if (d->gen_active) finish_gen(d, "stop");
         send_ok(d, id);

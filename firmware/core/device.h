@@ -11,7 +11,7 @@
 #include "protocol.h"
 #include "sha256.h"
 
-#define TL_FW_VERSION "0.1.0"
+#define TL_FW_VERSION "0.2.0"
 #define TL_UPLOAD_CHUNK 192u   /* data bytes per UPDATA */
 #define TL_MAX_PIECE_BYTES 192u /* a TOK line must fit TL_LINE_MAX */
 
@@ -71,6 +71,7 @@ typedef struct {
     int gen_active;
     uint64_t gen_id, gen_t0, gen_prompt_us;
     uint64_t stop_id;        /* STOP received while generating (0 = none) */
+    uint32_t prompt_len;     /* prompt tokens held in engine.tokens by PROMPT for the next GEN */
     int reset_pending;
     /* upload */
     int up_active;

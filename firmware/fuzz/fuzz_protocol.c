@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (model_len) memcpy(fk.region, model, model_len);
     tl_transport tp = {&fk, f_read, f_write, f_time, NULL, NULL, NULL};
     tl_partition part = {&fk, CAP, 0, f_active, f_begin, f_write_part, f_staged, f_commit};
-    tl_device_cfg cfg = {"fuzz", 1u << 22, 16, 0};
+    tl_device_cfg cfg = {"fuzz", 1u << 22, 0, 0};
     tl_device_init(&dev, &tp, &part, &cfg, arena, sizeof arena);
     tl_device_boot(&dev);
     for (size_t i = 0; i < size; i++) {

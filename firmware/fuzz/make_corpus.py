@@ -13,11 +13,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine import blob_layout as bl  # noqa: E402
-from engine.blob import build_blob  # noqa: E402
-from engine.config import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig  # noqa: E402
+from engine.config import layout as bl  # noqa: E402
+from engine.blob.format import build_blob  # noqa: E402
+from engine.config.schema import ExperimentConfig, ModelConfig, QuantConfig, TokenizerConfig  # noqa: E402
 from engine.device.protocol import encode_line as frame  # noqa: E402
-from engine.vocab import byte_vocab  # noqa: E402
+from engine.blob.vocab import byte_vocab  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -2,7 +2,8 @@
    with a file standing in for the model partition. Also a --bench mode (no protocol) for callgrind.
 
    tinylm-board --blob PATH [--stdio] [--us-per-token N] [--boot-banner] [--ram BYTES] [--board NAME]
-                [--ctx N] [--partition-size BYTES]
+                [--ctx N] [--partition-size BYTES] [--flood N [--flood-rate LINES_PER_S]] [--chaos N]
+                [--parent-fd FD]
    tinylm-board --flash-image PATH --offset 0x110000 ...
    tinylm-board --blob PATH --bench N --prompt-ids 1,2,3 [--temp T --topp P --seed S] */
 #define _XOPEN_SOURCE 600
@@ -27,7 +28,8 @@ typedef struct {
     const char *blob_path, *image_path, *board, *prompt_ids;
     uint64_t offset, part_size, ram;
     uint32_t us_per_token, ctx, bench;
-    int stdio, banner;
+    uint32_t flood, flood_rate, chaos;
+    int stdio, banner, parent_fd;
     float temp, topp;
     uint64_t seed;
 } options;
@@ -36,6 +38,7 @@ static int usage(const char *why) {
     fprintf(stderr, "tinylm-board: %s\n"
             "usage: tinylm-board (--blob PATH | --flash-image PATH --offset OFF) [--stdio] [--us-per-token N]\n"
             "       [--boot-banner] [--ram BYTES] [--board NAME] [--ctx N] [--partition-size BYTES]\n"
+            "       [--flood N [--flood-rate LINES_PER_S]] [--chaos N] [--parent-fd FD]\n"
             "       [--bench N --prompt-ids a,b,c [--temp T] [--topp P] [--seed S]]\n", why);
     return 2;
 }
@@ -158,8 +161,16 @@ typedef struct {
     uint8_t buf[4096];
     uint32_t len, pos;
     int banner;
-    int eof;           /* stdin closed (--stdio) */
+    int eof;           /* stdin closed (--stdio), or the parent process ended (--parent-fd) */
     uint32_t banner_seq;
+    const char *board;
+    uint64_t offset;
+    uint32_t chaos;    /* every N tokens: garbage, a cut and a corrupted protocol line, a boot banner */
+    uint32_t flood, flood_rate;         /* lines per boot, lines/s (0 = as fast as the port takes them) */
+    uint32_t flood_sent;                /* numbered lines sent since the last boot */
+    uint64_t flood_t0;                  /* io_time() of the boot that started the flood */
+    int parent_fd;                      /* read end of a pipe whose writer is the parent, or -1 */
+    uint64_t parent_checked;            /* io_time() of the last look at parent_fd */
     struct timespec t0;
 } host_io;
 
@@ -211,9 +222,14 @@ static void io_write(void *ctx, const uint8_t *d, uint32_t n) {
     }
 }
 
+static uint32_t flood_due_in(host_io *io);
+
 static void io_wait(void *ctx, uint32_t max_us) {
     host_io *io = ctx;
     if (io->pos < io->len) return;
+    uint32_t due = flood_due_in(io);
+    if (due < max_us) max_us = due;
+    if (max_us == 0) return;
     struct pollfd pfd = {io->in_fd, POLLIN, 0};
     int ms = (int)((max_us + 999u) / 1000u);
     if (poll(&pfd, 1, ms) > 0 && (pfd.revents & POLLHUP) && io->pty) {
@@ -224,8 +240,25 @@ static void io_wait(void *ctx, uint32_t max_us) {
 
 static void io_puts(host_io *io, const char *s) { io_write(io, (const uint8_t *)s, (uint32_t)strlen(s)); }
 
+static void boot_banner(host_io *io);
+
+/* --chaos: what a flaky board prints mid-stream, after every N-th token. Bytes that are not UTF-8 and
+   no newline (glued in front of the next TOK line), a protocol line cut in half, an END line with a
+   wrong CRC (must not end the generation), then a whole boot banner as if the board had rebooted. */
+static void chaos_burst(host_io *io) {
+    static const uint8_t garbage[] = {0xe0, 0x1c, 0xfc, 0x8f, 0x00, 0xff, 'g', 'a', 'r', 'b', 0xc3, 0x28};
+    io_write(io, garbage, sizeof garbage);
+    io_puts(io, "\r\n@TOK id=1 i=7 tok=4\r\n");
+    io_puts(io, "@END id=1 n=0 us=0 prompt_us=0 reason=max|0000\n");
+    int banner = io->banner;
+    io->banner = 1;
+    boot_banner(io);
+    io->banner = banner;
+}
+
 static void io_noise(void *ctx, uint32_t i) {
     host_io *io = ctx;
+    if (io->chaos && (i + 1) % io->chaos == 0) chaos_burst(io);
     if (!io->banner || i % 16 != 15) return;
     char line[96];
     snprintf(line, sizeof line, "I (%llu) tinylm: heap check ok, %u tokens\r\n",
@@ -233,7 +266,7 @@ static void io_noise(void *ctx, uint32_t i) {
     io_puts(io, line);
 }
 
-static void boot_banner(host_io *io, const options *o) {
+static void boot_banner(host_io *io) {
     if (!io->banner) return;
     static const char *const rom[] = {
         "\xe0\x1c\xfc\x8f\n",  /* ROM output at 74880 baud, seen at 115200 */
@@ -256,8 +289,60 @@ static void boot_banner(host_io *io, const options *o) {
     for (int i = 0; rom[i]; i++) io_puts(io, rom[i]);
     char line[128];
     snprintf(line, sizeof line, "I (330) tinylm: board %s, model partition 0x%llx (boot %u)\r\n",
-             o->board, (unsigned long long)o->offset, (unsigned)++io->banner_seq);
+             io->board, (unsigned long long)io->offset, (unsigned)++io->banner_seq);
     io_puts(io, line);
+}
+
+/* --- flood: numbered `label:value` lines, as a sensor sketch prints for the serial plotter ------ */
+
+/* How many flood lines are due now (--flood-rate paces them from the boot on). */
+static uint32_t flood_due(host_io *io) {
+    uint32_t left = io->flood - io->flood_sent;
+    if (!io->flood_rate || left == 0) return left;
+    uint64_t want = (io_time(io) - io->flood_t0) * io->flood_rate / 1000000u;
+    uint64_t due = want > io->flood_sent ? want - io->flood_sent : 0;
+    return due < left ? (uint32_t)due : left;
+}
+
+/* µs until the next flood line is due: 0 = now, UINT32_MAX = no flood pending. */
+static uint32_t flood_due_in(host_io *io) {
+    if (io->flood_sent >= io->flood || io->hup) return UINT32_MAX;
+    if (!io->flood_rate || flood_due(io)) return 0;
+    uint64_t next = io->flood_t0 + ((uint64_t)io->flood_sent + 1u) * 1000000u / io->flood_rate;
+    uint64_t now = io_time(io);
+    return next > now ? (uint32_t)(next - now) : 0;
+}
+
+/* Writes the due flood lines, at most 256 at a time (then the protocol loop runs again). */
+static void flood_some(host_io *io) {
+    char buf[256 * 40];
+    uint32_t n = flood_due(io), len = 0;
+    if (n > 256) n = 256;
+    for (uint32_t k = 0; k < n && !io->hup; k++) {
+        uint32_t seq = io->flood_sent++;
+        int tri = (int)(seq % 200u) - 100;
+        len += (uint32_t)snprintf(buf + len, sizeof buf - len, "seq:%u val:%d\r\n", (unsigned)seq,
+                                  tri < 0 ? -tri : tri);
+    }
+    if (len) io_write(io, (const uint8_t *)buf, len);
+}
+
+static void start_flood(host_io *io) {
+    io->flood_sent = 0;
+    io->flood_t0 = io_time(io);
+}
+
+/* --parent-fd: the parent holds the write end and never writes, so EOF or a hang-up means it ended
+   (even by SIGKILL): the board ends too instead of serving its pty to nobody. Checked every 50 ms. */
+static void check_parent(host_io *io) {
+    if (io->parent_fd < 0) return;
+    uint64_t now = io_time(io);
+    if (now - io->parent_checked < 50000u) return;
+    io->parent_checked = now;
+    struct pollfd pfd = {io->parent_fd, POLLIN, 0};
+    if (poll(&pfd, 1, 0) <= 0) return;
+    char c;
+    if ((pfd.revents & (POLLHUP | POLLERR)) || read(io->parent_fd, &c, 1) <= 0) io->eof = 1;
 }
 
 static uint64_t no_instret(void *ctx) {
@@ -342,6 +427,7 @@ int main(int argc, char **argv) {
     o.board = "host";
     o.ram = 1024ull * 1024 * 1024;
     o.part_size = 64ull * 1024 * 1024;
+    o.parent_fd = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -363,6 +449,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--us-per-token")) o.us_per_token = (uint32_t)num;
         else if (!strcmp(a, "--ctx")) o.ctx = (uint32_t)num;
         else if (!strcmp(a, "--bench")) o.bench = (uint32_t)num;
+        else if (!strcmp(a, "--flood")) o.flood = (uint32_t)num;
+        else if (!strcmp(a, "--flood-rate")) o.flood_rate = (uint32_t)num;
+        else if (!strcmp(a, "--chaos")) o.chaos = (uint32_t)num;
+        else if (!strcmp(a, "--parent-fd")) o.parent_fd = (int)num;
         else if (!strcmp(a, "--seed")) o.seed = num;
         else return usage("unknown option");
         i += takes;
@@ -382,6 +472,12 @@ int main(int argc, char **argv) {
     static host_io io;
     clock_gettime(CLOCK_MONOTONIC, &io.t0);
     io.banner = o.banner;
+    io.board = o.board;
+    io.offset = o.offset;
+    io.chaos = o.chaos;
+    io.flood = o.flood;
+    io.flood_rate = o.flood_rate;
+    io.parent_fd = o.parent_fd;
     if (o.stdio) {
         io.in_fd = 0;
         io.out_fd = 1;
@@ -404,10 +500,12 @@ int main(int argc, char **argv) {
     static tl_device dev;
     tl_device_init(&dev, &tp, &part, &cfg, arena, arena_cap);
     if (!io.pty) {
-        boot_banner(&io, &o);
+        boot_banner(&io);
         tl_device_boot(&dev);
+        start_flood(&io);
     }
     while (!io.eof) {
+        check_parent(&io);
         if (io.pty && io.hup) {
             /* no client: wait for one to open the port; opening resets the board (like DTR) */
             struct pollfd pfd = {io.in_fd, POLLIN, 0};
@@ -418,13 +516,16 @@ int main(int argc, char **argv) {
             io.hup = 0;
             io.len = io.pos = 0;
             usleep(100000); /* let the client finish configuring the port */
-            boot_banner(&io, &o);
+            boot_banner(&io);
             tl_device_boot(&dev);
+            start_flood(&io);
             continue;
         }
+        if (io.flood_sent < io.flood) flood_some(&io);
         if (tl_device_poll(&dev) == TL_POLL_RESET) {
-            boot_banner(&io, &o);
+            boot_banner(&io);
             tl_device_boot(&dev);
+            start_flood(&io);
         }
     }
     return 0;
