@@ -29,9 +29,9 @@ DATA = ROOT / "tests" / "data" / "llama2c"  # stories260K + tok512, shipped
 
 
 def make_blobs(tmp: Path) -> dict[str, Path]:
-    from engine.blob import write_blob
-    from engine.interop import config_from_llama2c, read_llama2c
-    from engine.vocab import load_vocab
+    from engine.blob.format import write_blob
+    from engine.blob.llama2c import config_from_llama2c, read_llama2c
+    from engine.blob.vocab import load_vocab
 
     f, state = read_llama2c(DATA / "stories260K.bin")
     vocab = load_vocab(DATA / "tok512.model")

@@ -220,7 +220,7 @@ def test_the_app_dies_with_the_board(esp32, blob):
 
 @pytest.fixture
 def ws_with_blob(workspace, blob):
-    from engine.store import Store
+    from engine.store.experiments import Store
 
     exp = Store(workspace / "experiments").create("tiny", tiny_cfg())
     exp.path("model.int8.bin").write_bytes(blob.read_bytes())
