@@ -125,12 +125,16 @@ def cmd_queue(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
 
 @command("sample")
 def cmd_sample(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
-    from engine.infer.sample import SamplingParams
+    from engine.infer.sample import SamplingParams, sampling_problems
 
     exp = store.load(args.name)
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             repetition_penalty=args.repetition_penalty, seed=args.seed,
                             max_tokens=args.max_tokens)
+    problems = sampling_problems(params)
+    if problems:
+        raise UserError("sampling settings: " + "; ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in problems.items()))
     from engine.chat.engines import stream_text
     from engine.device.run import DeviceStats
 
