@@ -23,6 +23,7 @@ class Series:
     values: list[float] = field(default_factory=list)
     color: str | None = None
     marker: str = "braille"
+    smooth: bool = True  # False for sparse series (val loss every few hundred steps) kept raw
 
 
 def ema(values: list[float], weight: float) -> list[float]:
@@ -33,6 +34,29 @@ def ema(values: list[float], weight: float) -> list[float]:
         norm = weight * norm + (1 - weight)
         out.append(avg / norm)
     return out
+
+
+def step_ticks(lo: float, hi: float, most: int = 7) -> list[int]:
+    """Round step numbers (1, 2 or 5 times a power of ten apart) between lo and hi: plotext's own
+    ticks are evenly spaced floats like 168.8, which read badly for steps."""
+    import math
+
+    if hi <= lo:
+        return [int(lo)]
+    raw = (hi - lo) / max(most - 1, 1)
+    base = 10 ** math.floor(math.log10(raw))
+    step = next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
+    step = max(int(step), 1)
+    first = math.ceil(lo / step) * step
+    return list(range(int(first), int(hi) + 1, step))
+
+
+def fmt_step(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:g}M"
+    if n >= 10_000:
+        return f"{n / 1e3:g}k"
+    return str(n)
 
 
 class LossPlot(PlotextPlot):
@@ -53,13 +77,13 @@ class LossPlot(PlotextPlot):
     # ---- data ----------------------------------------------------------------------------------------
 
     def set_series(self, name: str, steps: list[float], values: list[float],
-                   color: str | None = None) -> None:
-        self.series[name] = Series(list(steps), list(values), color)
+                   color: str | None = None, smooth: bool = True) -> None:
+        self.series[name] = Series(list(steps), list(values), color, smooth=smooth)
         self.request_redraw()
 
     def add_points(self, name: str, steps: list[float], values: list[float],
-                   color: str | None = None) -> None:
-        s = self.series.setdefault(name, Series(color=color))
+                   color: str | None = None, smooth: bool = True) -> None:
+        s = self.series.setdefault(name, Series(color=color, smooth=smooth))
         s.steps.extend(steps)
         s.values.extend(values)
         self.request_redraw()
@@ -97,12 +121,18 @@ class LossPlot(PlotextPlot):
         for name, s in self.series.items():
             if not s.steps:
                 continue
-            values = ema(s.values, self.smoothing) if self.smoothing and len(s.values) > 2 else s.values
+            smoothed = s.smooth and self.smoothing and len(s.values) > 2
+            values = ema(s.values, self.smoothing) if smoothed else s.values
             kwargs = {"label": name, "marker": s.marker}
             if s.color:
                 kwargs["color"] = s.color
             plt.plot(s.steps, values, **kwargs)
             drawn = True
-        if not drawn:
+        if drawn:
+            lo = min(s.steps[0] for s in self.series.values() if s.steps)
+            hi = max(s.steps[-1] for s in self.series.values() if s.steps)
+            ticks = step_ticks(lo, hi)
+            plt.xticks(ticks, [fmt_step(t) for t in ticks])
+        else:
             plt.title(f"{self.title}  (no points yet)" if self.title else "no points yet")
         self.refresh()
