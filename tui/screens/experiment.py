@@ -44,6 +44,7 @@ TAB_KEYS = Binding.Group("Tabs", compact=True)
 TAB_OF = {"refresh": ("overview",), "run": ("training",), "resume": ("training",),
           "stop": ("training",), "smoothing": ("training",), "generate": ("samples",),
           "focus_prompt": ("samples",), "quantize": ("quantize",), "toggle_method": ("quantize",),
+          "focus_qat": ("quantize",),
           "stop_job": ("samples", "quantize")}
 OVERVIEW_MIN_INTERVAL_S = 2.0  # a live run changes metrics.jsonl's size several times a second
 LIVE = ("running", "queued")
@@ -74,6 +75,8 @@ class ExperimentScreen(Screen):
         Binding("g", "quantize", "Quantize", id="experiment.quantize",
                 tooltip="Quantize with the chosen method and measure the cost"),
         Binding("t", "toggle_method", "int8/ternary", id="experiment.method"),
+        Binding("a", "focus_qat", "QAT steps", id="experiment.qat_steps",
+                tooltip="Type how many QAT steps to run first (0 = none)"),
         Binding("x", "stop_job", "Stop", id="experiment.stop_job",
                 tooltip="Stop the generation or quantization"),
     ]
@@ -278,6 +281,9 @@ class ExperimentScreen(Screen):
 
     def action_toggle_method(self) -> None:
         self.quantize_panel.toggle_method()
+
+    def action_focus_qat(self) -> None:
+        self.quantize_panel.focus_steps()
 
     def action_stop_job(self) -> None:
         self._job_stop.set()

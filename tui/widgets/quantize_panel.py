@@ -106,6 +106,11 @@ class QuantizePanel(Vertical):
         self.query_one(f"#method-{nxt}", RadioButton).value = True
         return nxt
 
+    def focus_steps(self) -> None:
+        steps = self.query_one("#qat-steps", Input)
+        steps.focus()
+        steps.select_all()
+
     def qat_steps(self) -> int | None:
         text = self.query_one("#qat-steps", Input).value.strip()
         try:

@@ -15,7 +15,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Static
 
 from engine.config.budget import fmt_bytes
@@ -62,8 +62,8 @@ class RunOverview(Horizontal):
     RunOverview #ov-left { width: 1fr; }
     RunOverview #ov-meta { height: auto; padding: 0 1; }
     RunOverview #ov-budget { height: auto; padding: 0 1; margin-top: 1; }
-    RunOverview #ov-files { height: 1fr; margin-top: 1; }
-    RunOverview #ov-config-box { width: 46; border-left: solid $panel; }
+    RunOverview #ov-files { height: auto; margin-top: 1; }
+    RunOverview #ov-config-box { width: 45%; max-width: 48; border-left: solid $panel; }
     RunOverview #ov-config { padding: 0 1; }
     """
 
@@ -72,7 +72,7 @@ class RunOverview(Horizontal):
         self._stamps: dict[str, tuple[int, int]] = {}  # file -> (size, mtime_ns) shown
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="ov-left"):
+        with VerticalScroll(id="ov-left"):
             yield Static("reading…", id="ov-meta")
             yield Static("", id="ov-budget")
             yield DataTable(id="ov-files", cursor_type="row", show_cursor=False)

@@ -52,7 +52,8 @@ class TrainingPanel(Vertical):
     TrainingPanel #train-progress-row.-hidden { display: none; }
     TrainingPanel #train-progress { width: auto; }
     TrainingPanel #train-eta { width: 1fr; padding-left: 2; }
-    TrainingPanel #train-log { height: 8; border-top: solid $panel; }
+    TrainingPanel #train-log { height: 30%; min-height: 4; max-height: 10;
+                               border-top: solid $panel; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
