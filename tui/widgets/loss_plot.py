@@ -3,18 +3,23 @@
 Why a widget of our own over PlotextPlot: a live run appends points several times a second and a
 plotext build of the whole figure costs milliseconds, so the widget keeps the series itself, lets
 callers add points cheaply, and rebuilds the figure at most `MAX_HZ` times a second (design.md: plots
-redraw at most ~4 Hz). Smoothing is an exponential moving average, the same one people read in
-TensorBoard, applied at draw time so the raw points are never lost.
+redraw at most ~4 Hz). On a slow or busy machine a build can take tens of milliseconds, so the
+interval also grows with the measured cost of the last build, keeping the plot under `CPU_SHARE` of a
+core (the app must stay light beside the training it watches). A built figure is reused until the
+data, the size or the theme changes. Smoothing is an exponential moving average, the same one people
+read in TensorBoard, applied at draw time so the raw points are never lost.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from textual_plotext import PlotextPlot
 
 MAX_HZ = 4.0
+CPU_SHARE = 0.05  # at most this share of one core spent building the figure
 
 
 @dataclass
@@ -72,6 +77,9 @@ class LossPlot(PlotextPlot):
         self.series: dict[str, Series] = {}
         self.smoothing = 0.0  # 0 = raw; 0.6-0.9 reads well for noisy train loss
         self._last_draw = 0.0
+        self._build_s = 0.0  # how long the last plotext build took
+        self._version = 0  # bumped by each _draw: the cached figure is for one version
+        self._cache: tuple[tuple[Any, ...], Any] | None = None
         self._pending = False
 
     # ---- data ----------------------------------------------------------------------------------------
@@ -102,15 +110,27 @@ class LossPlot(PlotextPlot):
         """Draw now if the last draw is old enough, else once when it is (one timer at a time)."""
         if self._pending:
             return
-        wait = self._last_draw + 1.0 / MAX_HZ - time.monotonic()
+        interval = max(1.0 / MAX_HZ, self._build_s / CPU_SHARE)
+        wait = self._last_draw + interval - time.monotonic()
         if wait <= 0:
             self._draw()
         else:
             self._pending = True
             self.set_timer(wait, self._draw)
 
+    def render(self) -> Any:
+        key = (self._version, self.title, self.size.width, self.size.height, self.app.theme)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        start = time.perf_counter()
+        figure = super().render()
+        self._build_s = time.perf_counter() - start
+        self._cache = (key, figure)
+        return figure
+
     def _draw(self) -> None:
         self._pending = False
+        self._version += 1
         self._last_draw = time.monotonic()
         plt = self.plt
         plt.clear_data()

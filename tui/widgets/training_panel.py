@@ -47,7 +47,7 @@ def steps_per_second(records: list[dict[str, Any]]) -> float | None:
 class TrainingPanel(Vertical):
     DEFAULT_CSS = """
     TrainingPanel { height: 1fr; }
-    TrainingPanel #train-stats { height: auto; padding: 0 1; }
+    TrainingPanel #train-stats { height: 2; padding: 0 1; }
     TrainingPanel #train-progress-row { height: 1; padding: 0 1; }
     TrainingPanel #train-progress-row.-hidden { display: none; }
     TrainingPanel #train-progress { width: auto; }
@@ -149,12 +149,12 @@ class TrainingPanel(Vertical):
             parts.append(f"best {fmt_loss(self.best[0])} @ {self.best[1]:,}")
         parts.append(f"lr {lr:.2e}" if lr is not None else "lr -")
         parts.append(f"{tps:,.0f} tok/s" if tps else "- tok/s")
-        stats.update(" · ".join(parts))
+        stats.update(" · ".join(parts), layout=False)  # fixed height: no relayout per record
         known = bool(self.max_steps) and self.max_steps >= step
         row.set_class(not known, "-hidden")
         if known:
             self.query_one(ProgressBar).update(total=self.max_steps, progress=step)
-            self.query_one("#train-eta", Static).update(self._eta(step))
+            self.query_one("#train-eta", Static).update(self._eta(step), layout=False)
 
     def _eta(self, step: int) -> str:
         assert self.max_steps

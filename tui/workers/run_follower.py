@@ -48,7 +48,7 @@ class RunFollower:
     """`follower.run(on_update, cancelled)` on a worker thread; `poke()` / `ack()` / `stop()` from
     any thread. `read()` alone does one look (what `run` does each time it wakes)."""
 
-    def __init__(self, folder: Path, poll_s: float = 1.0, min_interval_s: float = 0.1) -> None:
+    def __init__(self, folder: Path, poll_s: float = 1.0, min_interval_s: float = 0.25) -> None:
         self.folder = Path(folder)
         self.poll_s = poll_s
         self.min_interval_s = min_interval_s
