@@ -181,11 +181,16 @@ class ExperimentScreen(Screen):
         if self.watcher is not None:
             self.watcher.stop()
 
-    def on_files_changed(self, files: set[str]) -> None:
+    def on_files_changed(self, files: set[str] | Message) -> None:
         """Files of this experiment changed on disk (called by this screen's watcher, or by the app
-        from its own): the follower looks now; the overview is re-read, at most every 2 s."""
+        from its own): the follower looks now; the overview is re-read, at most every 2 s.
+
+        The name is the one the app calls; Textual would also call it for a message class named
+        `FilesChanged` that bubbles here, which then counts as "something may have changed"."""
+        if not isinstance(files, (set, frozenset, list, tuple)):
+            files = {""}
         self.follower.poke()
-        if files - {METRICS_NAME, LOG_NAME} or self.active_tab == "overview":
+        if set(files) - {METRICS_NAME, LOG_NAME} or self.active_tab == "overview":
             self._schedule_overview()
 
     @on(FilesChanged)
