@@ -17,6 +17,7 @@ import numpy as np
 from engine.config.layout import tensor_specs
 from engine.config.schema import ExperimentConfig
 from engine.config.workspace import Workspace
+from engine.data.tokenizer import Stopped
 from engine.store.checkpoint import load_checkpoint, save_checkpoint
 from engine.store.experiments import Experiment
 
@@ -69,8 +70,11 @@ def quantized_loss(model: Any, batches: list, quantized: dict[str, tuple[str, in
 
 
 def run_qat(exp: Experiment, ws: Workspace, method: str, steps: int, lr: float | None = None,
-            on_progress: Callable[[str, float], None] | None = None,
+            on_progress: Callable[[int, int, str], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Fine-tune through the quantizer for `steps` steps and save `qat.<method>.pt`. Progress is
+    `on_progress(step, steps, "QAT")`; a stop request raises `Stopped` before anything is written
+    (a half-finished QAT run is not a model anyone asked for)."""
     import torch
     from torch.func import functional_call
 
@@ -93,7 +97,8 @@ def run_qat(exp: Experiment, ws: Workspace, method: str, steps: int, lr: float |
     model.train()
     for step in range(steps):
         if should_stop is not None and should_stop():
-            break
+            raise Stopped(f"QAT stopped on request at step {step} of {steps}; nothing was written "
+                          f"({qat_path_name(method)} and the checkpoint are as they were)")
         for group in opt.param_groups:  # cosine from base_lr to 0: settle into the quantization grid
             group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         x, y = loader.next_batch()
@@ -102,8 +107,8 @@ def run_qat(exp: Experiment, ws: Workspace, method: str, steps: int, lr: float |
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if on_progress:
-            on_progress("qat", (step + 1) / steps)
+        if on_progress is not None:
+            on_progress(step + 1, steps, "QAT")
     after = quantized_loss(model, val, quantized)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     save_checkpoint(exp.path(qat_path_name(method)), {

@@ -6,7 +6,7 @@ All three stream text pieces, so the CLI prints as tokens arrive and the TUI can
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from engine.config.workspace import Workspace
 from engine.infer.sample import SamplingParams
@@ -32,16 +32,31 @@ def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     return tokenizer.encode(prompt, bos=tokenizer.bos_id is not None)
 
 
-def torch_token_stream(exp: Experiment, prompt: str, params: SamplingParams,
-                       which: str = "best") -> tuple[Any, list[int], Iterator[int]]:
+def load_torch(exp: Experiment, which: str = "best") -> tuple[Any, Any]:
+    """The float model and its tokenizer, loaded once: a caller that samples again and again (the
+    app's Samples tab) keeps them instead of paying torch.load per prompt."""
     from engine.infer.load import load_model, load_tokenizer_for
-    from engine.infer.sample import generate
 
     model, cfg, _ = load_model(exp, which)
-    tok = load_tokenizer_for(exp, cfg)
+    return model, load_tokenizer_for(exp, cfg)
+
+
+def torch_stream(model: Any, tok: Any, prompt: str, params: SamplingParams,
+                 should_stop: Callable[[], bool] | None = None) -> tuple[list[int], Iterator[int]]:
+    """Prompt ids and the generated ids of an already loaded model, with the board's stop rules."""
+    from engine.infer.sample import generate
+
     ids = prompt_ids(tok, prompt)
     stops = {t for t in (tok.bos_id,) if t is not None}  # BOS starts a new story: stop, like the board
-    return tok, ids, generate(model, ids, params, eos_id=tok.eos_id, stop_ids=stops)
+    return ids, generate(model, ids, params, eos_id=tok.eos_id, stop_ids=stops,
+                         should_stop=should_stop)
+
+
+def torch_token_stream(exp: Experiment, prompt: str, params: SamplingParams,
+                       which: str = "best") -> tuple[Any, list[int], Iterator[int]]:
+    model, tok = load_torch(exp, which)
+    ids, stream = torch_stream(model, tok, prompt, params)
+    return tok, ids, stream
 
 
 def stream_text(exp: Experiment, ws: Workspace, prompt: str, params: SamplingParams,

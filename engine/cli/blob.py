@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,38 +34,32 @@ def cmd_export(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
 
 @command("quantize")
 def cmd_quantize(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
-    from engine.blob.export import export
-    from engine.blob.qat import run_qat
-    from engine.blob.quant_report import report
+    from engine.blob.quant_report import quantize_and_report
 
     exp = store.load(args.name)
-    method = args.method or exp.config.quant.method
-    result: dict[str, Any] = {}
-    if args.qat:
-        result["qat"] = run_qat(exp, ws, method, args.qat, lr=args.lr)
-        q = result["qat"]
-        if not args.json:
-            out(f"QAT {method} {args.qat} steps: val loss with {method} weights "
-                f"{q['val_loss_before']:.4f} → {q['val_loss_after']:.4f} "
-                f"(float {q['float_val_loss']:.4f})")
-    path, _ = export(exp, method, force=True)
-    rep = report(exp, ws, method, path)
-    result["report"] = rep
-    exp.update_meta(quant_reports={**(exp.meta.get("quant_reports") or {}),
-                                   method: {k: v for k, v in rep.items() if k != "tensors"}})
+    rep = quantize_and_report(exp, ws, args.method, qat_steps=args.qat, lr=args.lr)
     if args.json:
+        result: dict[str, Any] = {}
+        if rep.qat_run is not None:
+            result["qat"] = asdict(rep.qat_run)
+        result["report"] = rep.to_dict()
         out(json.dumps(result, indent=2))
         return 0
-    out(f"{exp.name} {method}{' (QAT)' if rep['qat'] else ''}: blob {fmt_bytes(rep['blob_bytes'])}, "
-        f"val loss {rep['val_loss']:.4f} vs float {rep['float_val_loss']:.4f} "
-        f"({100 * rep['val_loss_cost']:+.2f}%), {rep['bits_per_byte']:.4f} bits/byte, "
-        f"greedy agreement {100 * rep['greedy_agreement']:.1f}% of {rep['agreement_tokens']} tokens")
+    method = rep.method
+    if rep.qat_run is not None:
+        q = rep.qat_run
+        out(f"QAT {method} {q.steps} steps: val loss with {method} weights "
+            f"{q.val_loss_before:.4f} → {q.val_loss_after:.4f} (float {q.float_val_loss:.4f})")
+    out(f"{exp.name} {method}{' (QAT)' if rep.qat else ''}: blob {fmt_bytes(rep.blob_bytes)}, "
+        f"val loss {rep.val_loss:.4f} vs float {rep.float_val_loss:.4f} "
+        f"({100 * rep.val_loss_cost:+.2f}%), {rep.bits_per_byte:.4f} bits/byte, "
+        f"greedy agreement {100 * rep.greedy_agreement:.1f}% of {rep.agreement_tokens} tokens")
     if args.tensors:
-        for t in rep["tensors"]:
-            snr = "-" if t["qtype"] == "f32" else f"{t['snr_db']:.1f} dB"
-            out(f"  {t['name']:<36} {t['qtype']:<8} {t['bytes']:>8}  {snr}")
-    else:
-        out(f"  SNR min {rep['snr_db_min']:.1f} dB, median {rep['snr_db_median']:.1f} dB "
+        for t in rep.tensors:
+            snr = "-" if t.snr_db is None else f"{t.snr_db:.1f} dB"
+            out(f"  {t.name:<36} {t.qtype:<8} {t.bytes:>8}  {snr}")
+    elif rep.snr_db_min is not None and rep.snr_db_median is not None:
+        out(f"  SNR min {rep.snr_db_min:.1f} dB, median {rep.snr_db_median:.1f} dB "
             "(--tensors for each)")
     return 0
 

@@ -33,11 +33,19 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def sampling_params(args: argparse.Namespace) -> Any:
-    from engine.infer.sample import SamplingParams
+    """The sampling flags as SamplingParams, refused with every problem named (the app shows the
+    same problems inline: engine/infer/params.py sampling_problems)."""
+    from engine.errors import UserError
+    from engine.infer.params import SamplingParams, sampling_problems
 
-    return SamplingParams(temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                          seed=args.seed, max_tokens=args.max_tokens)
+    params = SamplingParams(temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                            seed=args.seed, max_tokens=args.max_tokens)
+    problems = sampling_problems(params)
+    if problems:
+        raise UserError("sampling settings: " + "; ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in problems.items()))
+    return params
 
 
 def out(text: str = "") -> None:

@@ -10,26 +10,19 @@ imported only inside `generate`, so the TUI can import this module and stay fast
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .f32math import F32, softmax_f32
+from .params import SAMPLING_FIELDS, SamplingParams, sampling_problems
+
+__all__ = ["SAMPLING_FIELDS", "Sampler", "SamplingParams", "XorShift64Star", "generate",
+           "sampling_problems"]
 
 MASK64 = (1 << 64) - 1
 ZERO_SEED = 0x9E3779B97F4A7C15  # xorshift64* must not start from state 0
 XS_MULT = 0x2545F4914F6CDD1D
-
-
-@dataclass
-class SamplingParams:
-    temperature: float = 0.8  # 0 = greedy (argmax, lowest index on ties)
-    top_k: int = 0  # keep the k most likely tokens; 0 (or ≥ vocab) = off
-    top_p: float = 0.9  # nucleus: smallest set reaching this probability; ≥ 1 (or ≤ 0) = off
-    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the prompt or output
-    seed: int = 1234  # xorshift64* seed (taken mod 2^64; 0 is replaced by a fixed constant)
-    max_tokens: int = 128  # stop after this many generated tokens
 
 
 class XorShift64Star:

@@ -256,3 +256,14 @@ def test_sample_module_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=root)
     assert out.stdout.strip() == "False"
+
+
+def test_sampling_problems_name_each_bad_knob():
+    from engine.infer.sample import sampling_problems
+
+    assert sampling_problems(SamplingParams()) == {}
+    bad = sampling_problems(SamplingParams(temperature=-1, top_k=-2, top_p=1.5,
+                                           repetition_penalty=0, seed=-1, max_tokens=0))
+    assert set(bad) == {"temperature", "top_k", "top_p", "repetition_penalty", "seed", "max_tokens"}
+    assert "0..1" in bad["top_p"] and "1 = off" in bad["repetition_penalty"]
+    assert sampling_problems(SamplingParams(temperature=float("nan"))).keys() == {"temperature"}

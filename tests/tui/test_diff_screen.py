@@ -203,11 +203,3 @@ def test_snapshot_all_keys_wide_baseline_train_curves(store, snap_compare):
     assert snap_compare(DiffHost(store, ["base", "wide"]), terminal_size=SIZE,
                         run_before=run_before)
 
-
-def test_plot_ticks_are_round_whole_steps():
-    from tui.widgets.loss_plot import step_ticks
-
-    assert step_ticks([[10, 20, 600], [30, 450]]) == [200, 400, 600]
-    assert step_ticks([[10, 120]]) == [25, 50, 75, 100]
-    assert step_ticks([[0, 3]]) == [0, 1, 2, 3]
-    assert step_ticks([[5]]) == []

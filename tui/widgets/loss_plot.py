@@ -3,19 +3,23 @@
 Why a widget of our own over PlotextPlot: a live run appends points several times a second and a
 plotext build of the whole figure costs milliseconds, so the widget keeps the series itself, lets
 callers add points cheaply, and rebuilds the figure at most `MAX_HZ` times a second (design.md: plots
-redraw at most ~4 Hz). Smoothing is an exponential moving average, the same one people read in
-TensorBoard, applied at draw time so the raw points are never lost.
+redraw at most ~4 Hz). On a slow or busy machine a build can take tens of milliseconds, so the
+interval also grows with the measured cost of the last build, keeping the plot under `CPU_SHARE` of a
+core (the app must stay light beside the training it watches). A built figure is reused until the
+data, the size or the theme changes. Smoothing is an exponential moving average, the same one people
+read in TensorBoard, applied at draw time so the raw points are never lost.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from textual_plotext import PlotextPlot
 
 MAX_HZ = 4.0
+CPU_SHARE = 0.05  # at most this share of one core spent building the figure
 Color = str | tuple[int, int, int] | None  # a plotext colour name or RGB
 
 
@@ -25,6 +29,7 @@ class Series:
     values: list[float] = field(default_factory=list)
     color: Color = None
     marker: str = "braille"
+    smooth: bool = True  # False for sparse series (val loss every few hundred steps) kept raw
 
 
 def ema(values: list[float], weight: float) -> list[float]:
@@ -37,19 +42,27 @@ def ema(values: list[float], weight: float) -> list[float]:
     return out
 
 
-def step_ticks(series_steps: list[list[float]], target: int = 5) -> list[int]:
-    """Round x ticks (1, 2, 2.5 or 5 times a power of ten apart): plotext's own split the range
-    evenly and read '157.5' for steps, which are whole numbers."""
-    lo = min(min(steps) for steps in series_steps)
-    hi = max(max(steps) for steps in series_steps)
+def step_ticks(lo: float, hi: float, most: int = 7) -> list[int]:
+    """Round step numbers (1, 2 or 5 times a power of ten apart) between lo and hi: plotext's own
+    ticks are evenly spaced floats like 168.8, which read badly for steps."""
+    import math
+
     if hi <= lo:
-        return []
-    raw = (hi - lo) / target
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    step = max(1, round(step))
+        return [int(lo)]
+    raw = (hi - lo) / max(most - 1, 1)
+    base = 10 ** math.floor(math.log10(raw))
+    step = next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
+    step = max(int(step), 1)
     first = math.ceil(lo / step) * step
     return list(range(int(first), int(hi) + 1, step))
+
+
+def fmt_step(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:g}M"
+    if n >= 10_000:
+        return f"{n / 1e3:g}k"
+    return str(n)
 
 
 class LossPlot(PlotextPlot):
@@ -65,18 +78,21 @@ class LossPlot(PlotextPlot):
         self.series: dict[str, Series] = {}
         self.smoothing = 0.0  # 0 = raw; 0.6-0.9 reads well for noisy train loss
         self._last_draw = 0.0
+        self._build_s = 0.0  # how long the last plotext build took
+        self._version = 0  # bumped by each _draw: the cached figure is for one version
+        self._cache: tuple[tuple[Any, ...], Any] | None = None
         self._pending = False
 
     # ---- data ----------------------------------------------------------------------------------------
 
     def set_series(self, name: str, steps: list[float], values: list[float],
-                   color: Color = None) -> None:
-        self.series[name] = Series(list(steps), list(values), color)
+                   color: Color = None, smooth: bool = True) -> None:
+        self.series[name] = Series(list(steps), list(values), color, smooth=smooth)
         self.request_redraw()
 
     def add_points(self, name: str, steps: list[float], values: list[float],
-                   color: Color = None) -> None:
-        s = self.series.setdefault(name, Series(color=color))
+                   color: Color = None, smooth: bool = True) -> None:
+        s = self.series.setdefault(name, Series(color=color, smooth=smooth))
         s.steps.extend(steps)
         s.values.extend(values)
         self.request_redraw()
@@ -98,18 +114,31 @@ class LossPlot(PlotextPlot):
 
     def request_redraw(self) -> None:
         """Draw once the current burst of changes is in (several set_series in one handler build the
-        figure once, not once per call), and at most MAX_HZ times a second."""
+        figure once, not once per call), at most MAX_HZ times a second, and less often when a build
+        is slow, so plotting stays under CPU_SHARE of a core."""
         if self._pending:
             return
         self._pending = True
-        wait = self._last_draw + 1.0 / MAX_HZ - time.monotonic()
+        interval = max(1.0 / MAX_HZ, self._build_s / CPU_SHARE)
+        wait = self._last_draw + interval - time.monotonic()
         if wait <= 0:
             self.call_later(self._draw)
         else:
             self.set_timer(wait, self._draw)
 
+    def render(self) -> Any:
+        key = (self._version, self.title, self.size.width, self.size.height, self.app.theme)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        start = time.perf_counter()
+        figure = super().render()
+        self._build_s = time.perf_counter() - start
+        self._cache = (key, figure)
+        return figure
+
     def _draw(self) -> None:
         self._pending = False
+        self._version += 1
         self._last_draw = time.monotonic()
         plt = self.plt
         plt.clear_data()
@@ -120,16 +149,18 @@ class LossPlot(PlotextPlot):
         for name, s in self.series.items():
             if not s.steps:
                 continue
-            values = ema(s.values, self.smoothing) if self.smoothing and len(s.values) > 2 else s.values
+            smoothed = s.smooth and self.smoothing and len(s.values) > 2
+            values = ema(s.values, self.smoothing) if smoothed else s.values
             kwargs = {"label": name, "marker": s.marker}
             if s.color:
                 kwargs["color"] = s.color
             plt.plot(s.steps, values, **kwargs)
             drawn = True
-        if not drawn:
-            plt.title(f"{self.title}  (no points yet)" if self.title else "no points yet")
+        if drawn:
+            lo = min(s.steps[0] for s in self.series.values() if s.steps)
+            hi = max(s.steps[-1] for s in self.series.values() if s.steps)
+            ticks = step_ticks(lo, hi)
+            plt.xticks(ticks, [fmt_step(t) for t in ticks])
         else:
-            ticks = step_ticks([s.steps for s in self.series.values() if s.steps])
-            if ticks:
-                plt.xticks(ticks)
+            plt.title(f"{self.title}  (no points yet)" if self.title else "no points yet")
         self.refresh()
