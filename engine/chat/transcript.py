@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from engine.errors import UserError
 from engine.store.experiments import Experiment
+from engine.store.metrics import read_jsonl
 
 CHATS_DIR = "chats"
 
@@ -73,24 +74,6 @@ def append_turn(exp: Experiment, record: dict[str, Any],
     return path
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    turns = []
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # torn by a crash, or being written right now
-        if isinstance(rec, dict):
-            turns.append(rec)
-    return turns
-
-
 def transcript_days(exp: Experiment) -> list[str]:
     """Days that have a transcript, oldest first ("YYYY-MM-DD")."""
     folder = exp.path(CHATS_DIR)
@@ -104,8 +87,8 @@ def read_turns(exp: Experiment, date: dt.date | str | None = None,
     """The turns of one day (`date`), or of every day oldest first (None), each day in
     the order written."""
     if date is not None:
-        return _read_lines(transcript_path(exp, date))
+        return read_jsonl(transcript_path(exp, date))
     turns: list[dict[str, Any]] = []
     for day in transcript_days(exp):
-        turns.extend(_read_lines(exp.path(CHATS_DIR) / f"{day}.jsonl"))
+        turns.extend(read_jsonl(exp.path(CHATS_DIR) / f"{day}.jsonl"))
     return turns

@@ -11,25 +11,22 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+from .tail import parse_records
+
 METRICS_NAME = "metrics.jsonl"
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every JSON object line of a file another process appends to (metrics, chat transcripts);
+    a torn or half-written line is skipped, a missing file is empty."""
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         return []
-    out = []
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # torn or partial line
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return parse_records(raw.split(b"\n"))
+
+
+read_metrics = read_jsonl
 
 
 def append_metric(fh: IO[str], record: dict[str, Any]) -> None:
