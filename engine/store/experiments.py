@@ -164,6 +164,7 @@ class Summary:
     over: str = ""  # what does not fit: "RAM", "flash" or "RAM+flash"
     bits_per_byte: float | None = None  # `tinylm eval`'s, else the configured quant's report
     step: int | None = None
+    error: str | None = None  # why the last run failed or stopped on its own
 
     @property
     def damaged(self) -> bool:
@@ -173,7 +174,7 @@ class Summary:
         return {k: getattr(self, k) for k in (
             "name", "status", "params", "best_val_loss", "blob_bytes", "updated", "tags",
             "archived", "parent", "problem", "arch", "preset", "quant", "board", "fits", "over",
-            "bits_per_byte", "step")}
+            "bits_per_byte", "step", "error")}
 
 
 def _bits_per_byte(meta: dict[str, Any], quant: str | None) -> float | None:
@@ -273,7 +274,7 @@ class Store:
         s = Summary(name, status, best_val_loss=meta.get("best_val_loss"),
                     updated=meta.get("updated"), tags=list(meta.get("tags") or []),
                     archived=bool(meta.get("archived")), parent=meta.get("parent"),
-                    preset=meta.get("preset"), step=meta.get("step"))
+                    preset=meta.get("preset"), step=meta.get("step"), error=meta.get("error"))
         blobs = meta.get("blobs") or {}
         cached = meta.get("config_summary") or {}
         config_path = os.path.join(folder, "config.toml")

@@ -1,0 +1,50 @@
+"""Command palette: every key of the current screen (and the app's) as a command, so anything that
+has a key can also be found by name (ctrl+p). Textual's own system commands stay alongside."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Iterator
+
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.dom import DOMNode
+from textual.screen import Screen
+
+
+def keyed_actions(screen: Screen[Any]) -> Iterator[tuple[DOMNode, Binding]]:
+    """(node, binding) for each action with a key shown in the footer, one per action."""
+    seen: set[str] = set()
+    for active in screen.active_bindings.values():
+        binding = active.binding
+        if not (binding.show and binding.description) or binding.system:
+            continue
+        if binding.action in seen:
+            continue
+        seen.add(binding.action)
+        yield active.node, binding
+
+
+def key_label(binding: Binding) -> str:
+    return binding.key_display or binding.key.split(",")[0]
+
+
+class ActionsProvider(Provider):
+    """The keys shown in the footer and the help screen, runnable by name."""
+
+    def _commands(self) -> Iterator[tuple[str, str, Any]]:
+        for node, binding in keyed_actions(self.screen):
+            title = f"{binding.description} ({key_label(binding)})"
+            run = partial(self.app.run_action, binding.action, node)
+            yield title, binding.tooltip or binding.description, run
+
+    async def discover(self) -> Hits:
+        for title, help_text, run in self._commands():
+            yield DiscoveryHit(title, run, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, run in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), run, help=help_text)
