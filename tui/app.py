@@ -139,6 +139,11 @@ def run() -> None:
     parser = argparse.ArgumentParser(prog="tinylm-tui")
     parser.add_argument("-w", "--workspace", help="workspace folder (default: $TINYLM_WORKSPACE or .)")
     args = parser.parse_args()
+    # COLUMNS/LINES in the environment are a snapshot of some terminal's size (a shell or tmux may
+    # export them); Python's size query prefers them over the tty, which pinned the app at that
+    # size through every later resize. The tty is the truth.
+    for stale in ("COLUMNS", "LINES"):
+        os.environ.pop(stale, None)
     try:
         app = make_app(args.workspace)
     except TinyLMError as e:

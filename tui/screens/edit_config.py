@@ -34,6 +34,9 @@ class EditConfigScreen(ReportsWorkerErrors, Screen[bool]):
         Binding("ctrl+s", "save", "Save", id="edit.save",
                 tooltip="Write config.toml (refused while a field is invalid)"),
         Binding("escape", "cancel", "Back", id="edit.cancel", tooltip="Leave without saving"),
+        # priority: keys typed right after a tab go to the next field (see wizard.py)
+        Binding("tab", "app.focus_next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
     ]
 
     def __init__(self, store: Store, workspace: Workspace, name: str) -> None:

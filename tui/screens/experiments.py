@@ -148,8 +148,9 @@ class ExperimentsScreen(ReportsWorkerErrors, Screen):
     def _show_status(self) -> None:
         table = self.table
         total = len(table.summaries)
-        parts = [f"{table.row_count} of {total} experiments" if table.row_count != total
-                 else f"{total} experiments"]
+        noun = "experiment" if total == 1 else "experiments"
+        parts = [f"{table.row_count} of {total} {noun}" if table.row_count != total
+                 else f"{total} {noun}"]
         if not total:
             parts = [f"no experiments in {self.store.root} yet: press n to create one"]
         header = dict(SUMMARY_COLUMNS)[table.sort_column]

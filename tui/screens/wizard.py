@@ -67,6 +67,10 @@ class NewExperimentScreen(ReportsWorkerErrors, Screen["str | None"]):
         Binding("ctrl+s", "create", "Create", id="wizard.create",
                 tooltip="Create the experiment (refused while a field is invalid)"),
         Binding("escape", "cancel", "Cancel", id="wizard.cancel", tooltip="Back, creating nothing"),
+        # priority: handled as the key arrives, so keys typed right after a tab (fast typing, a
+        # paste, tmux send-keys) go to the next field, not the one tab is leaving
+        Binding("tab", "app.focus_next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
     ]
 
     def __init__(self, store: Store, workspace: Workspace) -> None:

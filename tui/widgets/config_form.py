@@ -80,8 +80,9 @@ def build_config(base: ExperimentConfig, raw: dict[str, Any]
         return None, problems
 
 
-class ConfigForm(VerticalScroll):
-    """`form.raw()` is what the fields hold; `show_problems()` writes messages beside them."""
+class ConfigForm(VerticalScroll, can_focus=False):
+    """`form.raw()` is what the fields hold; `show_problems()` writes messages beside them. The
+    scroll area itself takes no focus: tab goes from field to field (it follows the focus)."""
 
     DEFAULT_CSS = """
     ConfigForm { height: 1fr; }
@@ -117,8 +118,8 @@ class ConfigForm(VerticalScroll):
         if spec.kind in ("choice", "bool"):
             choices = spec.choices if spec.kind == "choice" else (False, True)
             return ChoiceField(choices, value, id=spec.widget_id, classes="field")
-        return Input(text_of(value), compact=True, id=spec.widget_id, classes="field",
-                     select_on_focus=False)
+        # select_on_focus (the default): tab into a field and type to replace its value
+        return Input(text_of(value), compact=True, id=spec.widget_id, classes="field")
 
     def raw(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
