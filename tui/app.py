@@ -1,5 +1,6 @@
-"""TinyLMApp: the thin shell. It owns the workspace, the Store and the one watcher of the experiments
-folder; screens do the work and hear about the disk through `app.experiments_changed` (a Signal)."""
+"""TinyLMApp: the thin shell. It owns the workspace, the Store and the one watcher of the
+experiments folder; screens do the work and hear about the disk through `app.experiments_changed`
+(a Signal)."""
 
 from __future__ import annotations
 
@@ -137,7 +138,8 @@ def make_app(workspace: str | None = None, watch: bool = True) -> TinyLMApp:
 
 def run() -> None:
     parser = argparse.ArgumentParser(prog="tinylm-tui")
-    parser.add_argument("-w", "--workspace", help="workspace folder (default: $TINYLM_WORKSPACE or .)")
+    parser.add_argument("-w", "--workspace",
+                        help="workspace folder (default: $TINYLM_WORKSPACE or .)")
     args = parser.parse_args()
     # COLUMNS/LINES in the environment are a snapshot of some terminal's size (a shell or tmux may
     # export them); Python's size query prefers them over the tty, which pinned the app at that

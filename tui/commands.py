@@ -13,16 +13,21 @@ from textual.screen import Screen
 
 
 def keyed_actions(screen: Screen[Any]) -> Iterator[tuple[DOMNode, Binding]]:
-    """(node, binding) for each action with a key shown in the footer, one per action."""
+    """(node, binding) for each key the screen offers (its focused widget's shown keys, its own,
+    then the app's), one per action: what the footer shows, in full."""
+    nodes: list[DOMNode] = []
+    if screen.focused is not None:
+        nodes.append(screen.focused)
+    nodes += [screen, screen.app]
     seen: set[str] = set()
-    for active in screen.active_bindings.values():
-        binding = active.binding
-        if not (binding.show and binding.description) or binding.system:
-            continue
-        if binding.action in seen:
-            continue
-        seen.add(binding.action)
-        yield active.node, binding
+    for node in nodes:
+        for _key, binding in node._bindings:  # the merged map: inherited BINDINGS included
+            if not (binding.show and binding.description) or binding.system:
+                continue
+            if binding.action in seen:
+                continue
+            seen.add(binding.action)
+            yield node, binding
 
 
 def key_label(binding: Binding) -> str:

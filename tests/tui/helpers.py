@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from engine.atomic import atomic_write_json
@@ -17,7 +16,7 @@ from tests.conftest import REPO
 
 FIXED_NOW = 1_780_000_000.0  # 2026-05-28 20:26 UTC: "updated" cells show dates, never "today"
 TINY = ["model.dim=16", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
-        "model.seq_len=32", "device.context_len=0", "tokenizer.vocab_size=256",
+        "model.seq_len=32", "device.context_len=0",
         "train.batch_size=4", "train.max_steps=200", "train.eval_every=50",
         "train.eval_batches=2", "train.ckpt_every=50", "train.log_every=5", "train.threads=1"]
 

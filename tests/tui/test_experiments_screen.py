@@ -1,4 +1,5 @@
-"""The home screen with the real store on a temp workspace: keys, the disk followed in place, damage."""
+"""The home screen with the real store on a temp workspace: keys, the disk followed in place,
+damage."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 
 from engine.atomic import atomic_write_json
 from engine.store.experiments import Store
+from tests.tui.helpers import cli_env, make, wait_for
 from tui.app import make_app
 from tui.messages import RowsRead
 from tui.screens.diff import DiffScreen
@@ -16,8 +18,6 @@ from tui.screens.experiment import ExperimentScreen
 from tui.screens.experiments import ExperimentsScreen
 from tui.screens.prompt import PromptScreen
 from tui.widgets.experiments_table import ExperimentsTable
-
-from tests.tui.helpers import cli_env, make, wait_for
 
 SIZE = (120, 36)
 
@@ -40,8 +40,10 @@ async def test_rows_use_the_shared_formatter_and_damage_is_shown_not_fatal(ws, s
         table = await wait_for(pilot, lambda: app.screen.loaded and table_of(app))
         assert table.row_count == 3
         assert cell(app, "alpha", "best_val") == "2.5000" and cell(app, "alpha", "params") == "260K"
-        assert cell(app, "alpha", "model") == "esp32-260k" and cell(app, "alpha", "fits") == "✓ esp32"
-        assert cell(app, "torn", "status") == "DAMAGED" and cell(app, "nometa", "status") == "DAMAGED"
+        assert cell(app, "alpha", "model") == "esp32-260k"
+        assert cell(app, "alpha", "fits") == "✓ esp32"
+        assert cell(app, "torn", "status") == "DAMAGED"
+        assert cell(app, "nometa", "status") == "DAMAGED"
         table.select("torn")
         await pilot.press("enter")  # opening a damaged folder explains instead of crashing
         await pilot.pause()
@@ -166,3 +168,23 @@ async def test_quit_asks_only_when_a_form_would_be_lost(ws, store):
         await pilot.press("q")  # nothing to lose: no question
         await pilot.pause()
     assert app.return_code == 0
+
+
+async def test_help_and_palette_offer_every_key(ws, store):
+    make(store, "alpha")
+    app = make_app(str(ws), watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.screen.loaded)
+        home = app.screen
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        listed = {key: what for key, what, _more in app.screen.rows}
+        assert listed["⏎"] == "Open" and listed["?"] == "Help" and listed["q"] == "Quit"
+        assert {b.description for b in home.BINDINGS} <= set(listed.values())
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"clone")
+        await wait_for(pilot, lambda: "Clone (c)" in str(app.screen.query_one("CommandList")
+                                                         .get_option_at_index(0).prompt))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen))

@@ -1,4 +1,5 @@
-"""The app ends when its terminal goes away (a closed pty, SIGHUP), instead of spinning on a dead tty.
+"""The app ends when its terminal goes away (a closed pty, SIGHUP), instead of spinning on a dead
+tty.
 
 These run the real app process on a real pty: the master side stands in for the terminal emulator.
 """

@@ -1,5 +1,5 @@
-"""The real `tinylm-tui` in a real terminal (tmux): create an experiment in the wizard, start it, see
-it run, stop it; then close the terminal and check the app is gone.
+"""The real `tinylm-tui` in a real terminal (tmux): create an experiment in the wizard, start it,
+see it run, stop it; then close the terminal and check the app is gone.
 
 The app runs under a shell that stays its parent (`...; true` keeps sh from exec'ing it), as under
 `make app`: when tmux kills the session only that shell gets SIGHUP, which is how the app used to be
@@ -78,7 +78,7 @@ def test_wizard_run_stop_in_a_real_terminal_and_closing_it_ends_the_app(ws):
         tmux.keys("-l", "tiny")
         tmux.keys("Tab", "Tab", "Tab")  # name → device.board → model.arch → model.dim
         fields = {"dim": "16", "n_layers": "1", "n_heads": "2", "n_kv_heads": "1",
-                  "hidden_dim": "0", "vocab_size": "256", "seq_len": "32", "context_len": "0"}
+                  "hidden_dim": "0", "vocab_size": "512", "seq_len": "32", "context_len": "0"}
         for value in fields.values():
             tmux.type_field(value)
         tmux.keys("Tab", "Tab")  # quant.method, quant.int_attention

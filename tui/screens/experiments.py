@@ -15,7 +15,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from engine.config.workspace import Workspace
 from engine.errors import UserError
@@ -24,6 +24,7 @@ from engine.store.format import SUMMARY_COLUMNS
 
 from ..messages import ActionDone, RowsRead
 from ..widgets.experiments_table import ExperimentsTable
+from ..widgets.footer import KeysFooter
 from .base import ReportsWorkerErrors
 from .diff import DiffScreen
 from .edit_config import EditConfigScreen
@@ -40,12 +41,10 @@ class ExperimentsScreen(ReportsWorkerErrors, Screen):
     CSS_PATH = "experiments.tcss"
     HELP_TITLE = "Experiments"
     BINDINGS = [
-        Binding("n", "new", "New", id="experiments.new", tooltip="New experiment: preset, fields, "
-                "live fit meter for the board"),
-        Binding("enter", "open", "Open", id="experiments.open",
-                tooltip="Open the experiment: overview, training curves, samples, quantize"),
-        Binding("r", "run", "Run", id="experiments.run", tooltip="Start training (its own process: "
-                "it keeps going if the app closes)"),
+        Binding("n", "new", "New", id="experiments.new",
+                tooltip="New experiment: preset, fields, live fit meter for the board"),
+        Binding("r", "run", "Run", id="experiments.run",
+                tooltip="Start training (its own process: it keeps going if the app closes)"),
         Binding("R", "resume", "Resume", id="experiments.resume",
                 tooltip="Continue training from the last checkpoint"),
         Binding("s", "stop", "Stop", id="experiments.stop",
@@ -62,9 +61,9 @@ class ExperimentsScreen(ReportsWorkerErrors, Screen):
         Binding("N", "note", "Note", id="experiments.note", tooltip="Edit the notes"),
         Binding("a", "archive", "Archive", id="experiments.archive",
                 tooltip="Archive / unarchive (hidden from the list, nothing deleted)"),
-        Binding("A", "show_archived", "Archived", id="experiments.show_archived",
+        Binding("A", "show_archived", "All", id="experiments.show_archived",
                 tooltip="Show or hide archived experiments"),
-        Binding("space", "mark", "Mark", id="experiments.mark",
+        Binding("space", "mark", "Mark", id="experiments.mark", key_display="␣",
                 tooltip="Mark / unmark for diff"),
         Binding("slash", "filter", "Filter", id="experiments.filter", key_display="/",
                 tooltip="Filter by name, tag or status (tag:x, status:x)"),
@@ -89,7 +88,7 @@ class ExperimentsScreen(ReportsWorkerErrors, Screen):
                     id="filter")
         yield Static("", id="detail")
         yield Static("reading experiments…", id="status")
-        yield Footer()
+        yield KeysFooter(compact=True)
 
     @property
     def table(self) -> ExperimentsTable:

@@ -1,5 +1,5 @@
-"""Export: pick a quantization, write `model.<quant>.bin` for the firmware (engine/blob/export.py in a
-worker: it loads torch and the checkpoint, seconds), then show what was written or why not.
+"""Export: pick a quantization, write `model.<quant>.bin` for the firmware (engine/blob/export.py
+in a worker: it loads torch and the checkpoint, seconds), then show what was written or why not.
 
 The choices carry the budget's numbers for the experiment's board, so the pick is informed; a blob
 that will not fit is refused by the engine with its advice unless "write anyway" is ticked."""

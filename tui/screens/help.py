@@ -28,6 +28,8 @@ class HelpScreen(ModalScreen[None]):
     def __init__(self, below: Screen[Any]) -> None:
         super().__init__()
         self.below = below
+        # (key, what, more): read once, as the screen below offers them now
+        self.rows = [(key_label(b), b.description, b.tooltip) for _, b in keyed_actions(below)]
 
     def compose(self) -> ComposeResult:
         title = getattr(self.below, "HELP_TITLE", type(self.below).__name__)
@@ -41,8 +43,8 @@ class HelpScreen(ModalScreen[None]):
         table.add_column(style="bold cyan", no_wrap=True, width=8)
         table.add_column(no_wrap=True, width=16)
         table.add_column(style="dim", ratio=1)
-        for _node, binding in keyed_actions(self.below):
-            table.add_row(key_label(binding), binding.description, binding.tooltip)
+        for row in self.rows:
+            table.add_row(*row)
         return table
 
     async def action_dismiss(self, result: None = None) -> None:

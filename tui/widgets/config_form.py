@@ -1,8 +1,8 @@
 """ConfigForm: config keys as fields, with the engine's validation messages beside each field.
 
 Why generic: the fields come from the config dataclasses (type from the default, pickers from
-engine.config.schema.CHOICES), so the wizard (a dozen keys) and the config editor (every key) are the
-same widget and a new config key needs no UI work. Validation is the engine's own (`from_dict`): the
+engine.config.schema.CHOICES), so the wizard (a dozen keys) and the config editor (every key) are
+the same widget and a new config key needs no UI work. Validation is the engine's own (`from_dict`): the
 form never re-implements a rule, it only routes each problem to the field its text starts with.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Static
 
@@ -84,12 +84,16 @@ class ConfigForm(VerticalScroll, can_focus=False):
     """`form.raw()` is what the fields hold; `show_problems()` writes messages beside them. The
     scroll area itself takes no focus: tab goes from field to field (it follows the focus)."""
 
+    # one two-column grid: a row a key (label, field), and when the key has a problem a second row
+    # (blank, message) under it, so messages get the whole width. No row containers: fewer widgets
+    # to build when the editor shows every key.
     DEFAULT_CSS = """
-    ConfigForm { height: 1fr; }
-    ConfigForm .row { height: auto; }
-    ConfigForm .key { width: 22; padding: 0 1; color: $text-muted; }
+    ConfigForm { height: 1fr; layout: grid; grid-size: 2; grid-columns: 27 1fr;
+                 grid-rows: auto; }
+    ConfigForm .key { padding: 0 1; color: $text-muted; }
     ConfigForm .field { width: 22; }
-    ConfigForm .problem { width: 1fr; padding: 0 1; color: $error; }
+    ConfigForm .problem, ConfigForm .gap { display: none; }
+    ConfigForm .problem { padding: 0 1 0 0; color: $error; }
     ConfigForm .invalid { background: $error 25%; }
     """
 
@@ -109,10 +113,10 @@ class ConfigForm(VerticalScroll, can_focus=False):
     def compose(self) -> ComposeResult:
         flat = self._initial.flat()
         for spec in self.specs:
-            with Horizontal(classes="row"):
-                yield Label(spec.key, classes="key")
-                yield self._field(spec, flat[spec.key])
-                yield Static("", classes="problem", id=spec.widget_id + "-problem")
+            yield Label(spec.key, classes="key")
+            yield self._field(spec, flat[spec.key])
+            yield Static("", classes="gap", id=spec.widget_id + "-gap")
+            yield Static("", classes="problem", id=spec.widget_id + "-problem")
 
     def _field(self, spec: FieldSpec, value: Any) -> Input | ChoiceField:
         if spec.kind in ("choice", "bool"):
@@ -139,7 +143,10 @@ class ConfigForm(VerticalScroll, can_focus=False):
     def show_problems(self, problems: dict[str, list[str]]) -> None:
         for spec in self.specs:
             texts = problems.get(spec.key, [])
-            self.query_one(f"#{spec.widget_id}-problem", Static).update("\n".join(texts))
+            problem = self.query_one(f"#{spec.widget_id}-problem", Static)
+            problem.update("\n".join(texts))
+            problem.display = bool(texts)
+            self.query_one(f"#{spec.widget_id}-gap").display = bool(texts)
             self.query_one(f"#{spec.widget_id}").set_class(bool(texts), "invalid")
 
     def first_invalid(self, problems: dict[str, list[str]]) -> str | None:

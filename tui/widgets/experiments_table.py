@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.timer import Timer
@@ -85,6 +86,11 @@ class _Shown:
 
 class ExperimentsTable(DataTable):
     """`load(summaries)` once, then `apply(changed, gone)` per disk change."""
+
+    BINDINGS = [  # enter selects a row (the screen opens it): shown, since it is the main key
+        Binding("enter", "select_cursor", "Open", id="experiments.open", key_display="⏎",
+                tooltip="Open the experiment: overview, training curves, samples, quantize"),
+    ]
 
     class SortChanged(Message):
         """The user picked another sort column or order (the screen shows it in its status)."""
@@ -168,7 +174,8 @@ class ExperimentsTable(DataTable):
                 resort = True
                 continue
             self._update(s)
-            if old is None or _sort_value(old, self.sort_column) != _sort_value(s, self.sort_column):
+            column = self.sort_column
+            if old is None or _sort_value(old, column) != _sort_value(s, column):
                 resort = True
         if resort:
             self._resort(keep)
