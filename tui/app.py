@@ -31,6 +31,7 @@ from .workers.terminal import TerminalWatch, terminal_fd
 
 HANGUP_EXIT_CODE = 129  # 128 + SIGHUP, what a shell reports for a hung-up job
 HARD_EXIT_AFTER_S = 3.0  # if a clean exit stalls on a dead terminal, leave anyway
+WATCH_GROUP_S = 0.025  # a disk change shows within ~30 ms; bursts still arrive as one batch
 
 
 class TinyLMApp(App):
@@ -55,7 +56,8 @@ class TinyLMApp(App):
 
     def on_mount(self) -> None:
         if self._watch:
-            self._watcher = ExperimentsWatcher(self.store.root, self._on_disk_change).start()
+            self._watcher = ExperimentsWatcher(self.store.root, self._on_disk_change,
+                                               coalesce_s=WATCH_GROUP_S).start()
         if not self.is_headless:
             self._watch_terminal()
         self.push_screen(ExperimentsScreen(self.store, self.workspace))

@@ -4,6 +4,7 @@ app only watches its folder."""
 
 from __future__ import annotations
 
+from engine.store.lock import pid_alive
 from engine.store.metrics import METRICS_NAME
 from tests.tui.helpers import TINY, copy_demo, make, wait_for
 from tui.app import make_app
@@ -16,7 +17,7 @@ def status_of(app, name: str) -> str:
     return app.screen_stack[1].query_one(ExperimentsTable).summaries[name].status
 
 
-async def test_run_stop_resume_from_the_keyboard(ws, store):
+async def test_run_survives_the_app_then_stop_and_resume_from_the_keyboard(ws, store):
     make(store, "tiny", overrides=TINY + ["train.max_steps=100000"])
     app = make_app(str(ws))
     async with app.run_test(size=(120, 36)) as pilot:
@@ -26,8 +27,15 @@ async def test_run_stop_resume_from_the_keyboard(ws, store):
         await pilot.press("r")
         await wait_for(pilot, lambda: status_of(app, "tiny") == "running", timeout=60)
         assert "running: tiny" in app.screen.query_one("#status").render().plain
-        # let it get past its first steps so the stop leaves a checkpoint to resume from
+        # past its first steps, so a stop leaves a checkpoint to resume from
         await wait_for(pilot, lambda: (store.root / "tiny" / METRICS_NAME).exists(), timeout=60)
+        await pilot.press("q")  # nothing unsaved: quits at once; the run is not ours to end
+    pid = store.load("tiny").meta["pid"]
+    assert pid_alive(pid)
+    app = make_app(str(ws))  # a new app finds the run and follows it
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: app.screen.loaded)
+        assert status_of(app, "tiny") == "running"
         await pilot.press("s")
         await wait_for(pilot, lambda: status_of(app, "tiny") == "stopped", timeout=60)
         step = store.load("tiny").meta["step"]
@@ -36,7 +44,7 @@ async def test_run_stop_resume_from_the_keyboard(ws, store):
         await wait_for(pilot, lambda: status_of(app, "tiny") == "running", timeout=60)
         await pilot.press("s")
         await wait_for(pilot, lambda: status_of(app, "tiny") == "stopped", timeout=60)
-    assert store.load("tiny").meta["step"] >= step
+    assert not pid_alive(pid) and store.load("tiny").meta["step"] >= step
     assert "resume" in (store.root / "tiny" / "train.log").read_text()
 
 

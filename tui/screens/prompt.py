@@ -1,8 +1,8 @@
 """PromptScreen: ask for one value (a clone's name, tags, a note), checked as it is typed.
 
-`check(text)` returns a problem to show under the field (None = fine); enter is refused while
-there is one. Dismisses with the text, or None on escape. `multiline` gives a text area (notes), saved with
-ctrl+s since enter there is a new line."""
+`check(text)` returns a problem to show under the field (None = fine); enter is refused while there
+is one. Dismisses with the text, or None on escape. `multiline` gives a text area (notes), saved
+with ctrl+s since enter there is a new line."""
 
 from __future__ import annotations
 

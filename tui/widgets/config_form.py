@@ -2,8 +2,8 @@
 
 Why generic: the fields come from the config dataclasses (type from the default, pickers from
 engine.config.schema.CHOICES), so the wizard (a dozen keys) and the config editor (every key) are
-the same widget and a new config key needs no UI work. Validation is the engine's own (`from_dict`): the
-form never re-implements a rule, it only routes each problem to the field its text starts with.
+the same widget and a new config key needs no UI work. Validation is the engine's own (`from_dict`):
+the form never re-implements a rule, it only routes each problem to the field its text starts with.
 """
 
 from __future__ import annotations

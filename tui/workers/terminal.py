@@ -1,11 +1,11 @@
 """TerminalWatch: notice when the app's terminal goes away, so the app can end.
 
 Why: closing a terminal (a tmux session killed, an ssh link dropped) hangs up its tty. The kernel
-sends SIGHUP only to the session leader; under `make app` that is make, and the app, one level
-down, never hears of it. Textual's input thread then reads end-of-file from the dead tty forever and
-spins a core (design.md, 2026-11-28: that slowed a training run 70x). poll() with no requested events still
-reports POLLHUP/POLLERR, so this thread sleeps in the kernel at no cost until the hangup, then calls
-`on_hangup` once. No Textual here: it is testable with a bare pty.
+sends SIGHUP only to the session leader; under `make app` that is make, and the app, one level down,
+never hears of it. Textual's input thread then reads end-of-file from the dead tty forever and spins
+a core (design.md, 2026-11-28: that slowed a training run 70x). poll() with no requested events
+still reports POLLHUP/POLLERR, so this thread sleeps in the kernel at no cost until the hangup, then
+calls `on_hangup` once. No Textual here: it is testable with a bare pty.
 """
 
 from __future__ import annotations
