@@ -226,7 +226,9 @@ class ExperimentsTable(DataTable):
     def _label_sort_column(self) -> None:
         arrow = " ▼" if self.sort_reverse else " ▲"
         for key, header in SUMMARY_COLUMNS:
-            self.columns[key].label = Text(header + (arrow if key == self.sort_column else ""))  # type: ignore[index]
+            column = self.columns[key]  # type: ignore[index]
+            column.label = Text(header + (arrow if key == self.sort_column else ""))
+            column.content_width = max(column.content_width, column.label.cell_len)
         self._require_update_dimensions = True
         self.refresh()
 
