@@ -25,12 +25,14 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
 
 
 class Tmux:
+    """A private tmux server whose socket lives in the test's folder (gone with it)."""
+
     def __init__(self, ws: Path) -> None:
-        self.socket = f"tinylm-test-{os.getpid()}"
+        self.socket = str(ws / "tmux.sock")
         self.ws = ws
 
     def __call__(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
+        return subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True,
                               check=True).stdout
 
     def screen(self) -> str:
@@ -103,7 +105,7 @@ def test_wizard_run_stop_in_a_real_terminal_and_closing_it_ends_the_app(ws):
             time.sleep(0.1)
         assert app_pid(ws) is None, "the app outlived its terminal"
     finally:
-        subprocess.run(["tmux", "-L", tmux.socket, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-S", tmux.socket, "kill-server"], capture_output=True)
         pid = app_pid(ws)
         if pid is not None:
             os.kill(pid, 9)
