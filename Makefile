@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# exec: the recipe's shell becomes the app, so a signal sent to the recipe (Ctrl-C, kill) reaches it.
+# (A closed terminal hangs up make, not its children: the app notices the dead tty by itself.)
 app: $(STAMP)
-	$(VENV)/bin/tinylm-tui --workspace .
+	exec $(VENV)/bin/tinylm-tui --workspace .
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -13,7 +13,7 @@ from engine.config.presets import PRESETS, describe, preset_config
 from engine.config.workspace import Workspace
 from engine.store.diff import diff_experiments
 from engine.store.experiments import Store
-from engine.store.format import fmt_loss, fmt_params, fmt_time
+from engine.store.format import SUMMARY_COLUMNS, fmt_params, fmt_time, summary_columns
 from engine.store.metrics import METRICS_NAME, read_metrics, summarize
 
 from .common import command, out, table, warn
@@ -27,7 +27,7 @@ def cmd_new(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
         cfg = config_mod.apply_overrides(cfg, [f"device.board={ws.default_board}"])
     if args.set:
         cfg = config_mod.apply_overrides(cfg, args.set)
-    exp = store.create(args.name, cfg)
+    exp = store.create(args.name, cfg, preset=preset)
     b = budget_mod.compute(cfg)
     out(f"created {exp.folder} from preset {preset} "
         f"({fmt_params(b.params)} params, {cfg.model.arch})")
@@ -44,14 +44,12 @@ def cmd_list(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     if not rows:
         out(f"no experiments in {store.root}; create one with `tinylm new NAME`")
         return 0
+    keys = [k for k, _ in SUMMARY_COLUMNS]
     body = []
     for r in rows:
-        status = "DAMAGED" if r.damaged and r.status == "damaged" else r.status
-        name = r.name + (" (archived)" if r.archived else "")
-        body.append([name, status, fmt_params(r.params), fmt_loss(r.best_val_loss),
-                     budget_mod.fmt_bytes(r.blob_bytes) if r.blob_bytes else "-",
-                     fmt_time(r.updated)])
-    out(table(["name", "status", "params", "best val", "blob", "updated"], body))
+        cells = summary_columns(r)  # the app's table shows the very same strings
+        body.append([cells[k] for k in keys])
+    out(table([header for _, header in SUMMARY_COLUMNS], body))
     for r in rows:
         if r.damaged:
             warn(f"{r.name}: damaged: {r.problem}")

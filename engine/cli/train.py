@@ -45,7 +45,7 @@ def _follow(store: Store, names: list[str], seen: dict[str, int], poll_s: float 
 
 @command("train")
 def cmd_train(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
-    from engine.train.runner import add_to_queue, start_training, wait_until_running
+    from engine.train.runner import add_to_queue, launch
 
     resume = getattr(args, "resume_flag", False)
     if len(args.names) > 1 or args.jobs > 1:
@@ -60,19 +60,19 @@ def cmd_train(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
         return 0
     exp = store.load(args.names[0])
     seen = _metric_counts(store, [exp.name])
-    proc = start_training(exp, ws, resume=resume, init_from=args.init_from, lora=args.lora,
-                          nproc=args.nproc)
-    state = wait_until_running(exp, proc)
-    if state == "exited" and proc.returncode not in (0, None):
-        warn(f"training of '{exp.name}' failed to start (exit {proc.returncode}); "
+    run = launch(exp, ws, resume=resume, init_from=args.init_from, lora=args.lora,
+                 nproc=args.nproc)
+    if run.state == "failed":
+        warn(f"training of '{exp.name}' failed to start (exit {run.returncode}); "
              f"last lines of {exp.path('train.log')}:")
-        warn("\n".join(exp.path("train.log").read_text(errors="replace").splitlines()[-8:]))
-        return 2 if proc.returncode == 2 else 1
-    out(f"{'resumed' if resume else 'training'} '{exp.name}' (pid {proc.pid}); "
+        warn("\n".join(run.log_tail))
+        return run.exit_code
+    out(f"{'resumed' if resume else 'training'} '{exp.name}' (pid {run.pid}); "
         f"metrics in {exp.path(METRICS_NAME)}, log in {exp.path('train.log')}")
     if args.follow:
         _follow(store, [exp.name], seen)
-        proc.wait()
+        if run.proc is not None:
+            run.proc.wait()
         final = store.load(exp.name)
         out(f"{exp.name}: {final.live_status()} at step {final.meta.get('step')}")
         return 0 if final.meta.get("status") in ("done", "stopped") else 1
@@ -158,7 +158,9 @@ def device_summary(stats: Any) -> str:
 def cmd_eval(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     from engine.train.evaluate import evaluate
 
-    result = evaluate(store.load(args.name), ws, which=args.checkpoint)
+    exp = store.load(args.name)
+    result = evaluate(exp, ws, which=args.checkpoint)
+    exp.update_meta(eval=result)  # `tinylm list` and the app show its bits per byte
     if args.json:
         out(json.dumps(result, indent=2))
     else:

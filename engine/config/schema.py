@@ -31,6 +31,12 @@ BOARDS = ("esp32", "esp32-s3", "esp32-c3", "host")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
 CORPUS_FORMATS = ("auto", "text", "tinystories")
+# keys whose value is one of a fixed set (forms offer a picker, completion offers the words)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.arch": ARCHS, "data.format": CORPUS_FORMATS, "tokenizer.kind": TOKENIZER_KINDS,
+    "tokenizer.model_type": SP_MODEL_TYPES, "train.device": DEVICES, "train.dtype": DTYPES,
+    "quant.method": QUANT_METHODS, "device.board": BOARDS,
+}
 
 
 @dataclass

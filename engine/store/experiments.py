@@ -8,6 +8,7 @@ damaged instead of breaking the list.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -40,27 +41,34 @@ def check_name(name: str) -> str:
     return name
 
 
+CONFIG_SUMMARY_VERSION = 2  # bump when config_summary gains keys: older caches are recomputed
+
+
 def config_summary(path: Path, cfg: ExperimentConfig) -> dict[str, Any]:
     """What the list needs from config.toml, cached in meta.json with the file's stamp: listing then
     reads one small JSON per experiment instead of parsing TOML (a hand-edited config has another
-    stamp, so it is parsed again)."""
-    from engine.config.budget import param_count
+    stamp, so it is parsed again). The fit verdict is here too: a budget costs milliseconds, a
+    thousand of them per refresh would not."""
+    from engine.config.budget import compute
 
     st = path.stat()
-    return {"stamp": [st.st_mtime_ns, st.st_size], "params": param_count(cfg),
-            "quant": cfg.quant.method}
+    b = compute(cfg)
+    over = [part for part, n in (("RAM", b.ram_over), ("flash", b.flash_over)) if n > 0]
+    return {"v": CONFIG_SUMMARY_VERSION, "stamp": [st.st_mtime_ns, st.st_size],
+            "params": b.params, "quant": cfg.quant.method, "arch": cfg.model.arch,
+            "board": b.board.name, "fits": b.fits, "over": "+".join(over)}
 
 
 def now() -> float:
     return round(time.time(), 3)
 
 
-def new_meta(name: str, parent: str | None = None) -> dict[str, Any]:
+def new_meta(name: str, parent: str | None = None, preset: str | None = None) -> dict[str, Any]:
     t = now()
     return {
         "schema": META_SCHEMA, "name": name, "status": "new", "created": t, "updated": t,
-        "parent": parent, "tags": [], "notes": "", "archived": False, "pid": None, "host": None,
-        "error": None, "step": 0, "best_val_loss": None, "blobs": {},
+        "parent": parent, "preset": preset, "tags": [], "notes": "", "archived": False, "pid": None,
+        "host": None, "error": None, "step": 0, "best_val_loss": None, "blobs": {},
     }
 
 
@@ -133,26 +141,50 @@ class Experiment:
 
 @dataclass
 class Summary:
-    """One row of `tinylm list` / the Experiments screen."""
+    """One row of `tinylm list` / the Experiments screen (engine/store/format.py writes it out).
+
+    Everything here comes from meta.json and its cached config_summary, never from metrics.jsonl
+    or a checkpoint, so a listing stays one small read per folder."""
 
     name: str
     status: str
     params: int | None = None
     best_val_loss: float | None = None
-    blob_bytes: int | None = None
+    blob_bytes: int | None = None  # size of the blob of the configured quant, once exported
     updated: float | None = None
     tags: list[str] = field(default_factory=list)
     archived: bool = False
     parent: str | None = None
     problem: str | None = None  # set when the folder is damaged
+    arch: str | None = None  # model.arch
+    preset: str | None = None  # the preset it was created from (None: imported or older folders)
+    quant: str | None = None  # quant.method
+    board: str | None = None  # device.board the fit verdict is for
+    fits: bool | None = None  # the budget's verdict for that board
+    over: str = ""  # what does not fit: "RAM", "flash" or "RAM+flash"
+    bits_per_byte: float | None = None  # `tinylm eval`'s, else the configured quant's report
+    step: int | None = None
+    error: str | None = None  # why the last run failed or stopped on its own
 
     @property
     def damaged(self) -> bool:
         return self.problem is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("name", "status", "params", "best_val_loss", "blob_bytes",
-                                               "updated", "tags", "archived", "parent", "problem")}
+        return {k: getattr(self, k) for k in (
+            "name", "status", "params", "best_val_loss", "blob_bytes", "updated", "tags",
+            "archived", "parent", "problem", "arch", "preset", "quant", "board", "fits", "over",
+            "bits_per_byte", "step", "error")}
+
+
+def _bits_per_byte(meta: dict[str, Any], quant: str | None) -> float | None:
+    """The float model's figure from `tinylm eval` when there is one, else the blob's from
+    `tinylm quantize` (the number that matters on the board)."""
+    for source in ((meta.get("eval") or {}), ((meta.get("quant_reports") or {}).get(quant) or {})):
+        value = source.get("bits_per_byte") if isinstance(source, dict) else None
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
 
 
 class Store:
@@ -166,14 +198,17 @@ class Store:
         return (self.folder(name) / "meta.json").exists()
 
     def names(self) -> Iterator[str]:
-        if not self.root.is_dir():
+        try:
+            with os.scandir(self.root) as entries:
+                return iter(sorted(e.name for e in entries
+                                   if not e.name.startswith(".") and e.is_dir()))
+        except (FileNotFoundError, NotADirectoryError):
             return iter(())
-        return iter(sorted(p.name for p in self.root.iterdir()
-                           if p.is_dir() and not p.name.startswith(".")))
 
     # ---- create / load -----------------------------------------------------------------------------
 
-    def create(self, name: str, cfg: ExperimentConfig, parent: str | None = None) -> Experiment:
+    def create(self, name: str, cfg: ExperimentConfig, parent: str | None = None,
+               preset: str | None = None) -> Experiment:
         folder = self.folder(name)
         if folder.exists():
             raise UserError(f"experiment '{name}' already exists ({folder}); pick another name, or "
@@ -185,7 +220,7 @@ class Store:
         tmp.mkdir()
         try:
             config_mod.save(cfg, tmp / "config.toml")
-            meta = new_meta(name, parent)
+            meta = new_meta(name, parent, preset)
             meta["config_summary"] = config_summary(tmp / "config.toml", cfg)
             atomic_write_json(tmp / "meta.json", meta)
             tmp.rename(folder)
@@ -221,34 +256,44 @@ class Store:
     # ---- listing -----------------------------------------------------------------------------------
 
     def summarize(self, name: str) -> Summary:
-        folder = self.root / name
+        # plain string paths and one open() per file: pathlib's object churn was most of the cost of
+        # listing a thousand folders
+        folder = os.path.join(self.root, name)
         try:
-            meta = json.loads((folder / "meta.json").read_text())
+            with open(os.path.join(folder, "meta.json"), "rb") as f:
+                meta = json.loads(f.read())
             if not isinstance(meta, dict):
                 raise ValueError("meta.json is not a JSON object")
         except FileNotFoundError:
             return Summary(name, "damaged", problem="no meta.json")
         except (ValueError, UnicodeDecodeError) as e:
             return Summary(name, "damaged", problem=f"meta.json unreadable ({e})")
-        exp = Experiment(folder, meta)
-        s = Summary(name, exp.live_status(), best_val_loss=meta.get("best_val_loss"),
+        status = meta.get("status", "new")
+        if status == "running":  # only a claimed run needs its lock checked
+            status = Experiment(Path(folder), meta).live_status()
+        s = Summary(name, status, best_val_loss=meta.get("best_val_loss"),
                     updated=meta.get("updated"), tags=list(meta.get("tags") or []),
-                    archived=bool(meta.get("archived")), parent=meta.get("parent"))
+                    archived=bool(meta.get("archived")), parent=meta.get("parent"),
+                    preset=meta.get("preset"), step=meta.get("step"), error=meta.get("error"))
         blobs = meta.get("blobs") or {}
         cached = meta.get("config_summary") or {}
+        config_path = os.path.join(folder, "config.toml")
         try:
-            st = exp.config_path.stat()
-            if cached.get("stamp") != [st.st_mtime_ns, st.st_size]:
-                cached = config_summary(exp.config_path, exp.config)
+            st = os.stat(config_path)
+            if (cached.get("stamp") != [st.st_mtime_ns, st.st_size]
+                    or cached.get("v") != CONFIG_SUMMARY_VERSION):
+                cached = config_summary(Path(config_path), config_mod.load(config_path))
         except FileNotFoundError:
             s.problem = "no config.toml"
             return s
         except ConfigError as e:
             s.problem = f"config.toml invalid ({e.problems[0]})"
             return s
-        s.params = cached.get("params")
-        blob = blobs.get(cached.get("quant"))
+        s.params, s.quant, s.arch = cached.get("params"), cached.get("quant"), cached.get("arch")
+        s.board, s.fits, s.over = cached.get("board"), cached.get("fits"), cached.get("over") or ""
+        blob = blobs.get(s.quant) if isinstance(blobs, dict) else None
         s.blob_bytes = blob.get("size") if isinstance(blob, dict) else None
+        s.bits_per_byte = _bits_per_byte(meta, s.quant)
         return s
 
     def list(self, include_archived: bool = False) -> list[Summary]:
@@ -268,7 +313,7 @@ class Store:
         check_name(dst)
         if self.folder(dst).exists():
             raise UserError(f"experiment '{dst}' already exists; pick another name")
-        exp = self.create(dst, source.config, parent=src)
+        exp = self.create(dst, source.config, parent=src, preset=source.meta.get("preset"))
         files = list(RECIPE_FILES[1:]) + (list(CHECKPOINT_FILES) if with_checkpoints else [])
         for fname in files:
             if (source.folder / fname).exists():

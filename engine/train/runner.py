@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,6 +86,39 @@ def wait_until_running(exp: Experiment, proc: subprocess.Popen, timeout: float =
             return "exited"
         time.sleep(0.05)
     return "starting"
+
+
+@dataclass
+class Launch:
+    """What starting a run came to: `state` is "running", "starting" (slow start, still going) or
+    "failed" (the process ended before it took its lock; `log_tail` says why)."""
+
+    name: str
+    pid: int
+    state: str
+    returncode: int | None = None
+    log_tail: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def exit_code(self) -> int:
+        """For the CLI: 2 when the run refused its input, 1 for other failures, else 0."""
+        if self.state != "failed":
+            return 0
+        return 2 if self.returncode == 2 else 1
+
+
+def launch(exp: Experiment, ws: Workspace, resume: bool = False, init_from: str | None = None,
+           lora: int = 0, nproc: int = 1, timeout: float = 60.0, tail_lines: int = 8) -> Launch:
+    """Start a run and wait until it is really running (or failed to start), so both faces can
+    report a true status; a failed start carries the last lines of train.log."""
+    proc = start_training(exp, ws, resume=resume, init_from=init_from, lora=lora, nproc=nproc)
+    state = wait_until_running(exp, proc, timeout)
+    if state == "exited" and proc.returncode not in (0, None):
+        lines = exp.path("train.log").read_text(errors="replace").splitlines()[-tail_lines:]
+        return Launch(exp.name, proc.pid, "failed", proc.returncode, lines, proc)
+    return Launch(exp.name, proc.pid, "running" if state == "exited" else state, proc.returncode,
+                  proc=proc)
 
 
 def stop_training(exp: Experiment, timeout: float = 30.0,
