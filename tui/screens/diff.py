@@ -100,6 +100,9 @@ class DiffScreen(Screen):
             self._status("nothing to compare: mark experiments with space on the list, then d")
             return
         self._status(f"reading {len(self.names)} experiments…")
+        shared = getattr(self.app, "experiments_changed", None)
+        if shared is not None:  # the app's watcher: a followed run grows its curve here too
+            shared.subscribe(self, self._app_saw_changes)
         self.load()
 
     # ---- reading (worker thread) -----------------------------------------------------------------
@@ -133,6 +136,10 @@ class DiffScreen(Screen):
         # kept before load_side can fail, so records the tail has handed over are never lost
         self._records[name] = held + new
         self._sides[name] = load_side(self.store, name, self._records[name])
+
+    def _app_saw_changes(self, changes: dict[str, set[str]]) -> None:
+        for name, files in changes.items():
+            self.on_files_changed(name, files or set(WATCHED))
 
     def on_files_changed(self, name: str, files: set[str]) -> None:
         """Called by the app when an experiment folder changed on disk: re-read that one."""

@@ -169,11 +169,19 @@ class ExperimentScreen(Screen):
         self.sub_title = ""
         self.load_overview()
         self.follow_run()
-        if self.folder.is_dir():
-            # keys of the batches are file names: the watched root is the experiment folder itself
+        shared = getattr(self.app, "experiments_changed", None)
+        if shared is not None:  # the app's one watcher of the experiments folder
+            shared.subscribe(self, self._app_saw_changes)
+        elif self.folder.is_dir():
+            # standalone (tests, a tool hosting only this screen): a watcher of this folder, whose
+            # batches are keyed by file name since the watched root is the experiment itself
             self.watcher = ExperimentsWatcher(
                 self.folder, lambda changes: self.post_message(self.FilesChanged(set(changes)))
             ).start()
+
+    def _app_saw_changes(self, changes: dict[str, set[str]]) -> None:
+        if self.exp_name in changes:
+            self.on_files_changed(changes[self.exp_name] or {""})
 
     def on_unmount(self) -> None:
         self.follower.stop()
