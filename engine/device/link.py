@@ -116,7 +116,9 @@ class DeviceLink:
             while nl < 0:
                 if time.monotonic() > deadline:
                     return None
-                chunk = self.serial.read(4096)
+                # what is there, or the first byte to come: read(4096) would wait out the whole
+                # port timeout (50 ms) for any reply shorter than 4 KB, on every command
+                chunk = self.serial.read(min(4096, max(1, self.serial.in_waiting)))
                 if chunk:
                     self._buf += chunk
                     nl = self._buf.find(b"\n")
