@@ -1,0 +1,95 @@
+"""FlashPanel: which blob a flash would write, whether it fits the board (the budget's numbers),
+and while flashing a progress bar with bytes, KB/s and ETA.
+
+Why the budget sits here: a blob that does not fit is refused before a byte is written, and the
+refusal is only useful with the numbers and the advice beside it (engine/config/budget.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+from engine.config.budget import fmt_bytes
+
+
+class FlashPanel(Vertical):
+    DEFAULT_CSS = """
+    FlashPanel { height: auto; padding: 0 1; }
+    FlashPanel > ProgressBar { width: 100%; }
+    FlashPanel > ProgressBar Bar { width: 1fr; }
+    FlashPanel > #flash-rate { height: 1; }
+    FlashPanel > #flash-result { height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.what = ""
+        self.t0 = 0.0
+        self.done0 = 0
+        self.done = 0
+        self.total = 0
+        self.running = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="flash-blob")
+        yield Static("", id="flash-budget")
+        yield ProgressBar(total=100, show_eta=False, id="flash-bar")
+        yield Static("", id="flash-rate")
+        yield Static("", id="flash-result")
+
+    # ---- before ----------------------------------------------------------------------------------
+
+    def show_target(self, quant: str, size: int | None, sha: str, verdict: str, fits: bool,
+                    advice: list[str]) -> None:
+        blob = (f"{quant} blob {fmt_bytes(size)} · sha {sha[:12]}…" if size is not None else
+                f"{quant} blob not exported yet (f exports it first)")
+        self.query_one("#flash-blob", Static).update(blob)
+        text = Text(verdict, style="green" if fits else "bold red")
+        if not fits and advice:
+            text.append("\ntry: " + "; ".join(advice[:3]), style="yellow")
+        self.query_one("#flash-budget", Static).update(text)
+
+    # ---- while -----------------------------------------------------------------------------------
+
+    def begin(self, text: str) -> None:
+        self.running = True
+        self.what, self.done, self.total = "", 0, 0
+        self.query_one(ProgressBar).update(total=100, progress=0)
+        self.query_one("#flash-rate", Static).update("")
+        self._result(Text(text, style="cyan"))
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        now = time.monotonic()
+        if what != self.what:  # a new region gets its own clock
+            self.what, self.t0, self.done0 = what, now, done
+        self.done, self.total = done, total
+        self.query_one(ProgressBar).update(total=max(total, 1), progress=done)
+        elapsed = now - self.t0
+        rate = (done - self.done0) / 1024 / elapsed if elapsed > 0.05 else 0.0
+        eta = f"ETA {(total - done) / 1024 / rate:.0f} s" if rate > 0 and done < total else ""
+        self.query_one("#flash-rate", Static).update(
+            f"{what}: {done / 1024:.1f} / {total / 1024:.1f} KB · {rate:.1f} KB/s {eta}".rstrip(),
+            layout=False)
+
+    # ---- after -----------------------------------------------------------------------------------
+
+    def finish(self, text: str, ok: bool) -> None:
+        self.running = False
+        self._result(Text(text, style="green" if ok else "bold red"))
+
+    def refuse(self, text: str) -> None:
+        self.running = False
+        self._result(Text("refused: " + text, style="bold red"))
+
+    def _result(self, text: Text) -> None:
+        self.query_one("#flash-result", Static).update(text)
+
+    @property
+    def percent(self) -> float:
+        bar = self.query_one(ProgressBar)
+        return 100.0 * (bar.progress / bar.total) if bar.total else 0.0
