@@ -42,7 +42,7 @@ class DeviceScreen(Screen):
         yield Header()
         yield DevicePanel(self.store, self.workspace, self.exp_name, ports=self.ports,
                           id="device-panel")
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def panel(self) -> DevicePanel:

@@ -1,6 +1,7 @@
 """BindingCommands: a command palette provider listing the key bindings active where the palette
-was opened (those the footer shows), so every action with a key in the footer can also be found by
-name.
+was opened — those the footer shows, and the app's own that it leaves out for room (a Binding with
+an `id`; the stock widgets' bindings, cursor moves and the like, have none) — so every action with
+a key can also be found by name.
 
 Why from the bindings and not a second list: the footer, the palette and the keys then read one
 source (the screen's and its focused widgets' BINDINGS) and cannot drift apart.
@@ -18,7 +19,7 @@ class BindingCommands(Provider):
         seen, out = set(), []
         for key, active in self.screen.active_bindings.items():
             b = active.binding
-            if not (b.description and b.show) or b.action in seen or not active.enabled:
+            if not (b.description and (b.show or b.id)) or b.action in seen or not active.enabled:
                 continue
             seen.add(b.action)
             display = self.app.get_key_display(b)

@@ -114,6 +114,10 @@ class ChatColumns(Vertical):
                 if ref[i] != dev[i]:
                     self.divergence_at = i
                     touched |= {"reference", "device"}
+                    r, d = self.cols["reference"], self.cols["device"]
+                    self.verdict(Text(f"device differs from reference at token {i}: reference "
+                                      f"{ref[i]} {r.pieces[i]!r} vs device {dev[i]} "
+                                      f"{d.pieces[i]!r}", style="bold red"))
                     break
         for s in touched:
             self.cols[s].stats = live_stats(self.cols[s])

@@ -24,6 +24,7 @@ from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Input, Select, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -62,7 +63,7 @@ class DevicePanel(Vertical):
     BINDINGS = [
         Binding("c", "connect", "Connect", id="device.connect",
                 tooltip="Connect to the highlighted port (or disconnect)"),
-        Binding("d", "download_board", "Download board", id="device.download",
+        Binding("d", "download_board", "Download", id="device.download",
                 tooltip="Start a virtual ESP32 in ROM download mode and connect: flash with no "
                         "hardware"),
         Binding("i", "info", "Info", id="device.info", tooltip="Ask the board for INFO again"),
@@ -72,7 +73,7 @@ class DevicePanel(Vertical):
                 tooltip="Which blob: f32, int8 or ternary"),
         Binding("m", "show_monitor", "Monitor", id="device.monitor"),
         Binding("t", "show_chat", "Chat", id="device.chat", tooltip="Chat tab, prompt focused"),
-        Binding("space", "pause", "Pause", id="device.pause",
+        Binding("space", "pause", "Pause", id="device.pause", key_display="␣",
                 tooltip="Pause / resume the monitor (lines are still counted and saved)"),
         Binding("slash", "filter", "Filter", id="device.filter",
                 tooltip="Filter the monitor by text or regex"),
@@ -81,16 +82,21 @@ class DevicePanel(Vertical):
         Binding("ctrl+l", "clear", "Clear", id="device.clear", tooltip="Clear the monitor"),
         Binding("ctrl+r", "reset_board", "Reset", id="device.reset",
                 tooltip="Reset the board (DTR/RTS on a serial port, @RESET elsewhere)"),
-        Binding("s", "toggle_save", "Save log", id="device.save",
+        Binding("s", "toggle_save", "Save", id="device.save",
                 tooltip="Save the board's lines to the experiment's device.log (on/off)"),
-        Binding("g", "toggle_plot", "Plot", id="device.plot",
-                tooltip="Show or hide the plot of label:value series"),
-        Binding("p", "ports", "Ports", id="device.ports",
+        Binding("g", "toggle_plot", "Plot", id="device.plot", show=False,
+                tooltip="Show or hide the plot of label:value series (it shows itself when the "
+                        "board prints one)"),
+        # the port list and the experiment box are always on screen, and the plot shows itself:
+        # their keys are in the command palette, not the footer (no room left at 130 columns)
+        Binding("p", "ports", "Ports", id="device.ports", show=False,
                 tooltip="Refresh the port list and move to it"),
-        Binding("e", "pick_experiment", "Experiment", id="device.experiment"),
+        Binding("e", "pick_experiment", "Experiment", id="device.experiment", show=False,
+                tooltip="Pick the experiment to deploy"),
         Binding("escape", "stop", "Stop", id="device.stop",
-                tooltip="Stop the chat turn (all three streams) or the flash"),
+                tooltip="Stop the chat turn (all three streams) or the flash; leave a text box"),
     ]
+    MONITOR_ACTIONS = {"pause", "filter", "timestamps", "clear", "toggle_save", "toggle_plot"}
 
     # ---- messages from the workers ---------------------------------------------------------------
 
@@ -358,7 +364,7 @@ class DevicePanel(Vertical):
                                        (f" · reopened {e.why}" if e.why else "", "green")))
             self._show_state(e.state)
             self.monitor.set_enabled(True)
-            self.monitor.note(f"connected to {where}" + (f" ({e.why})" if e.why else ""))
+            self._note(f"connected to {where}" + (f" ({e.why})" if e.why else ""))
         elif isinstance(e, Lost):
             self.connected, self.lost = False, True
             self._status(Text.assemble(
@@ -367,7 +373,7 @@ class DevicePanel(Vertical):
                 f"(attempt {e.attempt})"))
             self.monitor.set_enabled(False)
             if e.attempt == 1:
-                self.monitor.note(f"port lost: {_short(e.reason)}")
+                self._note(f"port lost: {_short(e.reason)}")
         elif isinstance(e, Failed):
             self.session = None
             self._status(Text(f"could not connect to {e.port}: {e.message}", style="bold red"))
@@ -398,8 +404,19 @@ class DevicePanel(Vertical):
             self.chat.set_enabled(True)
         if self.board.current.matches:
             self.chat.clear_refusal()
+        self.call_after_refresh(self._keep_focus)
+
+    def _keep_focus(self) -> None:
+        """A disabled prompt drops the focus, and with no focus the panel's keys are dead: give
+        it to the port list."""
+        if self.is_attached and self.screen.is_active and self.app.focused is None:
+            self.picker.focus_list()
 
     # ---- the monitor -----------------------------------------------------------------------------
+
+    def _note(self, text: str) -> None:
+        if self.feed is not None:
+            self.feed.note(text)
 
     def _flush_monitor(self) -> None:
         feed = self.feed
@@ -451,7 +468,7 @@ class DevicePanel(Vertical):
         if self.chatting:
             self.flash_panel.refuse("a chat turn is running (esc stops it)")
             return
-        self.flashing = True
+        self._set_busy(flashing=True)
         self._flash_stop.clear()
         self.flash_panel.begin(f"flashing the {self.quant} blob of {self.target.name}…")
         self._flash(session, self.target, self.quant)
@@ -491,7 +508,7 @@ class DevicePanel(Vertical):
             self.flash_panel.refuse(message.text)
         else:
             self.flash_panel.finish(message.text, message.ok)
-        self.flashing = False
+        self._set_busy(flashing=False)
         if self.exp_name:
             self._load_target(self.exp_name)  # an export may have written a blob
 
@@ -506,7 +523,7 @@ class DevicePanel(Vertical):
             return
         assert self.session is not None and self.target is not None and self.quant is not None
         self.chat.clear_refusal()
-        self.chatting = True
+        self._set_busy(chatting=True)
         self._chat_stop.clear()
         self.chat.columns.set_labels(self.quant, self.session.choice.value)
         self.chat.columns.begin(message.prompt)
@@ -569,7 +586,7 @@ class DevicePanel(Vertical):
 
     @on(ChatFinished)
     def _chat_finished(self, message: ChatFinished) -> None:
-        self.chatting = False
+        self._set_busy(chatting=False)
         self.last_turn = message.result
         if message.result is not None:
             self.chat.columns.finish(message.result)
@@ -591,14 +608,43 @@ class DevicePanel(Vertical):
             return
         group = event.worker.group
         if group == "dev-flash":
-            self.flashing = False
+            self._set_busy(flashing=False)
             self.flash_panel.finish(f"flash failed: {event.worker.error}", False)
         elif group == "dev-chat":
-            self.chatting = False
+            self._set_busy(chatting=False)
             self.chat.refuse(f"chat failed: {event.worker.error}", False)
         self.notify(f"{group}: {event.worker.error}", title="device", severity="error", timeout=8)
 
     # ---- keys ------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The footer shows what applies now: the monitor's keys on the Monitor tab, the other
+        tab's key, and Esc only while something can be stopped or a text box left (else Esc is
+        the screen's Back)."""
+        try:
+            tab = self.query_one(TabbedContent).active
+        except NoMatches:
+            return True
+        if action in self.MONITOR_ACTIONS:
+            return tab == "dev-monitor"
+        if action == "show_monitor":
+            return tab != "dev-monitor"
+        if action == "show_chat":
+            return tab != "dev-chat"
+        if action == "stop":
+            return self.chatting or self.flashing or isinstance(self.app.focused, Input)
+        return True
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        self.refresh_bindings()
+
+    def _set_busy(self, *, chatting: bool | None = None, flashing: bool | None = None) -> None:
+        if chatting is not None:
+            self.chatting = chatting
+        if flashing is not None:
+            self.flashing = flashing
+        self.refresh_bindings()  # Esc means Stop now, or Back again
 
     def action_connect(self) -> None:
         if self.session is not None:
@@ -639,7 +685,7 @@ class DevicePanel(Vertical):
 
     def action_show_chat(self) -> None:
         self.query_one(TabbedContent).active = "dev-chat"
-        self.chat.focus_prompt()
+        self.call_after_refresh(self.chat.focus_prompt)  # focusable once the pane is shown
 
     def action_pause(self) -> None:
         self.monitor.toggle_pause()
@@ -685,7 +731,7 @@ class DevicePanel(Vertical):
         elif isinstance(self.app.focused, Input):
             self.picker.focus_list()
         else:
-            raise SkipAction()
+            raise SkipAction()  # only reached if check_action let it through: the screen's Back
 
     # ---- status ----------------------------------------------------------------------------------
 

@@ -71,10 +71,10 @@ class FlashPanel(Vertical):
         self.query_one(ProgressBar).update(total=max(total, 1), progress=done)
         elapsed = now - self.t0
         rate = (done - self.done0) / 1024 / elapsed if elapsed > 0.05 else 0.0
-        eta = f"ETA {(total - done) / 1024 / rate:.0f} s" if rate > 0 and done < total else ""
+        speed = f" · {rate:.1f} KB/s" if rate > 0 else ""  # none yet: one report has no rate
+        eta = f" · ETA {(total - done) / 1024 / rate:.0f} s" if rate > 0 and done < total else ""
         self.query_one("#flash-rate", Static).update(
-            f"{what}: {done / 1024:.1f} / {total / 1024:.1f} KB · {rate:.1f} KB/s {eta}".rstrip(),
-            layout=False)
+            f"{what}: {done / 1024:.1f} / {total / 1024:.1f} KB{speed}{eta}", layout=False)
 
     # ---- after -----------------------------------------------------------------------------------
 

@@ -125,10 +125,6 @@ class SerialMonitor(Vertical):
         self.shown = 0
         self._write(self.kept)
 
-    def note(self, text: str) -> None:
-        """A line of the host's own (connected, lost), kept apart from the board's by its look."""
-        self.ingest([MonitorLine(time.time(), f"── {text} ──")])
-
     @property
     def visible_lines(self) -> list[str]:
         return list(self.log_widget.lines)

@@ -106,6 +106,12 @@ class MonitorFeed:
                 s.points.append((t - self.t0, value))
                 s.version += 1
 
+    def note(self, text: str) -> None:
+        """A line of the host's own (connected, port lost), in order with the board's lines;
+        neither counted nor saved."""
+        with self._lock:
+            self._pending.append(MonitorLine(time.time(), f"── {text} ──"))
+
     def _save(self, direction: str, raw: bytes, t: float) -> None:
         """device.log in DeviceLink's format (`<time> <dir> <line>`), rotated past LOG_CAP."""
         if not self.saving or self.log_path is None:
