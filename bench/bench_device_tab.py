@@ -127,10 +127,14 @@ async def flood_bench(store: Store, ws: Any, rate: int, presses: int) -> None:
                 results["T"].append(await key_to_frame(app, "T",
                                                        lambda s=stamps: mon.timestamps != s))
                 await asyncio.sleep(0.15)
-                want = "dev-chat" if tabs.active == "dev-monitor" else "dev-monitor"
                 results["t/m"].append(await key_to_frame(
-                    app, "t" if want == "dev-chat" else "m", lambda w=want: tabs.active == w))
-                panel.picker.focus_list()  # t focuses the prompt; letters must reach the panel
+                    app, "t", lambda: tabs.active == "dev-chat"))
+                prompt = panel.chat.query_one("#chat-prompt")  # t focuses the prompt (after a
+                await wait(lambda p=prompt: p.has_focus)  # refresh): take the focus back, or the
+                panel.picker.focus_list()  # letters would type there
+                await asyncio.sleep(0.15)
+                results["t/m"].append(await key_to_frame(
+                    app, "m", lambda: tabs.active == "dev-monitor"))
                 await asyncio.sleep(0.15)
             t_stats = time.monotonic()
             total0 = panel.feed.stats().total
