@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -43,6 +44,11 @@ class DeviceScreen(Screen):
         yield DevicePanel(self.store, self.workspace, self.exp_name, ports=self.ports,
                           id="device-panel")
         yield Footer(compact=True)
+
+    @on(DevicePanel.ExperimentChosen)
+    def _experiment_chosen(self, message: DevicePanel.ExperimentChosen) -> None:
+        self.exp_name = message.name
+        self.sub_title = f"device · {message.name}"
 
     @property
     def panel(self) -> DevicePanel:

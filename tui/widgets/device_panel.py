@@ -115,6 +115,11 @@ class DevicePanel(Vertical):
         target: Target
 
     @dataclass
+    class ExperimentChosen(Message):
+        """The panel now deploys this experiment (a screen shows it in its title)."""
+        name: str
+
+    @dataclass
     class TargetFailed(Message):
         name: str
         error: str
@@ -227,6 +232,8 @@ class DevicePanel(Vertical):
         self._list_ports()
         if self.exp_name:
             self._load_target(self.exp_name)
+        else:
+            self.flash_panel.show_nothing("no experiment: e picks the one whose blob to flash")
         self.picker.focus_list()
 
     def on_unmount(self) -> None:
@@ -249,6 +256,8 @@ class DevicePanel(Vertical):
         """Deploy another experiment (the experiment screen calls this when its tab opens)."""
         self.exp_name = name
         self.quant = None
+        self.flash_panel.clear_result()
+        self.post_message(self.ExperimentChosen(name))
         self._load_target(name)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dev-target")
@@ -404,6 +413,7 @@ class DevicePanel(Vertical):
             self.chat.set_enabled(True)
         if self.board.current.matches:
             self.chat.clear_refusal()
+        self.refresh_bindings()  # Info and Reset need a board that answers
         self.call_after_refresh(self._keep_focus)
 
     def _keep_focus(self) -> None:
@@ -471,6 +481,9 @@ class DevicePanel(Vertical):
         self._set_busy(flashing=True)
         self._flash_stop.clear()
         self.flash_panel.begin(f"flashing the {self.quant} blob of {self.target.name}…")
+        how = ("esptool has the port until it is done" if session.choice.kind in
+               ("serial", "download") else "an upload over the protocol")
+        self._note(f"flashing the {self.quant} blob of {self.target.name}: {how}")
         self._flash(session, self.target, self.quant)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dev-flash")
@@ -504,6 +517,8 @@ class DevicePanel(Vertical):
 
     @on(FlashFinished)
     def _flash_finished(self, message: FlashFinished) -> None:
+        self._note(("flash refused: " if message.refused else "flash done: " if message.ok else
+                    "flash failed: ") + message.text.split("; ")[-1][:100])
         if message.refused:
             self.flash_panel.refuse(message.text)
         else:
@@ -633,6 +648,8 @@ class DevicePanel(Vertical):
             return tab != "dev-chat"
         if action == "stop":
             return self.chatting or self.flashing or isinstance(self.app.focused, Input)
+        if action in ("info", "reset_board"):
+            return True if self.connected else None  # shown, dimmed, until a board answers
         return True
 
     @on(TabbedContent.TabActivated)

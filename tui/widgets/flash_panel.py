@@ -54,6 +54,15 @@ class FlashPanel(Vertical):
             text.append("\ntry: " + "; ".join(advice[:3]), style="yellow")
         self.query_one("#flash-budget", Static).update(text)
 
+    def show_nothing(self, text: str) -> None:
+        """No experiment to flash yet."""
+        self.query_one("#flash-blob", Static).update(Text(text, style="dim"))
+        self.query_one("#flash-budget", Static).update("")
+
+    def clear_result(self) -> None:
+        if not self.running:
+            self._result(Text(""))
+
     # ---- while -----------------------------------------------------------------------------------
 
     def begin(self, text: str) -> None:
