@@ -27,6 +27,7 @@ from engine.blob.export import export
 from engine.chat.streams import ChatEvent
 from engine.config import schema as config_mod
 from engine.config.workspace import Workspace, load_workspace
+from engine.device.emulated import QEMU, RV_CC
 from engine.device.virtual import VirtualBoard
 from engine.store.experiments import Store
 from tui.screens.device import DeviceScreen
@@ -127,7 +128,7 @@ def status(panel: DevicePanel) -> str:
     return text_of(panel.query_one("#dev-status", Static))
 
 
-async def test_connect_info_quant_palette_restart_disconnect(demo):
+async def test_connect_info_reset_tabs_quant_palette_restart_disconnect(demo):
     store, ws = demo
     async with DeviceHost(store, ws, DEMO).run_test(size=SIZE) as pilot:
         panel = await connect_virtual(pilot)
@@ -147,6 +148,26 @@ async def test_connect_info_quant_palette_restart_disconnect(demo):
         await pilot.press("i")
         await until(pilot, lambda: sum(ln.text.startswith("@INFO") for ln in panel.monitor.kept)
                     > before, "a second INFO")
+
+        # ctrl+r resets the board (@RESET on a pty): it comes back @READY and is asked again
+        before = sum(ln.text.startswith("@READY") for ln in panel.monitor.kept)
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: sum(ln.text.startswith("@READY") for ln in panel.monitor.kept)
+                    > before, "the board's @READY after the reset")
+        assert any(ln.text.startswith("@OK") for ln in panel.monitor.kept)
+
+        # t / m switch the tabs; p goes back to the port list, e to the experiment box
+        tabs = panel.query_one("#dev-tabs")
+        await pilot.press("t")
+        assert tabs.active == "dev-chat"
+        await pilot.press("escape")  # out of the prompt
+        await pilot.press("m")
+        assert tabs.active == "dev-monitor"
+        await pilot.press("e")
+        assert panel.query_one("#dev-exp").has_focus
+        panel.picker.focus_list()
+        await pilot.press("p")
+        assert panel.picker.query_one(OptionList).has_focus
 
         # u cycles the quant: the board's int8 is then "another blob of this experiment"
         await pilot.press("u")
@@ -177,6 +198,23 @@ async def test_connect_info_quant_palette_restart_disconnect(demo):
         await pilot.press("c")
         assert panel.session is None and "disconnected" in status(panel)
         await until(pilot, lambda: session.board is None, "the board stopped")
+
+
+@pytest.mark.skipif(shutil.which(RV_CC) is None or shutil.which(QEMU) is None,
+                    reason="rv32 toolchain / qemu not installed (CI installs them)")
+async def test_rv32_board_shows_instructions_and_the_esp32c3_projection(demo):
+    store, ws = demo
+    async with DeviceHost(store, ws, DEMO).run_test(size=SIZE) as pilot:
+        panel = await opened(pilot)
+        panel.picker.select("rv32")
+        await pilot.press("enter")
+        await until(pilot, lambda: panel.connected, "the rv32 board under qemu", timeout=60)
+        info = text_of(panel.board)
+        assert panel.board.current.matches and "rv32 · fw" in info
+        p = panel.board.state.projected
+        assert p is not None and p["instructions_per_token"] > 0
+        assert f"{p['instructions_per_token']:,.0f} instr/token" in info
+        assert f"≈ {p['ms_per_token']:.1f} ms/token" in info and "ESP32-C3" in info
 
 
 async def test_flash_through_the_download_mode_board(demo):
