@@ -11,8 +11,10 @@ flood, and the chat's time to the first token per column.
   a terminal writes the frame). Keys: space (pause/resume: the monitor's stats line), T (timestamps:
   the log re-drawn from its kept lines), t/m (switch to the Chat tab and back). Median, p90, max.
 - Chat: the demo-260k int8 blob on the virtual board (`virtual` port), greedy, 32 tokens, the
-  prompt sent through the chat panel. Per column, time to the first token from the start of the
-  streams (the engine's TurnResult), and Enter → the first device token drawn (the UI's figure).
+  prompt sent through the chat panel a second after the last turn ended. Per column, time to the
+  first token from the start of the streams (the engine's TurnResult); setup = chat_turn's checks
+  and @INFO before the streams; Enter → the first device token drawn (the UI's figure: the message
+  handled, the worker started, setup, the board's first token, the column redrawn).
   Turn 1 is cold (torch imported and the checkpoint loaded in it); the rest are medians of warm
   turns.
 The app runs headless (App.run_test) at 130x40; the machine's other load shows in the figures.
@@ -167,6 +169,7 @@ async def chat_bench(store: Store, ws: Any, turns: int) -> None:
         panel.chat.knobs.set(temperature=0, max_tokens=32)
         params = panel.chat.knobs.params()
         for _ in range(turns):
+            await asyncio.sleep(1.0)  # a person reads the answer: the last turn's redraws end
             before = panel.last_turn
             t0 = time.perf_counter()
             panel.post_message(ChatPanel.Send("Once upon a time", params))

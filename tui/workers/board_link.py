@@ -34,6 +34,7 @@ from .ports import PortChoice
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0)  # between reopen attempts after a loss; the last one repeats
 IDLE_READ_S = 0.05  # the reader holds the port this long at most before a command can take it
 PROBE_TOKENS = 8  # rv32: tokens generated at connect to count instructions per token
+BOOT_S = 1.5  # a real board reset by the port opening prints @READY within this
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,11 @@ class BoardSession:
         if self.in_download_mode:
             return BoardState(None, "download mode: the ROM bootloader waits for esptool "
                                     "(f flashes the blob, then the app boots)")
+        if self._resets_on_open():
+            try:  # opening a USB-serial port pulses EN: an INFO sent while it boots is lost
+                link.wait_ready(timeout=BOOT_S)
+            except DeviceError:
+                pass  # no @READY: it did not reset (or is not the tinylm app); INFO will tell
         try:
             info = link.info()
         except DeviceError as e:
@@ -239,6 +245,12 @@ class BoardSession:
             return BoardState(None, str(e))
         projected = self._probe_rv32(link) if info.get("board") == "rv32" else None
         return BoardState(info, "", projected)
+
+    def _resets_on_open(self) -> bool:
+        """A real serial port (not a pty): its DTR/RTS usually reset the board when opened."""
+        from engine.device.flash import is_pty
+
+        return self.choice.kind == "serial" and not is_pty(self.path)
 
     @staticmethod
     def _probe_rv32(link: DeviceLink) -> dict[str, float] | None:
