@@ -34,6 +34,7 @@ from tui.screens.device import DeviceScreen
 from tui.widgets.binding_commands import BindingCommands
 from tui.widgets.board_panel import Expected
 from tui.widgets.chat_columns import ChatColumns
+from tui.widgets.device_messages import FlashProgress
 from tui.widgets.device_panel import DevicePanel
 from tui.widgets.serial_monitor import SeriesPlot
 from tui.workers.board_link import BoardState
@@ -222,7 +223,7 @@ async def test_flash_through_the_download_mode_board(demo):
     progress: list[Any] = []
 
     def hook(message: Any) -> None:
-        if isinstance(message, DevicePanel.FlashProgress):
+        if isinstance(message, FlashProgress):
             progress.append(message)
 
     async with DeviceHost(store, ws, DEMO).run_test(size=SIZE, message_hook=hook) as pilot:

@@ -1,28 +1,39 @@
 """ChatPanel: the sampling knobs, one prompt box, the three columns, the "Flash it" action when
 the board holds another model, and the turns already recorded in chats/*.jsonl.
 
-Why the panel only posts: running a turn needs the board's port and torch, which belong to the
-Device panel's workers; this widget says what the user asked (`Send`, `FlashIt`) and shows what
-it is given. The knobs are validated here, so a bad value is named before anything runs.
+Why it is split this way: whether a turn may run (a board connected, holding this experiment's
+blob) is the Device panel's call, so the prompt only posts `Send`; the panel then hands `run_turn`
+the board session, and the turn runs here in a thread worker (engine chat_turn through
+tui/workers/device_jobs.py), its tokens coming back in batches, its end posted as `TurnEnded`.
+The knobs are validated here, so a bad value is named before anything runs.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
+from textual.worker import Worker, WorkerState
 
-from engine.errors import UserError
+from engine.config.workspace import Workspace
+from engine.errors import TinyLMError, UserError
 from engine.infer.sample import SamplingParams
+from engine.store.experiments import Store
 
+from ..workers.board_link import BoardSession
+from ..workers.device_jobs import TokenBatcher, chat_on
 from .chat_columns import ChatColumns
+from .device_messages import ChatFinished, ChatTokens
+
+BATCH_S = 0.03  # tokens reach the columns at most this often (the first one at once)
 
 # knob id -> (label, SamplingParams field, parser, check, what a good value is)
 KNOBS: dict[str, tuple[str, str, type, Any, str]] = {
@@ -86,9 +97,15 @@ class ChatPanel(Vertical):
     class FlashIt(Message):
         """The board holds another model: flash this experiment's blob."""
 
+    @dataclass
+    class TurnEnded(Message):
+        result: Any = None  # engine TurnResult; None when the turn failed or was refused
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.turns: list[dict[str, Any]] = []
+        self.running = False
+        self._stop = threading.Event()
 
     def compose(self) -> ComposeResult:
         yield SamplingKnobs()
@@ -141,6 +158,65 @@ class ChatPanel(Vertical):
         prompt.disabled = not on
         prompt.placeholder = ("prompt — enter sends, esc stops all three" if on else
                               f"chat is off: {why}")
+
+    # ---- a turn (a worker) -----------------------------------------------------------------------
+
+    def run_turn(self, session: BoardSession, store: Store, workspace: Workspace, name: str,
+                 prompt: str, params: SamplingParams, quant: str) -> None:
+        self.running = True
+        self._stop.clear()
+        self.clear_refusal()
+        self.columns.set_labels(quant, session.choice.value)
+        self.columns.begin(prompt)
+        self._turn(session, store, workspace, name, prompt, params, quant)
+
+    def on_unmount(self) -> None:
+        self._stop.set()  # a worker thread outlives its widget unless told to end
+
+    def stop(self) -> None:
+        """Esc: all three streams end at their next token (the board gets STOP)."""
+        if self.running:
+            self._stop.set()
+            self.columns.verdict(Text("stopping all three streams…", style="yellow"))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="dev-chat")
+    def _turn(self, session: BoardSession, store: Store, workspace: Workspace, name: str,
+              prompt: str, params: SamplingParams, quant: str) -> None:
+        batch = TokenBatcher(lambda events: self.post_message(ChatTokens(events)), BATCH_S)
+        try:
+            result = chat_on(session, store, workspace, name, prompt, params, quant,
+                             on_event=batch, should_stop=self._stop.is_set)
+        except UserError as e:
+            batch.flush()
+            self.post_message(ChatFinished(error=str(e), flash_it="Flash it" in str(e)))
+        except (TinyLMError, OSError) as e:
+            batch.flush()
+            self.post_message(ChatFinished(error=str(e)))
+        else:
+            batch.flush()
+            self.post_message(ChatFinished(result=result))
+
+    @on(ChatTokens)
+    def _tokens(self, message: ChatTokens) -> None:
+        message.stop()
+        self.columns.add(message.events)
+
+    @on(ChatFinished)
+    def _finished(self, message: ChatFinished) -> None:
+        message.stop()
+        self.running = False
+        if message.result is not None:
+            self.columns.finish(message.result)
+        else:
+            self.refuse(message.error, message.flash_it)
+        self.post_message(self.TurnEnded(message.result))
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:  # not a TinyLMError: a bug; the parent notifies
+            self.running = False
+            self.refuse(f"chat failed: {event.worker.error}", False)
+            self.post_message(self.TurnEnded(None))
 
     # ---- history ---------------------------------------------------------------------------------
 

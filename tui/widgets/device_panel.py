@@ -3,18 +3,18 @@ serial monitor and the three-way chat — so it can be a screen of its own (Devi
 the experiment screen.
 
 Why it is built this way: every port, esptool and torch call runs in a thread worker
-(`@work(thread=True, exclusive=True, exit_on_error=False)`) that posts messages; the handlers here
-only update widgets. The port has one owner, a BoardSession (tui/workers/board_link.py) whose loop
-is itself a worker: the monitor reads through it between commands, and INFO, reset, flash and chat
-borrow the port from it. Lines reach the monitor through a MonitorFeed drained ten times a second,
+(`@work(thread=True, exclusive=True, exit_on_error=False)`) that posts messages; the handlers only
+update widgets. The port has one owner, a BoardSession (tui/workers/board_link.py) whose loop is
+itself a worker here: the monitor reads through it between commands, and INFO, reset, a flash
+(FlashPanel's worker) and a chat turn (ChatPanel's worker) borrow the port from it. This panel owns
+the session, the experiment being deployed and the keys, and decides whether a flash or a turn may
+start. Lines reach the monitor through a MonitorFeed drained ten times a second,
 never as a message per line. The adapters in tui/workers/ (ports, board_link, monitor_feed) are
 where the engine's session, port list and monitor plug in.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,21 +30,21 @@ from textual.widgets import Input, Select, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.config.workspace import Workspace
-from engine.errors import TinyLMError, UserError
+from engine.errors import TinyLMError
 from engine.store.experiments import Store
 
 from ..workers.board_link import BoardSession, BoardState, Closed, Failed, Lost, Opened
-from ..workers.device_jobs import QUANTS, Target, chat_on, flash_target, load_target
+from ..workers.device_jobs import QUANTS, Target, load_target
 from ..workers.monitor_feed import MonitorFeed
 from ..workers.ports import PSEUDO, PortChoice, list_ports
 from .board_panel import BoardPanel, Expected
 from .chat_panel import ChatPanel
+from .device_messages import PortsListed, SessionEvent, StateRead, TargetFailed, TargetLoaded
 from .flash_panel import FlashPanel
 from .port_picker import PortPicker
 from .serial_monitor import SerialMonitor
 
 FLUSH_S = 0.1  # the monitor takes what arrived ~10 times a second
-CHAT_BATCH_S = 0.03  # tokens are posted to the columns at most this often per turn
 FLASHABLE = ("esp32", "esp32-s3", "esp32-c3")
 
 
@@ -98,64 +98,10 @@ class DevicePanel(Vertical):
     ]
     MONITOR_ACTIONS = {"pause", "filter", "timestamps", "clear", "toggle_save", "toggle_plot"}
 
-    # ---- messages from the workers ---------------------------------------------------------------
-
-    @dataclass
-    class SessionEvent(Message):
-        session: BoardSession
-        event: Any  # Opened | Lost | Failed | Closed
-
-    @dataclass
-    class StateRead(Message):
-        session: BoardSession
-        state: BoardState
-
-    @dataclass
-    class TargetLoaded(Message):
-        target: Target
-
     @dataclass
     class ExperimentChosen(Message):
         """The panel now deploys this experiment (a screen shows it in its title)."""
         name: str
-
-    @dataclass
-    class TargetFailed(Message):
-        name: str
-        error: str
-
-    @dataclass
-    class PortsListed(Message):
-        ports: list[PortChoice]
-
-    @dataclass
-    class FlashStage(Message):
-        text: str
-
-    @dataclass
-    class FlashProgress(Message):
-        done: int
-        total: int
-        what: str
-
-        def can_replace(self, message: Message) -> bool:
-            return isinstance(message, DevicePanel.FlashProgress) and message.what == self.what
-
-    @dataclass
-    class FlashFinished(Message):
-        ok: bool
-        text: str
-        refused: bool = False
-
-    @dataclass
-    class ChatTokens(Message):
-        events: list[Any]
-
-    @dataclass
-    class ChatFinished(Message):
-        result: Any = None  # TurnResult
-        error: str = ""
-        flash_it: bool = False
 
     # ---- building --------------------------------------------------------------------------------
 
@@ -175,8 +121,6 @@ class DevicePanel(Vertical):
         self.flashing = False
         self.chatting = False
         self.last_turn: Any = None  # the TurnResult of the last turn that ran (None if it failed)
-        self._flash_stop = threading.Event()
-        self._chat_stop = threading.Event()
         self._timer: Any = None
 
     def compose(self) -> ComposeResult:
@@ -237,8 +181,7 @@ class DevicePanel(Vertical):
         self.picker.focus_list()
 
     def on_unmount(self) -> None:
-        self._chat_stop.set()
-        self._flash_stop.set()
+        """Leaving: the board (and a pseudo port's process) stop with the session's worker."""
         if self.session is not None:
             self.session.stop()
         if self.feed is not None:
@@ -263,9 +206,9 @@ class DevicePanel(Vertical):
     @work(thread=True, exclusive=True, exit_on_error=False, group="dev-target")
     def _load_target(self, name: str) -> None:
         try:
-            self.post_message(self.TargetLoaded(load_target(self.store, name)))
+            self.post_message(TargetLoaded(load_target(self.store, name)))
         except TinyLMError as e:
-            self.post_message(self.TargetFailed(name, str(e)))
+            self.post_message(TargetFailed(name, str(e)))
 
     @on(TargetLoaded)
     def _target_loaded(self, event: TargetLoaded) -> None:
@@ -310,7 +253,7 @@ class DevicePanel(Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dev-ports")
     def _list_ports(self) -> None:
-        self.post_message(self.PortsListed(self.ports_source()))
+        self.post_message(PortsListed(self.ports_source()))
 
     @on(PortsListed)
     def _ports_listed(self, event: PortsListed) -> None:
@@ -334,7 +277,7 @@ class DevicePanel(Vertical):
         chip = t.board if t is not None and t.board in FLASHABLE else "esp32"
         self.feed = MonitorFeed(self.store.folder(t.name) / "device.log" if t else None)
         session = BoardSession(choice, on_line=self.feed.add,
-                               on_event=lambda e: self.post_message(self.SessionEvent(session, e)),
+                               on_event=lambda e: self.post_message(SessionEvent(session, e)),
                                baud=t.baud if t else 115200, blob=self._blob_path(), chip=chip)
         self.session = session
         self.connected = self.lost = False
@@ -348,7 +291,7 @@ class DevicePanel(Vertical):
         session, self.session = self.session, None
         if session is None:
             return
-        self._chat_stop.set()
+        self.chat.stop()
         session.stop()
         self.connected = self.lost = False
         self.board.show_disconnected(f"disconnected from {session.choice.value}")
@@ -454,7 +397,7 @@ class DevicePanel(Vertical):
             state = session.reset() if reset else session.read_state()
         except (TinyLMError, OSError) as e:
             state = BoardState(None, str(e))
-        self.post_message(self.StateRead(session, state))
+        self.post_message(StateRead(session, state))
 
     # ---- flashing --------------------------------------------------------------------------------
 
@@ -479,51 +422,20 @@ class DevicePanel(Vertical):
             self.flash_panel.refuse("a chat turn is running (esc stops it)")
             return
         self._set_busy(flashing=True)
-        self._flash_stop.clear()
-        self.flash_panel.begin(f"flashing the {self.quant} blob of {self.target.name}…")
         how = ("esptool has the port until it is done" if session.choice.kind in
                ("serial", "download") else "an upload over the protocol")
         self._note(f"flashing the {self.quant} blob of {self.target.name}: {how}")
-        self._flash(session, self.target, self.quant)
+        self.flash_panel.run(session, self.store, self.target, self.quant)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="dev-flash")
-    def _flash(self, session: BoardSession, target: Target, quant: str) -> None:
-        post = self.post_message
-        try:
-            outcome = flash_target(
-                session, self.store, target, quant,
-                on_stage=lambda text: post(self.FlashStage(text)),
-                on_progress=lambda d, t, w: post(self.FlashProgress(d, t, w)),
-                should_stop=self._flash_stop.is_set)
-        except UserError as e:
-            post(self.FlashFinished(False, str(e), refused=True))
-        except (TinyLMError, OSError) as e:
-            post(self.FlashFinished(False, str(e)))
-        else:
-            post(self.FlashFinished(outcome.ok, outcome.text))
-            if session.choice.kind not in ("serial", "download"):  # esptool's reopen re-asks
-                try:
-                    post(self.StateRead(session, session.read_state()))
-                except (TinyLMError, OSError) as e:
-                    post(self.StateRead(session, BoardState(None, str(e))))
-
-    @on(FlashStage)
-    def _flash_stage(self, message: FlashStage) -> None:
-        self.flash_panel.begin(message.text)
-
-    @on(FlashProgress)
-    def _flash_progress(self, message: FlashProgress) -> None:
-        self.flash_panel.progress(message.done, message.total, message.what)
-
-    @on(FlashFinished)
-    def _flash_finished(self, message: FlashFinished) -> None:
+    @on(FlashPanel.Finished)
+    def _flash_finished(self, message: FlashPanel.Finished) -> None:
         self._note(("flash refused: " if message.refused else "flash done: " if message.ok else
                     "flash failed: ") + message.text.split("; ")[-1][:100])
-        if message.refused:
-            self.flash_panel.refuse(message.text)
-        else:
-            self.flash_panel.finish(message.text, message.ok)
         self._set_busy(flashing=False)
+        session = self.session
+        if message.ok and session is not None and session.choice.kind not in ("serial",
+                                                                                "download"):
+            self._read_state(session, False)  # after an upload; esptool's reopen asks itself
         if self.exp_name:
             self._load_target(self.exp_name)  # an export may have written a blob
 
@@ -537,12 +449,16 @@ class DevicePanel(Vertical):
             self.chat.refuse(*refusal)
             return
         assert self.session is not None and self.target is not None and self.quant is not None
-        self.chat.clear_refusal()
         self._set_busy(chatting=True)
-        self._chat_stop.clear()
-        self.chat.columns.set_labels(self.quant, self.session.choice.value)
-        self.chat.columns.begin(message.prompt)
-        self._chat(self.session, self.target.name, message.prompt, message.params, self.quant)
+        self.chat.run_turn(self.session, self.store, self.workspace, self.target.name,
+                           message.prompt, message.params, self.quant)
+
+    @on(ChatPanel.TurnEnded)
+    def _turn_ended(self, message: ChatPanel.TurnEnded) -> None:
+        self._set_busy(chatting=False)
+        self.last_turn = message.result
+        if message.result is not None and self.exp_name:
+            self._load_target(self.exp_name)  # the transcript has a new turn
 
     def _chat_refusal(self) -> tuple[str, bool] | None:
         """Why a turn cannot run now, and whether flashing fixes it."""
@@ -563,53 +479,6 @@ class DevicePanel(Vertical):
                     f"{self.quant} blob of {self.target.name}"), True
         return None
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="dev-chat")
-    def _chat(self, session: BoardSession, name: str, prompt: str, params: Any,
-              quant: str) -> None:
-        pending: list[Any] = []
-        last = [0.0]
-
-        def on_event(ev: Any) -> None:
-            pending.append(ev)
-            now = time.monotonic()
-            if now - last[0] >= CHAT_BATCH_S:
-                last[0] = now
-                self.post_message(self.ChatTokens(pending[:]))
-                pending.clear()
-
-        def flush() -> None:
-            if pending:
-                self.post_message(self.ChatTokens(pending[:]))
-                pending.clear()
-
-        try:
-            result = chat_on(session, self.store, self.workspace, name, prompt, params, quant,
-                             on_event=on_event, should_stop=self._chat_stop.is_set)
-        except UserError as e:
-            flush()
-            self.post_message(self.ChatFinished(error=str(e), flash_it="Flash it" in str(e)))
-        except (TinyLMError, OSError) as e:
-            flush()
-            self.post_message(self.ChatFinished(error=str(e)))
-        else:
-            flush()
-            self.post_message(self.ChatFinished(result=result))
-
-    @on(ChatTokens)
-    def _chat_tokens(self, message: ChatTokens) -> None:
-        self.chat.columns.add(message.events)
-
-    @on(ChatFinished)
-    def _chat_finished(self, message: ChatFinished) -> None:
-        self._set_busy(chatting=False)
-        self.last_turn = message.result
-        if message.result is not None:
-            self.chat.columns.finish(message.result)
-            if self.exp_name:
-                self._load_target(self.exp_name)  # the transcript has a new turn
-        else:
-            self.chat.refuse(message.error, message.flash_it)
-
     @on(ChatPanel.FlashIt)
     def _flash_it(self, message: ChatPanel.FlashIt) -> None:
         message.stop()
@@ -619,16 +488,11 @@ class DevicePanel(Vertical):
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state != WorkerState.ERROR:
-            return
-        group = event.worker.group
-        if group == "dev-flash":
-            self._set_busy(flashing=False)
-            self.flash_panel.finish(f"flash failed: {event.worker.error}", False)
-        elif group == "dev-chat":
-            self._set_busy(chatting=False)
-            self.chat.refuse(f"chat failed: {event.worker.error}", False)
-        self.notify(f"{group}: {event.worker.error}", title="device", severity="error", timeout=8)
+        """A worker died of something that is not a TinyLMError (those become messages): say so.
+        The flash and chat panels also reset themselves and post their end."""
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{event.worker.group}: {event.worker.error}", title="device",
+                        severity="error", timeout=8)
 
     # ---- keys ------------------------------------------------------------------------------------
 
@@ -740,11 +604,9 @@ class DevicePanel(Vertical):
     def action_stop(self) -> None:
         """Esc: stop what runs; else leave a text box; else let the screen have it (back)."""
         if self.chatting:
-            self._chat_stop.set()
-            self.chat.columns.verdict(Text("stopping all three streams…", style="yellow"))
+            self.chat.stop()
         elif self.flashing:
-            self._flash_stop.set()
-            self.flash_panel.begin("stopping the flash…")
+            self.flash_panel.stop()
         elif isinstance(self.app.focused, Input):
             self.picker.focus_list()
         else:

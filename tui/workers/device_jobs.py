@@ -167,6 +167,30 @@ def _upload(session: BoardSession, blob: Path, sha: str, on_stage: Callable[[str
 
 # ---- chat ----------------------------------------------------------------------------------------
 
+class TokenBatcher:
+    """A chat turn's events handed on in batches: the first at once (the time to the first token
+    is what people watch), then at most every `every` seconds — a column redraw per token would
+    cost a screen layout per token; `flush()` hands on the rest at the end of the turn."""
+
+    def __init__(self, post: Callable[[list[Any]], None], every: float) -> None:
+        self.post = post
+        self.every = every
+        self.pending: list[Any] = []
+        self.last = 0.0
+
+    def __call__(self, event: Any) -> None:
+        self.pending.append(event)
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            events, self.pending = self.pending, []
+            self.post(events)
+
+
 def chat_on(session: BoardSession, store: Store, ws: Workspace, name: str, prompt: str,
             params: SamplingParams, quant: str, *, on_event: Callable[[Any], None],
             should_stop: Callable[[], bool]) -> Any:
