@@ -148,7 +148,10 @@ class ChatPanel(Vertical):
     def refuse(self, message: str, flash_it: bool) -> None:
         """A turn that was not run; with `flash_it`, the button that fixes it."""
         self.columns.fail(message)
-        self.query_one("#chat-flash-it").set_class(flash_it, "shown")
+        button = self.query_one("#chat-flash-it", Button)
+        button.set_class(flash_it, "shown")
+        if flash_it:  # out of the prompt, where f would type: enter or f flashes, esc leaves
+            self.call_after_refresh(button.focus)
 
     def clear_refusal(self) -> None:
         self.query_one("#chat-flash-it").remove_class("shown")
