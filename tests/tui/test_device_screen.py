@@ -553,3 +553,30 @@ def test_snapshot_board_flash_and_chat(snap_store, snap_compare):
     app = DeviceHost(store, ws, DEMO, ports=lambda: list(SNAP_PORTS))
     assert snap_compare(app, terminal_size=SIZE, run_before=fill)
 
+
+
+async def test_device_is_reached_from_home_and_is_a_tab_of_the_experiment_screen(snap_store):
+    """`D` on the home screen opens the Device screen on the highlighted experiment; `5` on the
+    experiment screen shows the same panel as a tab, its keys live there."""
+    from tui.app import make_app
+    from tui.screens.device import DeviceScreen
+    from tui.screens.experiment import ExperimentScreen
+    from tui.widgets.device_panel import DevicePanel
+
+    store, ws = snap_store
+    app = make_app(str(ws.root), watch=False)
+    async with app.run_test(size=(130, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("D")
+        await pilot.pause()
+        assert isinstance(app.screen, DeviceScreen) and app.screen.exp_name == "demo-260k"
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ExperimentScreen), "experiment screen")
+        await pilot.press("5")
+        await until(pilot, lambda: app.screen.query(DevicePanel), "device tab mounted")
+        await pilot.pause()
+        panel = app.screen.query_one(DevicePanel)
+        assert panel.exp_name == "demo-260k" and panel.picker.has_focus_within

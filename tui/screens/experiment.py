@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.config.workspace import Workspace, load_workspace
@@ -30,6 +30,7 @@ from engine.store.experiments import Store
 from engine.store.metrics import METRICS_NAME
 
 from ..palette import ScreenKeysProvider
+from ..widgets.device_panel import DevicePanel
 from ..widgets.quantize_panel import QuantizePanel
 from ..widgets.run_overview import OverviewData, RunOverview
 from ..widgets.sample_panel import SamplePanel
@@ -60,6 +61,7 @@ class ExperimentScreen(Screen):
         Binding("2", "tab('training')", "Training", group=TAB_KEYS, id="experiment.tab.training"),
         Binding("3", "tab('samples')", "Samples", group=TAB_KEYS, id="experiment.tab.samples"),
         Binding("4", "tab('quantize')", "Quantize", group=TAB_KEYS, id="experiment.tab.quantize"),
+        Binding("5", "tab('device')", "Device", group=TAB_KEYS, id="experiment.tab.device"),
         Binding("u", "refresh", "Refresh", id="experiment.refresh",
                 tooltip="Re-read the folder (hashes only for files that changed)"),
         Binding("r", "run", "Run", id="experiment.run", tooltip="Start training from scratch"),
@@ -162,6 +164,8 @@ class ExperimentScreen(Screen):
                 yield SamplePanel(id="sample-panel")
             with TabPane("Quantize", id="quantize"):
                 yield QuantizePanel(id="quantize-panel")
+            with TabPane("Device", id="device"):
+                yield Static("", id="device-host")  # the DevicePanel, mounted on first visit
         yield Footer()
 
     def on_mount(self) -> None:
@@ -231,6 +235,13 @@ class ExperimentScreen(Screen):
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if self.active_tab == "overview" and self._overview_dirty:
             self._schedule_overview()
+        if self.active_tab == "device" and not self.query(DevicePanel):
+            # mounted on first visit only: a person who never opens the tab never lists ports
+            pane = self.query_one("#device", TabPane)
+            pane.mount(DevicePanel(self.store, self.workspace, self.exp_name, id="device-panel"))
+            self.query_one("#device-host").remove()
+        if self.active_tab == "device":  # its keys work while focus is inside it
+            self.call_after_refresh(lambda: self.query_one(DevicePanel).picker.focus())
         self.refresh_bindings()
 
     # ---- keys ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ..messages import ActionDone, RowsRead
 from ..widgets.experiments_table import ExperimentsTable
 from ..widgets.footer import KeysFooter
 from .base import ReportsWorkerErrors
+from .device import DeviceScreen
 from .diff import DiffScreen
 from .edit_config import EditConfigScreen
 from .experiment import ExperimentScreen
@@ -55,6 +56,8 @@ class ExperimentsScreen(ReportsWorkerErrors, Screen):
                 tooltip="Edit the config, validated as you type"),
         Binding("d", "diff", "Diff", id="experiments.diff",
                 tooltip="Compare the marked experiments (or this one and its parent)"),
+        Binding("D", "device", "Device", id="experiments.device",
+                tooltip="Device tab: ports, flash, serial monitor, chat PyTorch vs board"),
         Binding("x", "export", "Export", id="experiments.export",
                 tooltip="Quantize and write the firmware blob"),
         Binding("t", "tag", "Tag", id="experiments.tag", tooltip="Set the tags"),
@@ -267,6 +270,10 @@ class ExperimentsScreen(ReportsWorkerErrors, Screen):
             return
         self.app.push_screen(EditConfigScreen(self.store, self.workspace, s.name),
                              lambda saved: saved and self.read_some({s.name}))
+
+    def action_device(self) -> None:
+        # the highlighted experiment is the one to flash and chat with; none is fine (monitor only)
+        self.app.push_screen(DeviceScreen(self.store, self.workspace, self.table.selected or None))
 
     def action_diff(self) -> None:
         table = self.table
