@@ -171,10 +171,11 @@ class DeviceSession:
         """Close the engine session; what its monitor held and counted carries over."""
         with self._swap:
             port, monitor, self.port, self.monitor = self.port, self.monitor, None, None
-            if monitor is not None:
-                monitor.stop()
+        if monitor is not None:
+            monitor.stop()  # joins its thread: not under the lock the UI's take() waits on
+            s = monitor.stats()
+            with self._swap:
                 self._carry.extend(monitor.take())
-                s = monitor.stats()
                 self._base = (self._base[0] + s.lines, self._base[1] + s.dropped,
                               self._base[2] + s.losses)
         if port is not None:
@@ -183,7 +184,7 @@ class DeviceSession:
 
     def _post_opened(self, again: bool, why: str) -> None:
         try:
-            with self._command() as link:
+            with self.exclusive() as link:
                 state = self._state(link)
         except (TinyLMError, OSError) as e:  # lost again while asking: the loop hears PortLost
             state = BoardState(None, str(e))
@@ -333,8 +334,6 @@ class DeviceSession:
         finally:
             self._cmd_end = time.time()
             self._cmd.release()
-
-    _command = exclusive
 
     @contextlib.contextmanager
     def released(self, timeout: float = 10.0) -> Iterator[str]:
