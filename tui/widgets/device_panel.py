@@ -382,6 +382,9 @@ class DevicePanel(Vertical):
             self._notes = []
         if lines:
             self.monitor.ingest(lines)
+        failed = session.saving_failed()
+        if failed:
+            self.notify(failed, title="device.log", severity="error", timeout=10)
         self.monitor.show_stats(session.stats(), session.saving)
         self.monitor.show_series(self._take_series(session))
 

@@ -246,6 +246,16 @@ class DeviceSession:
             return MonitorStats(lines + s.lines, lines + s.shown, dropped + s.dropped,
                                 s.lines_per_s, s.paused, s.connected, losses + s.losses)
 
+    def saving_failed(self) -> str:
+        """Why device.log stopped on its own (a full disk) since the last call, or "": the
+        session's DeviceLog gave up, saving is off from then on (the monitor goes on)."""
+        port = self.port
+        log = port.log if port is not None else None
+        if not self.saving or log is None or not log.error:
+            return ""
+        self.saving = False
+        return log.error
+
     def set_saving(self, on: bool) -> None:
         """device.log on or off (the session's DeviceLog: closed writes nothing)."""
         self.saving = on and self.log_path is not None
