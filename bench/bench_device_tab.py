@@ -5,7 +5,7 @@ flood, and the chat's time to the first token per column.
 
 - Flood: a child process writes `seq=N …` noise lines (every 10th a `temp:V` series line) at
   --rate lines/s into a pty the bench opens itself (no protocol: what a monitor shows); the tab is
-  connected to that pty as a typed port. Received lines are counted by the monitor's feed.
+  connected to that pty as a typed port. Received lines are counted by the engine Monitor.
 - Key → screen: the key is posted to the app as the terminal driver would; the time is taken at the
   first frame the app writes after the key's effect is in the widget state (App._display, which in
   a terminal writes the frame). Keys: space (pause/resume: the monitor's stats line), T (timestamps:
@@ -139,17 +139,17 @@ async def flood_bench(store: Store, ws: Any, rate: int, presses: int) -> None:
                     app, "m", lambda: tabs.active == "dev-monitor"))
                 await asyncio.sleep(0.15)
             t_stats = time.monotonic()
-            total0 = panel.feed.stats().total
+            total0 = panel.session.stats().lines
             await asyncio.sleep(2.0)
-            stats = panel.feed.stats()
-            rate_in = (stats.total - total0) / (time.monotonic() - t_stats)
+            stats = panel.session.stats()
+            rate_in = (stats.lines - total0) / (time.monotonic() - t_stats)
     finally:
         writer.kill()
         writer.wait()
         os.close(master)
         os.close(slave)
     print(f"monitor flood: {rate:,} lines/s written; ingested {rate_in:,.0f} lines/s over 2 s, "
-          f"{stats.total:,} lines, {stats.dropped} dropped by the UI buffer")
+          f"{stats.lines:,} lines, {stats.dropped} dropped (session queue or monitor buffer)")
     for key, ms in results.items():
         print(f"  key {key:<5} → frame  {summary(ms)}  (n={len(ms)})")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.device.errors import PortGone
 from engine.device.link import DeviceLink, GenerationSummary, TokenEvent
 from engine.errors import Failure, TinyLMError
 from engine.infer.sample import SamplingParams
@@ -123,7 +124,8 @@ def run_device(link: DeviceLink, ids: list[int], params: SamplingParams, emit: E
                 emit(ev.token, ev.us)
             elif isinstance(ev, GenerationSummary):
                 return ev.reason
-    except OSError as e:  # pyserial's SerialException is one: the board went away
+    except (OSError, PortGone) as e:  # the session's PortGone (pyserial's SerialException
+        # is an OSError, from a link not on a session): the board went away
         raise Failure(f"lost the board on {link.port_name}: {e}; check the cable, or "
                       "restart the virtual board") from e
     raise Failure(f"the board on {link.port_name} ended the generation without @END")

@@ -9,6 +9,7 @@ one) and a new one starts, so a board that prints all day cannot fill the disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -26,11 +27,13 @@ class DeviceLog:
         self._lock = threading.Lock()
         self._fh: BinaryIO | None = None
         self._size = 0
+        self.error = ""  # why writing stopped on its own (a full disk): the monitor goes on
 
     def open(self) -> "DeviceLog":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "ab")
         self._size = self._fh.tell()
+        self.error = ""
         return self
 
     def write(self, t: float, direction: str, raw: bytes) -> None:
@@ -39,21 +42,39 @@ class DeviceLog:
         with self._lock:
             if self._fh is None:
                 return
-            if self._size + len(record) > self.max_bytes and self._size > 0:
-                self._rotate()
-            self._fh.write(record)
-            self._size += len(record)
+            try:
+                if self._size + len(record) > self.max_bytes and self._size > 0:
+                    self._rotate()
+                self._fh.write(record)
+                self._size += len(record)
+            except OSError as e:
+                self._give_up(e)
 
     def flush(self) -> None:
         with self._lock:
             if self._fh is not None:
-                self._fh.flush()
+                try:
+                    self._fh.flush()
+                except OSError as e:
+                    self._give_up(e)
 
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:
-                self._fh.close()
+                try:
+                    self._fh.close()
+                except OSError as e:  # the last buffered lines could not be written
+                    self.error = f"closing {self.path} failed: {e.strerror or e}"
                 self._fh = None
+
+    def _give_up(self, e: OSError) -> None:
+        """A full disk (or a vanished folder) stops saving, not the session's reader thread
+        that called us: the file is closed and `error` says why."""
+        self.error = f"saving to {self.path} stopped: {e.strerror or e}"
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):  # its buffer cannot be written either
+                fh.close()
 
     def _rotate(self) -> None:
         assert self._fh is not None

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,20 @@ def test_device_log_rotates_at_its_cap(tmp_path):
     assert cur.rstrip().endswith("< line 99") and "< line" in old
     lines = (old + cur).splitlines()
     assert [int(x.rsplit(" ", 1)[1]) for x in lines] == list(range(100 - len(lines), 100))
+
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_stops_saving_not_the_caller():
+    """The session's reader thread writes device.log: ENOSPC must not end it."""
+    log = DeviceLog(Path("/dev/full")).open()
+    for k in range(3):
+        log.write(1.0 + k, "<", b"x" * 5000)  # past the file buffer: the write itself fails
+    log.flush()
+    assert "No space left" in log.error
+    log.write(9.0, "<", b"after")  # a no-op now, not an error
+    log.close()
+    assert log.error.startswith("saving to /dev/full stopped")
 
 
 @pytest.fixture(scope="module")

@@ -322,8 +322,8 @@ async def test_monitor_flood_filter_pause_timestamps_clear_save_plot(demo):
             # space pauses: the Log stands still while lines keep being counted
             await keys(pilot, "space")
             await until(pilot, lambda: mon.paused, "paused")
-            frozen, total = len(log.lines), panel.feed.stats().total
-            await until(pilot, lambda: panel.feed.stats().total > total + 300 and mon.held > 300,
+            frozen, total = len(log.lines), panel.session.stats().lines
+            await until(pilot, lambda: panel.session.stats().lines > total + 300 and mon.held > 300,
                         "lines counted while paused")
             assert len(log.lines) == frozen
             await keys(pilot, "space")
@@ -347,17 +347,17 @@ async def test_monitor_flood_filter_pause_timestamps_clear_save_plot(demo):
             await until(pilot, lambda: not plot.has_class("shown"), "the plot hidden")
 
             # the counters: nothing dropped, a rate near the flood's
-            stats = panel.feed.stats()
-            assert stats.dropped == 0 and stats.rate > 200
+            stats = panel.session.stats()
+            assert stats.dropped == 0 and stats.lines_per_s > 200
 
             # s stops saving to device.log
             device_log = store.folder(DEMO) / "device.log"
             await until(pilot, lambda: device_log.exists() and device_log.stat().st_size > 0,
                         "device.log written")
             await keys(pilot, "s")
-            await until(pilot, lambda: not panel.feed.saving, "saving off")
-            size, total = device_log.stat().st_size, panel.feed.stats().total
-            await until(pilot, lambda: panel.feed.stats().total > total + 200, "more lines")
+            await until(pilot, lambda: not panel.session.saving, "saving off")
+            size, total = device_log.stat().st_size, panel.session.stats().lines
+            await until(pilot, lambda: panel.session.stats().lines > total + 200, "more lines")
             assert device_log.stat().st_size == size
             assert b"seq=" in device_log.read_bytes()
     finally:

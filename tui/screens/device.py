@@ -22,7 +22,7 @@ from engine.store.experiments import Store
 
 from ..widgets.binding_commands import BindingCommands
 from ..widgets.device_panel import DevicePanel
-from ..workers.ports import PortChoice, list_ports
+from ..workers.ports import PortChoice
 
 
 class DeviceScreen(Screen):
@@ -31,12 +31,12 @@ class DeviceScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="device.back")]
 
     def __init__(self, store: Store, workspace: Workspace, name: str | None = None, *,
-                 ports: Callable[[], list[PortChoice]] = list_ports) -> None:
+                 ports: Callable[[], list[PortChoice]] | None = None) -> None:
         super().__init__()
         self.store = store
         self.workspace = workspace
         self.exp_name = name
-        self.ports = ports  # where the port list comes from (tests pass a fixed one)
+        self.ports = ports  # where the port list comes from (None: the workspace's; tests pass one)
         self.sub_title = f"device · {name}" if name else "device"
 
     def compose(self) -> ComposeResult:

@@ -28,7 +28,7 @@ from engine.errors import TinyLMError, UserError
 from engine.infer.sample import SamplingParams
 from engine.store.experiments import Store
 
-from ..workers.board_link import BoardSession
+from ..workers.board_link import DeviceSession
 from ..workers.device_jobs import TokenBatcher, chat_on
 from .chat_columns import ChatColumns
 from .device_messages import ChatFinished, ChatTokens
@@ -164,7 +164,7 @@ class ChatPanel(Vertical):
 
     # ---- a turn (a worker) -----------------------------------------------------------------------
 
-    def run_turn(self, session: BoardSession, store: Store, workspace: Workspace, name: str,
+    def run_turn(self, session: DeviceSession, store: Store, workspace: Workspace, name: str,
                  prompt: str, params: SamplingParams, quant: str) -> None:
         self.running = True
         self._stop.clear()
@@ -183,7 +183,7 @@ class ChatPanel(Vertical):
             self.columns.verdict(Text("stopping all three streams…", style="yellow"))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dev-chat")
-    def _turn(self, session: BoardSession, store: Store, workspace: Workspace, name: str,
+    def _turn(self, session: DeviceSession, store: Store, workspace: Workspace, name: str,
               prompt: str, params: SamplingParams, quant: str) -> None:
         batch = TokenBatcher(lambda events: self.post_message(ChatTokens(events)), BATCH_S)
         try:

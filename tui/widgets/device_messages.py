@@ -12,20 +12,20 @@ from typing import Any
 
 from textual.message import Message
 
-from ..workers.board_link import BoardSession, BoardState
+from ..workers.board_link import BoardState, DeviceSession
 from ..workers.device_jobs import Target
 from ..workers.ports import PortChoice
 
 
 @dataclass
 class SessionEvent(Message):
-    session: BoardSession  # events of a session already closed are dropped
+    session: DeviceSession  # events of a session already closed are dropped
     event: Any  # board_link.Opened | Lost | Failed | Closed
 
 
 @dataclass
 class StateRead(Message):
-    session: BoardSession
+    session: DeviceSession
     state: BoardState
 
 

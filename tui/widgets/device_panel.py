@@ -4,17 +4,18 @@ the experiment screen.
 
 Why it is built this way: every port, esptool and torch call runs in a thread worker
 (`@work(thread=True, exclusive=True, exit_on_error=False)`) that posts messages; the handlers only
-update widgets. The port has one owner, a BoardSession (tui/workers/board_link.py) whose loop is
-itself a worker here: the monitor reads through it between commands, and INFO, reset, a flash
-(FlashPanel's worker) and a chat turn (ChatPanel's worker) borrow the port from it. This panel owns
-the session, the experiment being deployed and the keys, and decides whether a flash or a turn may
-start. Lines reach the monitor through a MonitorFeed drained ten times a second,
-never as a message per line. The adapters in tui/workers/ (ports, board_link, monitor_feed) are
-where the engine's session, port list and monitor plug in.
+update widgets. The port has one owner, the engine's BoardSession, held by a DeviceSession
+(tui/workers/board_link.py) whose loop is itself a worker here: the engine's Monitor reads every
+line on it, and INFO, reset, a flash (FlashPanel's worker) and a chat turn (ChatPanel's worker) each
+get a DeviceLink on it. This panel owns the session, the experiment being deployed and the keys, and
+decides whether a flash or a turn may start. Lines reach the serial monitor in batches taken ten
+times a second, never as a message per line.
 """
 
 from __future__ import annotations
 
+import collections
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,12 +31,12 @@ from textual.widgets import Input, Select, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.config.workspace import Workspace
+from engine.device.monitor import MonitorLine, MonitorStats
 from engine.errors import TinyLMError
 from engine.store.experiments import Store
 
-from ..workers.board_link import BoardSession, BoardState, Closed, Failed, Lost, Opened
+from ..workers.board_link import BoardState, Closed, DeviceSession, Failed, Lost, Opened
 from ..workers.device_jobs import QUANTS, Target, load_target
-from ..workers.monitor_feed import MonitorFeed
 from ..workers.ports import PSEUDO, PortChoice, list_ports
 from .board_panel import BoardPanel, Expected
 from .chat_panel import ChatPanel
@@ -46,6 +47,7 @@ from .serial_monitor import SerialMonitor
 
 FLUSH_S = 0.1  # the monitor takes what arrived ~10 times a second
 FLASHABLE = ("esp32", "esp32-s3", "esp32-c3")
+SERIES_POINTS = 600  # points kept per `label:value` series for the plot
 
 
 class DevicePanel(Vertical):
@@ -106,16 +108,18 @@ class DevicePanel(Vertical):
     # ---- building --------------------------------------------------------------------------------
 
     def __init__(self, store: Store, workspace: Workspace, name: str | None = None, *,
-                 ports: Callable[[], list[PortChoice]] = list_ports, id: str | None = None) -> None:
+                 ports: Callable[[], list[PortChoice]] | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
         self.store = store
         self.workspace = workspace
         self.exp_name = name
-        self.ports_source = ports
+        self.ports_source = ports or (lambda: list_ports(workspace.root))
         self.target: Target | None = None
         self.quant: str | None = None
-        self.session: BoardSession | None = None
-        self.feed: MonitorFeed | None = None
+        self.session: DeviceSession | None = None
+        self._notes: list[MonitorLine] = []  # the tab's own lines (connected to …), in order
+        self._series: dict[str, tuple[int, collections.deque[tuple[float, float]]]] = {}
+        self._t0 = 0.0  # the plot's x axis: seconds since connecting
         self.connected = False
         self.lost = False
         self.flashing = False
@@ -164,7 +168,7 @@ class DevicePanel(Vertical):
         self.picker.set_ports(list(PSEUDO))
         self.board.show_disconnected()
         self.chat.set_enabled(False, "connect to a board first")
-        self.monitor.show_stats(MonitorFeed(None).stats())
+        self.monitor.show_stats(MonitorStats(0, 0, 0, 0.0, False, False, 0), False)
         self._status(Text("not connected: pick a port and press enter (d: a virtual ESP32 in "
                           "download mode)", style="dim"))
         self._timer = self.set_interval(FLUSH_S, self._flush_monitor, pause=True)
@@ -184,8 +188,6 @@ class DevicePanel(Vertical):
         """Leaving: the board (and a pseudo port's process) stop with the session's worker."""
         if self.session is not None:
             self.session.stop()
-        if self.feed is not None:
-            self.feed.close()
 
     # ---- experiment ------------------------------------------------------------------------------
 
@@ -275,10 +277,11 @@ class DevicePanel(Vertical):
             self.disconnect()
         t = self.target
         chip = t.board if t is not None and t.board in FLASHABLE else "esp32"
-        self.feed = MonitorFeed(self.store.folder(t.name) / "device.log" if t else None)
-        session = BoardSession(choice, on_line=self.feed.add,
-                               on_event=lambda e: self.post_message(SessionEvent(session, e)),
-                               baud=t.baud if t else 115200, blob=self._blob_path(), chip=chip)
+        self._series, self._t0 = {}, time.time()
+        session = DeviceSession(choice,
+                                on_event=lambda e: self.post_message(SessionEvent(session, e)),
+                                log_path=self.store.folder(t.name) / "device.log" if t else None,
+                                baud=t.baud if t else 115200, blob=self._blob_path(), chip=chip)
         self.session = session
         self.connected = self.lost = False
         self._status(Text(f"connecting to {choice.value}…", style="cyan"))
@@ -300,7 +303,7 @@ class DevicePanel(Vertical):
         self._refresh_chat_enabled()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dev-session")
-    def _run_session(self, session: BoardSession) -> None:
+    def _run_session(self, session: DeviceSession) -> None:
         worker = get_current_worker()
         session.run(lambda: worker.is_cancelled)
 
@@ -321,11 +324,9 @@ class DevicePanel(Vertical):
             self.connected, self.lost = False, True
             self._status(Text.assemble(
                 ("⚠ port lost ", "bold white on red"),
-                f" {e.port}: {_short(e.reason)} — reconnecting in {e.retry_in:g} s "
-                f"(attempt {e.attempt})"))
-            self.monitor.set_enabled(False)
-            if e.attempt == 1:
-                self._note(f"port lost: {_short(e.reason)}")
+                f" {e.port}: {_short(e.reason)} — reconnecting"
+                + (f" (attempt {e.attempt})" if e.attempt > 1 else "")))
+            self.monitor.set_enabled(False)  # the engine's Monitor wrote the loss in the log
         elif isinstance(e, Failed):
             self.session = None
             self._status(Text(f"could not connect to {e.port}: {e.message}", style="bold red"))
@@ -368,22 +369,36 @@ class DevicePanel(Vertical):
     # ---- the monitor -----------------------------------------------------------------------------
 
     def _note(self, text: str) -> None:
-        if self.feed is not None:
-            self.feed.note(text)
+        """A line of the tab's own in the monitor (neither counted nor saved)."""
+        self._notes.append(MonitorLine(time.time(), f"── {text} ──", "!"))
 
     def _flush_monitor(self) -> None:
-        feed = self.feed
-        if feed is None:
+        session = self.session
+        if session is None:
             return
-        lines = feed.drain()
+        lines = session.take()
+        if self._notes:  # in time order with the board's lines
+            lines = sorted(lines + self._notes, key=lambda ln: ln.t)
+            self._notes = []
         if lines:
             self.monitor.ingest(lines)
-        self.monitor.show_stats(feed.stats())
-        self.monitor.show_series(feed.series())
+        failed = session.saving_failed()
+        if failed:
+            self.notify(failed, title="device.log", severity="error", timeout=10)
+        self.monitor.show_stats(session.stats(), session.saving)
+        self.monitor.show_series(self._take_series(session))
+
+    def _take_series(self, session: DeviceSession) -> dict[str, tuple[int, list[Any]]]:
+        """{label: (version, points)}: the engine's new points appended to the plot's window."""
+        for label, points in session.take_series().items():
+            version, kept = self._series.get(label, (0, collections.deque(maxlen=SERIES_POINTS)))
+            kept.extend((t - self._t0, v) for t, v in points)
+            self._series[label] = (version + 1, kept)
+        return {k: (ver, list(pts)) for k, (ver, pts) in self._series.items()}
 
     # ---- board commands --------------------------------------------------------------------------
 
-    def _session_or_refuse(self, what: str) -> BoardSession | None:
+    def _session_or_refuse(self, what: str) -> DeviceSession | None:
         if self.session is None or not self.connected:
             why = "the port is lost" if self.lost else "not connected"
             self.notify(f"{what}: {why} — pick a port and press enter", title="device",
@@ -392,7 +407,7 @@ class DevicePanel(Vertical):
         return self.session
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dev-cmd")
-    def _read_state(self, session: BoardSession, reset: bool) -> None:
+    def _read_state(self, session: DeviceSession, reset: bool) -> None:
         try:
             state = session.reset() if reset else session.read_state()
         except (TinyLMError, OSError) as e:
@@ -582,14 +597,15 @@ class DevicePanel(Vertical):
         self.monitor.clear()
 
     def action_toggle_save(self) -> None:
-        if self.feed is None:
+        session = self.session
+        if session is None:
             self.notify("connect first: the log is saved per session", title="monitor")
             return
-        self.feed.set_saving(not self.feed.saving)
-        if self.feed.log_path is None:
+        session.set_saving(not session.saving)
+        if session.log_path is None:
             self.notify("pick an experiment: device.log lives in its folder", title="monitor",
                         severity="warning")
-        self.monitor.show_stats(self.feed.stats())
+        self.monitor.show_stats(session.stats(), session.saving)
 
     def action_toggle_plot(self) -> None:
         self.monitor.toggle_plot()

@@ -27,7 +27,7 @@ from engine.config.budget import fmt_bytes
 from engine.errors import TinyLMError, UserError
 from engine.store.experiments import Store
 
-from ..workers.board_link import BoardSession
+from ..workers.board_link import DeviceSession
 from ..workers.device_jobs import Target, flash_target
 from .device_messages import FlashFinished, FlashProgress, FlashStage
 
@@ -47,7 +47,7 @@ class FlashPanel(Vertical):
         ok: bool
         text: str
         refused: bool = False
-        session: Any = None  # the BoardSession it wrote to
+        session: Any = None  # the DeviceSession it wrote to
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -89,7 +89,7 @@ class FlashPanel(Vertical):
 
     # ---- the flash (a worker) --------------------------------------------------------------------
 
-    def run(self, session: BoardSession, store: Store, target: Target, quant: str) -> None:
+    def run(self, session: DeviceSession, store: Store, target: Target, quant: str) -> None:
         self._stop.clear()
         self.begin(f"flashing the {quant} blob of {target.name}…")
         self._flash(session, store, target, quant)
@@ -104,7 +104,7 @@ class FlashPanel(Vertical):
             self.begin("stopping the flash…")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dev-flash")
-    def _flash(self, session: BoardSession, store: Store, target: Target, quant: str) -> None:
+    def _flash(self, session: DeviceSession, store: Store, target: Target, quant: str) -> None:
         post = self.post_message
         try:
             outcome = flash_target(

@@ -1,11 +1,12 @@
 """SerialMonitor: the board's lines, live, with a filter, pause, timestamps and a plot of any
 `label:value` series it prints.
 
-Why it is fed in batches: the panel drains the MonitorFeed ~10 times a second and hands the batch
+Why it is fed in batches: the panel takes the engine Monitor's lines ~10 times a second and hands the batch
 to `ingest()`, which writes it to one `Log` in one call — at 2,000 lines/s that is ten calls of
 ~200 lines, not 2,000 widget updates. The last `KEEP` lines are kept here as well, so a new filter,
 the timestamp toggle or a resume re-draws from them without asking the board again. While paused,
-lines keep arriving, being counted and being saved (the feed does that); only the Log stands still.
+lines keep arriving, being counted and being saved (the engine's Monitor and BoardSession do that);
+only the Log stands still.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Log, Static
 
-from ..workers.monitor_feed import FeedStats, MonitorLine
+from engine.device.monitor import MonitorLine, MonitorStats
+
 from .loss_plot import LossPlot
 
 KEEP = 5000  # lines kept for re-drawing (and the Log's own cap)
@@ -106,7 +108,8 @@ class SerialMonitor(Vertical):
         self.plot_wanted: bool | None = None  # None: shown once a series appears
         self._series_versions: dict[str, int] = {}
         self._plotted_at = 0.0
-        self._stats = FeedStats()
+        self._stats = MonitorStats(0, 0, 0, 0.0, False, False, 0)
+        self._saving = False
 
     def compose(self) -> ComposeResult:
         yield Static("", id="mon-stats")
@@ -207,8 +210,9 @@ class SerialMonitor(Vertical):
 
     # ---- state from the panel --------------------------------------------------------------------
 
-    def show_stats(self, stats: FeedStats) -> None:
-        self._stats = stats
+    def show_stats(self, stats: MonitorStats, saving: bool) -> None:
+        """The engine Monitor's counters, and whether device.log is being written."""
+        self._stats, self._saving = stats, saving
         self._show_stats()
 
     def _show_stats(self) -> None:
@@ -217,9 +221,9 @@ class SerialMonitor(Vertical):
         if not self.enabled:
             text.append(" port lost ", style="bold white on red")
             text.append(" ")
-        text.append(f"{s.total:,} lines · {s.rate:,.0f} lines/s · ")
+        text.append(f"{s.lines:,} lines · {s.lines_per_s:,.0f} lines/s · ")
         text.append(f"{s.dropped:,} dropped", style="bold red" if s.dropped else "")
-        text.append(" · " + ("saving to device.log" if s.saved_to else "not saving"))
+        text.append(" · " + ("saving to device.log" if self._saving else "not saving"))
         if self.paused:
             text.append(f" · PAUSED ({self.held:,} held)", style="bold yellow")
         if self.filter_text:

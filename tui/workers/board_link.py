@@ -1,18 +1,17 @@
-"""ADAPTER (h9, thin; replaced at merge by engine/device/session.py): one owner of the Device tab's
-port, built on today's DeviceLink.
+"""The Device tab's hold on a port, on the engine's BoardSession (engine/device/session.py): that
+session is the port's one owner and one reader; the engine's Monitor is the serial monitor's
+subscriber (counts, device.log through the session's DeviceLog, `label:value` series); commands
+(INFO, reset, a flash's upload, a chat turn) each get a DeviceLink on the same session.
 
-What it does that the tab needs and DeviceLink alone does not:
-- one reader: between commands it keeps reading (so the serial monitor sees what the board prints
-  when nobody asked), and every line — protocol and noise — goes to `on_line` (the MonitorFeed);
-- one port for everything: commands (INFO, reset, a chat turn, a protocol upload) borrow the open
-  link with `exclusive()`; esptool, which opens the port itself, gets it closed with `released()`;
-- pseudo ports: `virtual`, `rv32` and `download` start a board for the session (and restart it if
-  it dies: the virtual counterpart of a replug);
-- unplug and replug: a read that fails (SerialException is an OSError) or a board process that
-  exited posts `Lost`, the link is closed, and the port is reopened with backoff until it is back,
-  then `Opened(again=True)` with a fresh INFO.
-`run()` is the loop; the tab calls it inside a Textual thread worker and turns `on_event`'s plain
-dataclasses into messages. No Textual import.
+What is left here because only the app needs it:
+- pseudo ports: `virtual`, `rv32` and `download` start a board for the tab, and when it dies
+  (the virtual counterpart of an unplug) a new one is started and the tab moves to it;
+- one command at a time: the board answers one command at a time, so `exclusive()` serialises
+  the tab's workers (INFO vs a chat turn) — the monitor keeps reading all the while;
+- esptool opens the port itself: `released()` closes the session for it and opens a new one after;
+- what the tab shows on (re)connect: INFO read into a BoardState (and on rv32 the ESP32-C3
+  projection), posted as plain dataclasses the panel turns into messages.
+`run()` is the loop; the tab calls it inside a Textual thread worker. No Textual import.
 """
 
 from __future__ import annotations
@@ -27,12 +26,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engine.device.link import DeviceError, DeviceLink, TokenEvent
+from engine.device.monitor import Monitor, MonitorLine, MonitorStats
+from engine.device.session import BoardSession, PortBack, PortLost, SerialLine
 from engine.errors import Failure, TinyLMError, UserError
 
 from .ports import PortChoice
 
-BACKOFF_S = (0.25, 0.5, 1.0, 2.0)  # between reopen attempts after a loss; the last one repeats
-IDLE_READ_S = 0.05  # the reader holds the port this long at most before a command can take it
+RESTART_S = (0.25, 0.5, 1.0, 2.0)  # between attempts to restart a pseudo board; the last repeats
 PROBE_TOKENS = 8  # rv32: tokens generated at connect to count instructions per token
 BOOT_S = 1.5  # a real board reset by the port opening prints @READY within this
 
@@ -59,8 +59,7 @@ class Opened:
 class Lost:
     port: str
     reason: str
-    retry_in: float
-    attempt: int
+    attempt: int  # 1 at the loss; counts restarts of a pseudo board that failed
 
 
 @dataclass(frozen=True)
@@ -75,74 +74,68 @@ class Closed:
     port: str
 
 
-class _TappedLink(DeviceLink):
-    """DeviceLink whose every line in both directions goes to `tap` (its own log hook)."""
+class DeviceSession:
+    """`DeviceSession(choice, on_event=post, log_path=...).run(should_stop)` in a thread."""
 
-    def __init__(self, port: str, baud: int, timeout: float,
-                 tap: Callable[[str, bytes], None]) -> None:
-        super().__init__(port, baud=baud, timeout=timeout)
-        self._tap = tap
-
-    def _record(self, direction: str, raw: bytes) -> None:
-        self._tap(direction, raw)
-
-
-class BoardSession:
-    """`BoardSession(choice, on_line=feed.add, on_event=post).run(should_stop)` in a thread."""
-
-    def __init__(self, choice: PortChoice, *, on_line: Callable[[str, bytes], None],
-                 on_event: Callable[[Any], None], baud: int = 115200,
-                 blob: Path | None = None, chip: str = "esp32",
-                 info_timeout: float = 2.0) -> None:
+    def __init__(self, choice: PortChoice, *, on_event: Callable[[Any], None],
+                 log_path: Path | None = None, baud: int = 115200, blob: Path | None = None,
+                 chip: str = "esp32", info_timeout: float = 2.0) -> None:
         self.choice = choice
-        self.on_line = on_line
         self.on_event = on_event
+        self.log_path = log_path
+        self.saving = log_path is not None
         self.baud = baud
         self.blob = blob
         self.chip = chip
         self.info_timeout = info_timeout
         self.path = "" if choice.pseudo else choice.value
-        self.link: DeviceLink | None = None
+        self.port: BoardSession | None = None  # the engine session on `path`
+        self.monitor: Monitor | None = None
         self.board: Any = None  # the BoardProcess of a pseudo port
         self.in_download_mode = choice.kind == "download"  # until something was flashed
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._lock = threading.Lock()  # held by whoever reads or writes the port
-        self._waiting = 0  # commands waiting for the port: the reader steps aside
-        self._waiting_lock = threading.Lock()
+        self._cmd = threading.Lock()  # one command at a time on the board
+        self._cmd_end = 0.0  # time.time() when the last command ended: its READY is not news
+        self._ctl: Any = None  # the loop's subscription: port events and @READY
         self._stop = threading.Event()
         self._release = threading.Event()
         self._released = threading.Event()
-        self._ever_open = False
-        self._reopen_after_flash = False
+        self._swap = threading.Lock()  # the UI reads the monitor while the loop replaces it
+        self._carry: list[MonitorLine] = []  # lines of a monitor replaced before they were taken
+        self._base = (0, 0, 0)  # lines, dropped, losses of the monitors replaced
 
     # ---- the owner loop (a worker thread) ------------------------------------------------------
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
-        attempt = 0
         stopped = lambda: self._stop.is_set() or should_stop()  # noqa: E731
         try:
+            try:
+                self._attach()
+            except (TinyLMError, OSError) as e:
+                self.on_event(Failed(self.choice.value, str(e)))
+                return
+            self._post_opened(False, "")
             while not stopped():
-                if self.link is None:
-                    if self._open(attempt):
-                        attempt = 0
-                    elif not self._ever_open:
-                        return
-                    else:
-                        self._sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)], stopped)
-                        attempt += 1
-                    continue
                 if self._release.is_set():
                     self._hand_over(stopped)
                     continue
-                if self._waiting:
-                    time.sleep(0.002)
+                if self._ctl is None:  # could not open it again after a flash: keep trying
+                    self._reattach(stopped)
                     continue
-                self._read_idle(attempt)
+                ev = self._ctl.get(timeout=0.05)
+                if isinstance(ev, PortLost):
+                    self.on_event(Lost(self.choice.value, ev.reason, 1))
+                    if self.choice.pseudo:
+                        self._restart_board(stopped)
+                elif isinstance(ev, PortBack):
+                    self._post_opened(True, "after a loss")
+                elif isinstance(ev, SerialLine) and self._restarted(ev):
+                    self._post_opened(True, "it restarted")
         finally:
-            got = self._lock.acquire(timeout=10.0)  # a command still using the link ends first
-            self._close_link()
+            got = self._cmd.acquire(timeout=10.0)  # a command still using the port ends first
+            self._detach()
             if got:
-                self._lock.release()
+                self._cmd.release()
             self._stop_board()
             if self._tmp is not None:
                 self._tmp.cleanup()
@@ -151,75 +144,127 @@ class BoardSession:
     def stop(self) -> None:
         self._stop.set()
 
-    def _read_idle(self, attempt: int) -> None:
-        died = self._board_exit()
-        if died is not None:
-            self._lose(died, attempt)
-            return
-        state = None
-        with self._lock:
-            link = self.link
-            if link is None:
-                return
-            try:
-                line = link.read_line(time.monotonic() + IDLE_READ_S)
-                if line is not None and line.type == "READY":  # it restarted on its own
-                    state = self._state(link)
-            except OSError as e:  # pyserial's SerialException: the port went away
-                self._lose(f"the port stopped answering ({e})", attempt)
-                return
-        if state is not None:
-            self.on_event(Opened(self.choice.value, self.path, state, True, "it restarted"))
+    def _restarted(self, ev: SerialLine) -> bool:
+        """An @READY nobody asked for: the board restarted on its own (its EN button)."""
+        return (ev.raw.lstrip().startswith(b"@READY") and ev.t > self._cmd_end
+                and not self._cmd.locked())
 
-    def _open(self, attempt: int) -> bool:
+    def _attach(self) -> None:
+        """Start a pseudo port's board if needed, open the engine session and its monitor."""
+        if self.choice.pseudo and (self.board is None or self._board_exit() is not None):
+            self._start_board()
+        port = BoardSession(self.path, self.baud, log_path=self.log_path if self.saving else None,
+                            reconnect=not self.choice.pseudo)  # a pseudo board is restarted here
+        ctl = port.subscribe(maxsize=100, want=_control)
+        monitor = Monitor(port).start()  # subscribed before opening: a READY at once is seen
         try:
-            if self.choice.pseudo and (self.board is None or self._board_exit() is not None):
-                self._start_board()
-            link = _TappedLink(self.path, self.baud, self.info_timeout, self.on_line).open()
-        except (TinyLMError, OSError) as e:
-            if not self._ever_open:
-                self.on_event(Failed(self.choice.value, str(e)))
-            else:
-                retry = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-                self.on_event(Lost(self.choice.value, str(e), retry, attempt + 1))
-            return False
-        with self._lock:
-            self.link = link
-            try:
-                state = self._state(link)
-            except OSError as e:
-                self._close_link()
-                self.on_event(Lost(self.choice.value, f"the port stopped answering ({e})",
-                                   BACKOFF_S[0], attempt + 1))
-                return False
-        why = "after flashing" if self._reopen_after_flash else "after a loss"
-        self.on_event(Opened(self.choice.value, self.path, state, self._ever_open,
-                             why if self._ever_open else ""))
-        self._ever_open = True
-        self._reopen_after_flash = False
-        return True
+            port.open()
+        except BaseException:
+            monitor.stop()
+            ctl.close()
+            raise
+        self._ctl = ctl
+        with self._swap:
+            self.port, self.monitor = port, monitor
 
-    def _lose(self, reason: str, attempt: int) -> None:
-        self._close_link()
-        if self.choice.pseudo:
-            self._stop_board()
-        self.on_event(Lost(self.choice.value, reason, BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)],
-                           attempt + 1))
+    def _detach(self) -> None:
+        """Close the engine session; what its monitor held and counted carries over."""
+        with self._swap:
+            port, monitor, self.port, self.monitor = self.port, self.monitor, None, None
+        if monitor is not None:
+            monitor.stop()  # joins its thread: not under the lock the UI's take() waits on
+            s = monitor.stats()
+            with self._swap:
+                self._carry.extend(monitor.take())
+                self._base = (self._base[0] + s.lines, self._base[1] + s.dropped,
+                              self._base[2] + s.losses)
+        if port is not None:
+            port.close()
+        self._ctl = None
+
+    def _post_opened(self, again: bool, why: str) -> None:
+        try:
+            with self.exclusive() as link:
+                state = self._state(link)
+        except (TinyLMError, OSError) as e:  # lost again while asking: the loop hears PortLost
+            state = BoardState(None, str(e))
+        self.on_event(Opened(self.choice.value, self.path, state, again, why))
+
+    def _restart_board(self, stopped: Callable[[], bool]) -> None:
+        """The pseudo board died: start another (it gets a new pty) and move the session to it."""
+        self._detach()
+        self._stop_board()
+        self._reattach(stopped)
+
+    def _reattach(self, stopped: Callable[[], bool], why: str = "after a loss") -> None:
+        """Open again (a pseudo port: on a new board) until it works or the tab stops."""
+        attempt = 1
+        while not stopped():
+            try:
+                self._attach()
+            except (TinyLMError, OSError) as e:
+                attempt += 1
+                self.on_event(Lost(self.choice.value, str(e), attempt))
+                _sleep(RESTART_S[min(attempt - 2, len(RESTART_S) - 1)], stopped)
+                continue
+            self._post_opened(True, why)
+            return
 
     def _hand_over(self, stopped: Callable[[], bool]) -> None:
-        """esptool wants the port: close it, wait until the flash is over, reopen."""
-        self._close_link()
+        """esptool wants the port: close it, wait until the flash is over, open it again."""
+        self._detach()
         self._released.set()
         while self._release.is_set() and not stopped():
             time.sleep(0.02)
         self._released.clear()
-        self._reopen_after_flash = True
+        if stopped():
+            return
+        self._reattach(stopped, "after flashing")
 
-    @staticmethod
-    def _sleep(seconds: float, stopped: Callable[[], bool]) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not stopped():
-            time.sleep(0.02)
+    # ---- what the monitor shows (the UI thread) ------------------------------------------------
+
+    def take(self) -> list[MonitorLine]:
+        """The lines that arrived since the last take (the panel calls it ~10 times a second)."""
+        with self._swap:
+            lines, self._carry = self._carry, []
+            if self.monitor is not None:
+                lines += self.monitor.take()
+            return lines
+
+    def take_series(self) -> dict[str, list[tuple[float, float]]]:
+        """New `label:value` points since the last call."""
+        with self._swap:
+            return self.monitor.series.take_new() if self.monitor is not None else {}
+
+    def stats(self) -> MonitorStats:
+        """The monitor's counters over the whole tab session (across the ports it reopened)."""
+        with self._swap:
+            lines, dropped, losses = self._base
+            if self.monitor is None:
+                return MonitorStats(lines, lines, dropped, 0.0, False, False, losses)
+            s = self.monitor.stats()
+            return MonitorStats(lines + s.lines, lines + s.shown, dropped + s.dropped,
+                                s.lines_per_s, s.paused, s.connected, losses + s.losses)
+
+    def saving_failed(self) -> str:
+        """Why device.log stopped on its own (a full disk) since the last call, or "": the
+        session's DeviceLog gave up, saving is off from then on (the monitor goes on)."""
+        port = self.port
+        log = port.log if port is not None else None
+        if not self.saving or log is None or not log.error:
+            return ""
+        self.saving = False
+        return log.error
+
+    def set_saving(self, on: bool) -> None:
+        """device.log on or off (the session's DeviceLog: closed writes nothing)."""
+        self.saving = on and self.log_path is not None
+        with self._swap:
+            log = self.port.log if self.port is not None else None
+        if log is None and self.saving and self.port is not None:
+            log = self.port.log = _new_log(self.log_path)
+        if log is not None:
+            (log.open if self.saving else log.close)()
 
     # ---- what the board is running -------------------------------------------------------------
 
@@ -269,52 +314,40 @@ class BoardSession:
         return projected_esp32c3(ipt) if ipt > 0 else None
 
     def read_state(self) -> BoardState:
-        """INFO again, for a command (a worker thread): borrows the port."""
+        """INFO again, for a command (a worker thread)."""
         with self.exclusive() as link:
             return self._state(link)
 
     def reset(self) -> BoardState:
-        """Restart the board: DTR/RTS on a real serial port (esptool's classic reset into the
-        app), `@RESET` where there are no modem lines (pty, socket)."""
-        from engine.device.flash import is_pty
-
+        """Restart the board (the session's reset: DTR/RTS where the port has modem lines,
+        `@RESET` on a pty or socket), wait for its READY, then INFO."""
         with self.exclusive() as link:
-            if self.choice.kind == "serial" and not is_pty(self.path):
-                link.serial.dtr = False
-                link.serial.rts = True  # EN low: the chip is held in reset
-                time.sleep(0.1)
-                link.serial.rts = False
-                link.wait_ready(timeout=5.0)
-            else:
-                link.reset(timeout=5.0)
+            link.reset(timeout=5.0)
             return self._state(link)
 
     # ---- lending the port ----------------------------------------------------------------------
 
     @contextlib.contextmanager
     def exclusive(self, timeout: float = 10.0) -> Iterator[DeviceLink]:
-        """The open link for one command; the reader waits until the block ends."""
-        with self._waiting_lock:
-            self._waiting += 1
-        try:
-            got = self._lock.acquire(timeout=timeout)
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
-        if not got:
+        """A DeviceLink on the open session for one command; other commands wait until the block
+        ends (the monitor does not: it reads on)."""
+        if not self._cmd.acquire(timeout=timeout):
             raise Failure(f"{self.choice.value} stayed busy for {timeout:.0f} s: another command "
                           "holds the port; try again")
         try:
-            if self.link is None:
+            port = self.port
+            if port is None or not port.connected:
                 raise Failure(f"not connected to {self.choice.value} (the port is lost or still "
                               "opening): wait for it to come back, or connect again")
-            yield self.link
+            with DeviceLink(session=port, baud=self.baud, timeout=self.info_timeout) as link:
+                yield link
         finally:
-            self._lock.release()
+            self._cmd_end = time.time()
+            self._cmd.release()
 
     @contextlib.contextmanager
     def released(self, timeout: float = 10.0) -> Iterator[str]:
-        """The port closed, for esptool to open; reopened (with a fresh INFO) afterwards."""
+        """The port closed, for esptool to open; opened again (with a fresh INFO) afterwards."""
         if not self.path:
             raise Failure(f"{self.choice.value} is not open yet: connect first")
         self._release.set()
@@ -391,8 +424,20 @@ class BoardSession:
             self.board.__exit__(None, None, None)
             self.board = None
 
-    def _close_link(self) -> None:
-        link, self.link = self.link, None
-        if link is not None:
-            with contextlib.suppress(OSError):  # closing a port that vanished: nothing to save
-                link.close()
+
+def _control(ev: Any) -> bool:
+    """What the loop listens to (on the reader thread): port events and the board's @READY."""
+    return not isinstance(ev, SerialLine) or (ev.direction == "<" and b"@READY" in ev.raw)
+
+
+def _new_log(path: Path | None) -> Any:
+    from engine.device.devlog import DeviceLog
+
+    assert path is not None
+    return DeviceLog(path)
+
+
+def _sleep(seconds: float, stopped: Callable[[], bool]) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not stopped():
+        time.sleep(0.02)

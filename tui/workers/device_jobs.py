@@ -19,7 +19,7 @@ from engine.errors import UserError
 from engine.infer.sample import SamplingParams
 from engine.store.experiments import Experiment, Store
 
-from .board_link import BoardSession
+from .board_link import DeviceSession
 
 QUANTS = ("f32", "int8", "ternary")
 ProgressFn = Callable[[int, int, str], None]
@@ -111,7 +111,7 @@ def ensure_blob(store: Store, name: str, quant: str, on_stage: Callable[[str], N
     return exp, path, sha
 
 
-def flash_target(session: BoardSession, store: Store, target: Target, quant: str, *,
+def flash_target(session: DeviceSession, store: Store, target: Target, quant: str, *,
                  on_stage: Callable[[str], None], on_progress: ProgressFn,
                  should_stop: Callable[[], bool]) -> FlashOutcome:
     """Refuse what does not fit, export if needed, write, then check on the board.
@@ -136,7 +136,7 @@ def flash_target(session: BoardSession, store: Store, target: Target, quant: str
     return _upload(session, blob, sha, on_stage, on_progress, should_stop)
 
 
-def _upload(session: BoardSession, blob: Path, sha: str, on_stage: Callable[[str], None],
+def _upload(session: DeviceSession, blob: Path, sha: str, on_stage: Callable[[str], None],
             on_progress: ProgressFn, should_stop: Callable[[], bool]) -> FlashOutcome:
     from engine.device.flash import FlashStopped
 
@@ -191,7 +191,7 @@ class TokenBatcher:
             self.post(events)
 
 
-def chat_on(session: BoardSession, store: Store, ws: Workspace, name: str, prompt: str,
+def chat_on(session: DeviceSession, store: Store, ws: Workspace, name: str, prompt: str,
             params: SamplingParams, quant: str, *, on_event: Callable[[Any], None],
             should_stop: Callable[[], bool]) -> Any:
     """One three-way turn on the session's board (engine chat_turn, transcript recorded)."""

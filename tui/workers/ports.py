@@ -1,30 +1,23 @@
-"""ADAPTER (h9, thin; replaced at merge by engine/device/ports.py `list_ports()`): the choices of the
-Device tab's port picker.
+"""The choices of the Device tab's port picker: the engine's `list_ports()` (USB labels, running
+`tinylm board`s of the workspace, the pseudo ports `virtual` and `rv32`) plus the one pseudo port only
+the app has — `download`, a virtual ESP32 in ROM download mode to flash through esptool — and a port
+the user types.
 
-Why here and not in engine/: the engine's port discovery (VID:PID labels, the registry of running
-`tinylm board`s) is being written in parallel; this stands in for it with the same three sources the
-picker needs today — `serial.tools.list_ports`, the pseudo ports that start a board for the session,
-and a port the user types. No Textual import: it swaps out without touching a widget.
+Why a picker type of its own: the picker needs one line per port and to know what a port is for a
+session (a pseudo port is a board the session starts and restarts; a serial port may reset when
+opened; what is flashed through esptool); PortInfo says what the port is. No Textual import.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
+from engine.device.ports import PortInfo
+from engine.device.ports import list_ports as engine_ports
 from engine.errors import UserError
 
-# USB bridges of ESP32 dev boards, by (VID, PID): what a person recognises in a list of /dev/ttyUSBn
-USB_BRIDGES: dict[tuple[int, int], str] = {
-    (0x10C4, 0xEA60): "CP210x",
-    (0x1A86, 0x7523): "CH340",
-    (0x1A86, 0x55D4): "CH9102",
-    (0x0403, 0x6001): "FTDI FT232R",
-    (0x0403, 0x6010): "FTDI FT2232",
-    (0x0403, 0x6015): "FTDI FT-X",
-    (0x303A, 0x1001): "ESP32 USB-Serial/JTAG",
-    (0x303A, 0x0002): "ESP32-S2/S3 native USB",
-}
 _SOCKET = re.compile(r"^socket://[A-Za-z0-9.\-_]+:(\d{1,5})$")
 
 
@@ -32,7 +25,7 @@ _SOCKET = re.compile(r"^socket://[A-Za-z0-9.\-_]+:(\d{1,5})$")
 class PortChoice:
     value: str  # what the session opens: a device path, socket://host:port, or a pseudo port name
     label: str  # one line in the picker
-    kind: str  # "serial" | "socket" | "virtual" | "rv32" | "download"
+    kind: str  # "serial" | "socket" | "board" (a running `tinylm board`) | "virtual" | "rv32" | "download"
 
     @property
     def pseudo(self) -> bool:
@@ -48,22 +41,20 @@ PSEUDO = (
 PSEUDO_KINDS = {p.kind for p in PSEUDO}
 
 
-def serial_ports() -> list[PortChoice]:
-    """The machine's serial ports, labelled with their USB bridge when it is a known one."""
-    from serial.tools import list_ports
-
-    found = []
-    for p in sorted(list_ports.comports(), key=lambda p: p.device):
-        bridge = USB_BRIDGES.get((p.vid, p.pid)) if p.vid is not None else None
-        ids = f" {p.vid:04x}:{p.pid:04x}" if p.vid is not None and p.pid is not None else ""
-        what = bridge or (p.description if p.description not in ("", "n/a") else "serial port")
-        found.append(PortChoice(p.device, f"{p.device}  {what}{ids}", "serial"))
-    return found
+def from_info(info: PortInfo) -> PortChoice:
+    """One picker line for a port the engine found (its pseudo ports are the app's PSEUDO)."""
+    if info.kind == "board":
+        return PortChoice(info.device, f"{info.device}  {info.label}", "board")
+    ids = f" {info.usb_id}" if info.usb_id else ""
+    kind = "socket" if info.device.startswith("socket://") else "serial"
+    return PortChoice(info.device, f"{info.device}  {info.label}{ids}", kind)
 
 
-def list_ports() -> list[PortChoice]:
-    """Serial ports first (a plugged-in board is what people look for), then the pseudo ports."""
-    return serial_ports() + list(PSEUDO)
+def list_ports(workspace_root: Path | None = None) -> list[PortChoice]:
+    """Serial ports first (a plugged-in board is what people look for), then the workspace's running
+    `tinylm board`s, then the pseudo ports."""
+    found = [from_info(p) for p in engine_ports(workspace_root) if p.kind != "pseudo"]
+    return found + list(PSEUDO)
 
 
 def parse_typed(text: str) -> PortChoice:
