@@ -216,8 +216,11 @@ class BoardSession:
         with self._write_lock:
             ser = self._ser
             if ser is None:
-                raise PortGone(f"{self.port} is not connected ({self.last_loss or 'closed'}); "
-                               "the session re-opens it when it comes back", code="lost")
+                # the same words as a loss seen by the reader (link.py): which of the two notices
+                # first is a race, the user's message must not depend on it
+                raise PortGone(f"{self.port} went away: {self.last_loss or 'closed'}. The board "
+                               "was unplugged, reset or its process ended; the session re-opens "
+                               "the port when it comes back", code="lost")
             try:
                 ser.write(data)
                 ser.flush()
