@@ -232,16 +232,19 @@ class ExperimentScreen(Screen):
         return self.query_one(QuantizePanel)
 
     @on(TabbedContent.TabActivated)
-    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+    async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if self.active_tab == "overview" and self._overview_dirty:
             self._schedule_overview()
-        if self.active_tab == "device" and not self.query(DevicePanel):
-            # mounted on first visit only: a person who never opens the tab never lists ports
-            pane = self.query_one("#device", TabPane)
-            pane.mount(DevicePanel(self.store, self.workspace, self.exp_name, id="device-panel"))
-            self.query_one("#device-host").remove()
-        if self.active_tab == "device":  # its keys work while focus is inside it
-            self.call_after_refresh(lambda: self.query_one(DevicePanel).picker.focus())
+        if self.active_tab == "device":
+            panels = self.query(DevicePanel)
+            if not panels:
+                # mounted on first visit only: a person who never opens the tab never lists ports
+                await self.query_one("#device-host").remove()
+                panel = DevicePanel(self.store, self.workspace, self.exp_name, id="device-panel")
+                await self.query_one("#device", TabPane).mount(panel)  # composed when this returns
+            else:
+                panel = panels.first()
+            panel.picker.focus()  # its keys work while focus is inside it
         self.refresh_bindings()
 
     # ---- keys ------------------------------------------------------------------------------------
