@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import UserError
+
 from .f32math import F32, softmax_f32
 from .params import SAMPLING_FIELDS, SamplingParams, sampling_problems
 
@@ -114,9 +116,12 @@ def generate(model: Any, prompt_ids: list[int], params: SamplingParams, *,
     is_gru = getattr(getattr(model, "cfg", None), "arch", "transformer") == "gru"
     ctx = min(context_len or model.seq_len, model.seq_len)
     if not prompt_ids:
-        raise ValueError("the prompt is empty: give at least one token (e.g. BOS)")
+        raise UserError("the prompt is empty and this tokenizer has no BOS token to start from: "
+                        "give a prompt of at least one character")
     if len(prompt_ids) > ctx:
-        raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context of {ctx}")
+        raise UserError(f"the prompt is {len(prompt_ids)} tokens but the model's context holds {ctx} "
+                        f"(model.seq_len / device.context_len): shorten the prompt to at most {ctx} "
+                        "tokens")
     stops = set(stop_ids) | ({eos_id} if eos_id is not None else set())
     id_buffer_limit = is_gru and params.repetition_penalty != 1.0
     device = next(model.parameters()).device

@@ -30,7 +30,7 @@ from engine.data.tokenizer import Stopped
 from engine.errors import TinyLMError, UserError
 from engine.store.checkpoint import load_checkpoint, save_checkpoint
 from engine.store.experiments import Experiment, Store
-from engine.store.metrics import METRICS_NAME, append_metric
+from engine.store.metrics import METRICS_NAME, append_metric, supersede_after
 
 from .runtime import Dist, dist_from_env, init_distributed, pick_runtime, set_threads
 
@@ -321,7 +321,13 @@ class Trainer:
         import torch
 
         cfg, t = self.cfg, self.cfg.train
-        metrics = open(self.exp.path(METRICS_NAME), "a") if self.dist.is_main else None
+        metrics = None
+        if self.dist.is_main:
+            dropped = supersede_after(self.exp.path(METRICS_NAME), self.step)
+            if dropped:
+                log.info("metrics.jsonl: dropped %d lines past step %d (this run redoes those steps)",
+                         dropped, self.step)
+            metrics = open(self.exp.path(METRICS_NAME), "a")
         self.model.train()
         window_start, window_tokens, window_losses = time.perf_counter(), 0, []
         try:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine.config.schema import ExperimentConfig
+from engine.errors import UserError
 from engine.infer.f32math import round_half_away, seq_sum, softmax_f32, tl_expf
 from engine.infer.sample import Sampler, SamplingParams, XorShift64Star, generate
 from engine.models import build_model
@@ -237,9 +238,9 @@ def test_generate_stops() -> None:
     calls = []
     stop = list(generate(model, [1, 2, 3], greedy, should_stop=lambda: len(calls.append(0) or calls) > 3))
     assert stop == full[:3]
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="prompt is empty"):
         list(generate(model, [], greedy))
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="17 tokens but the model's context holds 16"):
         list(generate(model, list(range(17)), greedy))
 
 
