@@ -120,7 +120,7 @@ def test_resume_refuses_a_changed_model_shape(workspace):
     proc = train_subprocess(workspace, exp, "--resume")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert "model.dim: checkpoint 32, config 48" in out and "--init-from" in out
+    assert "model.dim: checkpoint 32, config 48" in out and "tinylm set s model.dim=32" in out
     meta = json.loads((exp.folder / "meta.json").read_text())
     assert meta["status"] == "failed" and "model.dim" in meta["error"]
     assert load_checkpoint(exp.folder / "ckpt.pt")["step"] == 10  # nothing lost
