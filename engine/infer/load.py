@@ -84,7 +84,8 @@ def check_tokenizer(exp: Experiment, ckpt: dict[str, Any], path: Path,
 def check_checkpoint(exp: Experiment, ckpt: dict[str, Any], path: Path,
                      cfg: ExperimentConfig | None = None) -> None:
     """Where a checkpoint meets an experiment (resume, sample, eval, export, chat): the same shape
-    as config.toml, and the same tokenizer. Raises UserError (exit 2) naming what differs."""
+    as config.toml, and the same tokenizer. Raises UserError (exit 2) naming what differs.
+    `ckpt` is the loaded checkpoint, or store.ckpt_fields.checkpoint_fields(path) (no torch)."""
     check_shape(exp, ckpt, path, cfg)
     check_tokenizer(exp, ckpt, path, cfg)
 

@@ -367,12 +367,14 @@ class Store:
 
     def _refuse_other_shape(self, source: Experiment, cfg: ExperimentConfig,
                             overrides: list[str] | tuple[str, ...]) -> None:
-        from .checkpoint import load_checkpoint, shape_differences
+        from .checkpoint import shape_differences
+        from .ckpt_fields import checkpoint_fields
 
         for fname in CHECKPOINT_FILES:
             if not source.path(fname).exists():
                 continue
-            diffs = shape_differences(load_checkpoint(source.path(fname))["config"], cfg)
+            old = checkpoint_fields(source.path(fname), with_config=True).get("config")
+            diffs = shape_differences(old, cfg) if isinstance(old, dict) else []
             if diffs:
                 raise UserError(
                     f"cannot clone '{source.name}' with its checkpoints and --set "

@@ -20,7 +20,9 @@ from engine.atomic import atomic_write_json
 from engine.config.schema import Bounds, check_values
 from engine.config.workspace import Workspace
 from engine.errors import Failure, LockHeld, UserError
+from engine.infer.load import check_checkpoint
 from engine.store.checkpoint import check_checkpoint_file
+from engine.store.ckpt_fields import checkpoint_fields
 from engine.store.experiments import Experiment, Store
 from engine.store.lock import RunLock, pid_alive, read_lock
 
@@ -70,7 +72,12 @@ def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
     check_run_options(nproc=nproc, lora=lora)
     exp.config  # noqa: B018  (parses and validates; raises ConfigError)
     if resume and exp.path("ckpt.pt").exists():
-        check_checkpoint_file(exp.path("ckpt.pt"))  # a damaged one is exit 2 here, with the fix
+        # a damaged checkpoint, another shape or tokenizer: exit 2 here, with the fix (no torch)
+        path = exp.path("ckpt.pt")
+        check_checkpoint_file(path)
+        fields = checkpoint_fields(path, with_config=True)
+        if isinstance(fields.get("config"), dict):
+            check_checkpoint(exp, fields, path)
     info = read_lock(exp.folder)
     if info is not None and info.is_alive():
         raise LockHeld(f"'{exp.name}' is already running (pid {info.pid}); "
