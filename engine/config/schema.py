@@ -99,7 +99,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA if present, else CPU), "cpu" or "cuda"
     dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, f32 on CPU), "float32" or "bfloat16"
     compile: bool = False  # torch.compile the model (slow start, faster steps)
-    threads: int = 0  # torch CPU threads; 0 = all cores
+    threads: int = 0  # torch CPU threads; 0 = all cores, one fewer while another process takes one
 
 
 @dataclass

@@ -33,7 +33,14 @@ from engine.store.checkpoint import load_checkpoint, save_checkpoint, shape_diff
 from engine.store.experiments import Experiment, Store
 from engine.store.metrics import METRICS_NAME, append_metric, supersede_after
 
-from .runtime import Dist, dist_from_env, init_distributed, pick_runtime, set_threads
+from .runtime import (
+    Dist,
+    ThreadGovernor,
+    dist_from_env,
+    init_distributed,
+    pick_runtime,
+    set_threads,
+)
 
 log = logging.getLogger("tinylm.train")
 
@@ -138,6 +145,11 @@ class Trainer:
         self.runtime = pick_runtime(cfg.train.device, cfg.train.dtype, self.dist.local_rank)
         init_distributed(self.dist, self.runtime)
         threads = set_threads(cfg.train.threads)
+        # train.threads = 0: the count follows the measured speed (another process may take a core)
+        governor = ThreadGovernor(threads)
+        self.governor = (governor if cfg.train.threads == 0 and governor.active
+                         and self.runtime.kind == "cpu" and not self.dist.enabled else None)
+        self._threads = self._settled_threads = threads
         log.info("device %s, autocast %s, %d threads, world size %d", self.runtime.device,
                  self.runtime.autocast_dtype, threads, self.dist.world_size)
         torch.manual_seed(cfg.train.seed + self.dist.rank)
@@ -288,6 +300,21 @@ class Trainer:
         if name == "ckpt.pt":
             self.exp.update_meta(step=self.step, best_val_loss=self.best_val)
 
+    def _govern_threads(self, now: float) -> None:
+        """Apply the governor's thread count; log a change it settles on (not its tries)."""
+        import torch
+
+        threads = self.governor.step(self.tokens_per_step, now)
+        if threads != self._threads:
+            torch.set_num_threads(threads)
+            self._threads = threads
+        if not self.governor.probing and threads != self._settled_threads:
+            rates = ", ".join(f"{n} threads {r:,.0f} tok/s"
+                              for n, r in sorted(self.governor.rates.items()))
+            log.info("now %d threads (measured %s): another process is %s a core", threads,
+                     rates, "using" if threads < self._settled_threads else "no longer using")
+            self._settled_threads = threads
+
     def _diverged(self, loss: float, lr: float) -> Failure:
         """Why a run stops at a NaN/inf loss, and how to go on: training further only writes NaN
         records and a NaN checkpoint, and export would write a blob of NaN weights."""
@@ -346,6 +373,8 @@ class Trainer:
                 window_tokens += self.tokens_per_step
                 window_losses.append(step_loss)
                 now = time.perf_counter()
+                if self.governor is not None:
+                    self._govern_threads(now)
                 last = self.step >= t.max_steps
                 do_eval = self.step % t.eval_every == 0 or last
                 if self.step % t.log_every == 0 or do_eval or self.stop:
@@ -368,10 +397,14 @@ class Trainer:
                         append_metric(metrics, record)
                     self.on_step(record)
                     window_start, window_tokens, window_losses = time.perf_counter(), 0, []
+                    if do_eval and self.governor is not None:
+                        self.governor.restart_window(window_start)  # evaluation: not training
                 if self.step % t.ckpt_every == 0 and not last:
                     ck_start = time.perf_counter()
                     self.checkpoint()
                     window_start += time.perf_counter() - ck_start  # not training time
+                    if self.governor is not None:
+                        self.governor.restart_window(time.perf_counter())
             self.checkpoint()
         finally:
             if metrics is not None:

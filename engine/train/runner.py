@@ -47,7 +47,7 @@ def train_command(exp: Experiment, ws: Workspace, resume: bool = False, init_fro
     return cmd
 
 
-def _env() -> dict[str, str]:
+def run_env() -> dict[str, str]:
     """The subprocess imports `engine` from this checkout even when it is not installed."""
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -92,7 +92,7 @@ def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
     logf.flush()
     proc = subprocess.Popen(train_command(exp, ws, resume, init_from, lora, nproc),
                             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=_env(), start_new_session=True, cwd=ws.root)
+                            env=run_env(), start_new_session=True, cwd=ws.root)
     logf.close()
     return proc
 
@@ -238,7 +238,7 @@ def ensure_queue_runner(store: Store, ws: Workspace) -> None:
         return
     subprocess.Popen([sys.executable, "-m", "engine.train.runner", str(store.root), str(ws.root)],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                     env=_env(), start_new_session=True, cwd=ws.root)
+                     env=run_env(), start_new_session=True, cwd=ws.root)
 
 
 def drain_queue(store: Store, ws: Workspace, poll_s: float = 0.5) -> None:
