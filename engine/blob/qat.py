@@ -36,6 +36,12 @@ def qat_state(exp: Experiment, method: str) -> dict[str, np.ndarray] | None:
     return {k: v.float().numpy() for k, v in data["model"].items()}
 
 
+def check_qat_values(steps: int, lr: float | None) -> None:
+    """QAT steps and learning rate by the config's rules for quant.qat_steps and train.lr."""
+    check_values({"qat_steps": steps, "lr": lr}, "quantization-aware training",
+                 {"qat_steps": RULES["quant.qat_steps"], "lr": RULES["train.lr"]})
+
+
 def quantized_params(cfg: ExperimentConfig, method: str) -> dict[str, tuple[str, int]]:
     """name -> (qtype, group) for every parameter the blob quantizes."""
     return {s.name: (s.qtype, s.group) for s in tensor_specs(cfg, method)
@@ -84,8 +90,7 @@ def run_qat(exp: Experiment, ws: Workspace, method: str, steps: int, lr: float |
     from engine.data.loader import BatchLoader, eval_batches
     from engine.infer.load import load_model
 
-    check_values({"qat_steps": steps, "lr": lr}, "quantization-aware training",
-                 {"qat_steps": RULES["quant.qat_steps"], "lr": RULES["train.lr"]})
+    check_qat_values(steps, lr)
     model, cfg, ckpt = load_model(exp, "best")
     data = prepare(exp.folder, cfg, ws.resolve(cfg.data.corpus), ws.root / "cache")
     quantized = quantized_params(cfg, method)
@@ -117,7 +122,8 @@ def run_qat(exp: Experiment, ws: Workspace, method: str, steps: int, lr: float |
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     save_checkpoint(exp.path(qat_path_name(method)), {
         "model": state, "config": cfg.to_dict(), "model_hash": cfg.model_hash(),
-        "tokenizer_sha256": ckpt.get("tokenizer_sha256"), "step": ckpt.get("step", 0), "qat": {"method": method, "steps": steps, "lr": base_lr,
-                                             "val_loss_before": before, "val_loss_after": after}})
+        "tokenizer_sha256": ckpt.get("tokenizer_sha256"), "step": ckpt.get("step", 0),
+        "qat": {"method": method, "steps": steps, "lr": base_lr,
+                "val_loss_before": before, "val_loss_after": after}})
     return {"method": method, "steps": steps, "float_val_loss": float_loss,
             "val_loss_before": before, "val_loss_after": after}

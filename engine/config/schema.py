@@ -260,6 +260,20 @@ class Bounds:
             return f"{'≤' if self.le is not None else '<'} {_num(high[1])}"
         return "a finite number"
 
+    def complaint(self, v: float) -> str | None:
+        """What is wrong with `v` in a knob's words ("1.5 is outside 0..1"), or None if it holds."""
+        if self.holds(v):
+            return None
+        if not math.isfinite(v):
+            return f"{_num(v)} is not a finite number"
+        low = self.ge if self.ge is not None else self.gt
+        high = self.le if self.le is not None else self.lt
+        if low is not None and high is not None:
+            ends = [f"{_num(x)} excluded" for x, open_ in ((low, self.gt is not None),
+                                                           (high, self.lt is not None)) if open_]
+            return ", ".join([f"{_num(v)} is outside {_num(low)}..{_num(high)}"] + ends)
+        return f"{_num(v)} is not {self.describe()}"
+
     def holds(self, v: float) -> bool:
         return (math.isfinite(v) and (self.ge is None or v >= self.ge)
                 and (self.gt is None or v > self.gt) and (self.le is None or v <= self.le)

@@ -17,10 +17,10 @@ import numpy as np
 from engine.errors import UserError
 
 from .f32math import F32, softmax_f32
-from .params import SAMPLING_FIELDS, SamplingParams, sampling_problems
+from .params import SAMPLING_FIELDS, SamplingParams, check_sampling, sampling_problems
 
-__all__ = ["SAMPLING_FIELDS", "Sampler", "SamplingParams", "XorShift64Star", "generate",
-           "sampling_problems"]
+__all__ = ["SAMPLING_FIELDS", "Sampler", "SamplingParams", "XorShift64Star", "check_sampling",
+           "generate", "sampling_problems"]
 
 MASK64 = (1 << 64) - 1
 ZERO_SEED = 0x9E3779B97F4A7C15  # xorshift64* must not start from state 0
@@ -113,6 +113,7 @@ def generate(model: Any, prompt_ids: list[int], params: SamplingParams, *,
     """
     import torch
 
+    check_sampling(params)
     is_gru = getattr(getattr(model, "cfg", None), "arch", "transformer") == "gru"
     ctx = min(context_len or model.seq_len, model.seq_len)
     if not prompt_ids:

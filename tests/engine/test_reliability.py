@@ -168,13 +168,13 @@ def test_bad_board_workspace_and_output_paths(tl, st, workspace, tmp_path):
 
 
 def test_numbers_on_the_command_line_use_the_config_rules(tl, st):
-    cases = {("--temperature", "-1"): "temperature = -1: must be ≥ 0",
-             ("--temperature", "nan"): "temperature = nan: must be a finite number",
-             ("--top-p", "0"): "top_p = 0: must be in (0, 1]",
-             ("--top-p", "1.5"): "top_p = 1.5: must be in (0, 1]",
-             ("--top-k", "-1"): "top_k = -1: must be ≥ 0",
-             ("--repetition-penalty", "0"): "repetition_penalty = 0: must be > 0",
-             ("--max-tokens", "0"): "max_tokens = 0: must be ≥ 1"}
+    cases = {("--temperature", "-1"): "--temperature -1 is not ≥ 0",
+             ("--temperature", "nan"): "--temperature nan is not a finite number",
+             ("--top-p", "0"): "--top-p 0 is outside 0..1, 0 excluded",
+             ("--top-p", "1.5"): "--top-p 1.5 is outside 0..1",
+             ("--top-k", "-1"): "--top-k -1 is not ≥ 0",
+             ("--repetition-penalty", "0"): "--repetition-penalty 0 is not > 0",
+             ("--max-tokens", "0"): "--max-tokens 0 is not ≥ 1"}
     for flag, message in cases.items():
         code, _, err = tl("sample", "st", *flag)
         assert code == 2 and message in err, (flag, err)

@@ -268,3 +268,7 @@ def test_sampling_problems_name_each_bad_knob():
     assert set(bad) == {"temperature", "top_k", "top_p", "repetition_penalty", "seed", "max_tokens"}
     assert "0..1" in bad["top_p"] and "1 = off" in bad["repetition_penalty"]
     assert sampling_problems(SamplingParams(temperature=float("nan"))).keys() == {"temperature"}
+    # the config's number rules: top-p 0 is refused (1 is "off"), and generate refuses too
+    assert "0 is outside 0..1, 0 excluded" in sampling_problems(SamplingParams(top_p=0))["top_p"]
+    with pytest.raises(UserError, match="top_p: 0 is outside"):
+        next(generate(tiny_model("transformer", seq_len=16), [1], SamplingParams(top_p=0)))
