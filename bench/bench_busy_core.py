@@ -12,9 +12,9 @@ Policies (each run is a fresh experiment started as the runner starts one):
 - today:   train.threads = 2, the inherited environment (what runs did before this benchmark)
 - passive: train.threads = 2, OMP_WAIT_POLICY=PASSIVE (threads sleep instead of spinning)
 - one:     train.threads = 1
-- adaptive: train.threads = 0 (engine/train/runtime.py ThreadGovernor picks 2 or 1 by measured
-  speed), the inherited environment; adaptive-passive: the same with OMP_WAIT_POLICY=PASSIVE
-- engine:  train.threads = 0 and the environment engine/train/runner.py gives a run (the default)
+- engine:  train.threads = 0 (engine/train/runtime.py ThreadGovernor picks 2 or 1 threads by
+  measured speed) and the environment engine/train/runner.py gives a run: the default
+- adaptive-passive: the governor with OMP_WAIT_POLICY=PASSIVE
 
 The machine is shared: runs are interleaved (each round runs every policy alone and busy, in turn),
 and the figures are medians with min-max, plus the ratios the issue asks for: busy/alone of each
@@ -49,7 +49,6 @@ POLICIES = {
     "today": (2, {}),
     "passive": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
     "one": (1, {}),
-    "adaptive": (0, {}),  # the ThreadGovernor, OpenMP's default wait policy
     "adaptive-passive": (0, {"OMP_WAIT_POLICY": "PASSIVE"}),
     "engine": (0, None),  # None: run_env(), as the runner starts a run
 }

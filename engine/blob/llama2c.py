@@ -134,7 +134,7 @@ def _v2_state(f: dict[str, Any], cur: _Cursor) -> dict[str, np.ndarray]:
     state["norm.weight"] = cur.take("<f4", d)
     mats = _v2_matrices(f)
     qs = [cur.take("i1", int(np.prod(shape))) for _, shape in mats]
-    for (name, shape), q in zip(mats, qs):
+    for (name, shape), q in zip(mats, qs, strict=True):
         s = cur.take("<f4", q.size // g)
         state[name] = (q.astype(F32) * np.repeat(s, g)).astype(F32).reshape(shape)
     return state
@@ -189,7 +189,7 @@ def read_llama2c(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray
     else:
         version, vals, shared, group = 0, struct.unpack_from("<7i", data, 0), None, 0
     f: dict[str, Any] = dict(zip(("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
-                                  "vocab_size", "seq_len"), vals))
+                                  "vocab_size", "seq_len"), vals, strict=True))
     f["version"] = version
     if version == 0:
         f["shared_classifier"] = f["vocab_size"] > 0

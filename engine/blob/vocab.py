@@ -179,7 +179,7 @@ def tokenizer_bin_bytes(vocab: Vocab) -> bytes:
     """The llama2.c `.bin` run.c reads: bos/eos as "\\n<s>\\n"/"\\n</s>\\n" and byte pieces as
     "<0xAB>" text, exactly as llama2.c's tokenizer.py exports them."""
     out = []
-    for i, (piece, score) in enumerate(zip(vocab.pieces, vocab.scores)):
+    for i, (piece, score) in enumerate(zip(vocab.pieces, vocab.scores, strict=True)):
         if vocab.kind == "sentencepiece":
             if i == vocab.bos_id:
                 piece = b"\n<s>\n"
@@ -246,7 +246,7 @@ def sentencepiece_model_bytes(vocab: Vocab) -> bytes:
     if vocab.kind != "sentencepiece":
         raise VocabError("a byte vocabulary needs no sentencepiece model (tokenizer.kind = \"byte\")")
     out = []
-    for i, (piece, score) in enumerate(zip(vocab.pieces, vocab.scores)):
+    for i, (piece, score) in enumerate(zip(vocab.pieces, vocab.scores, strict=True)):
         if vocab.is_byte_piece(i):
             text, kind = f"<0x{i - BYTE_OFFSET:02X}>", _BYTE
         elif i == 0:

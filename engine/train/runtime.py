@@ -122,7 +122,8 @@ class ThreadGovernor:
     otherwise now and then, less often each time the try confirms the current count. A try of a
     count waits until `cost_ratio` times that count's last window length has passed since the last
     try (one step with all threads spin-waiting beside a busy core can take seconds), so tries
-    take ~2 % of the time at most; only a sudden slow-down tries the other count at once.
+    take ~2 % of the time at most; only a sudden slow-down tries at once the other count, if that
+    was faster when last measured.
     Deterministic given the times it is fed.
     """
 
@@ -182,9 +183,10 @@ class ThreadGovernor:
         if not self.active:
             return self.threads
         other = next(n for n in self.choices if n != self.threads)
-        slowed = jumped and rate < old  # type: ignore[operator]
+        # a slow-down tries the other count at once if it was faster when last measured
+        escape = jumped and rate < old and self.rates.get(other, float("inf")) > rate  # type: ignore[operator]
         affordable = now >= self._last_try + self.cost_ratio * self._lengths.get(other, 0.0)
-        if slowed or ((jumped or self._since >= self.backoff) and affordable):
+        if escape or ((jumped or self._since >= self.backoff) and affordable):
             if jumped:
                 self.backoff = 4
             self._probing_from, self.threads, self._since = self.threads, other, 0

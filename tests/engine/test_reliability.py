@@ -20,7 +20,7 @@ from engine.cli.main import main
 from engine.store.checkpoint import load_checkpoint, save_checkpoint
 from engine.store.metrics import read_metrics
 from tests.conftest import LLAMA2C, REPO
-from tests.engine.test_train import make_exp, wait_for
+from tests.engine.test_train import make_exp
 
 KNOWN = "Once upon a time, there was a little girl named Lily."
 

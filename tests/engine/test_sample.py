@@ -1,4 +1,5 @@
-"""engine.infer.f32math and engine.infer.sample: the firmware's float32 primitives and sampler, and generate()."""
+"""engine.infer.f32math and engine.infer.sample: the firmware's float32 primitives and sampler, and
+generate()."""
 
 from __future__ import annotations
 
@@ -151,7 +152,8 @@ def test_top_k_1_and_tiny_top_p_are_greedy() -> None:
     for seed in range(20):
         logits = rng.standard_normal(64).astype(F32)
         best = int(np.argmax(logits))
-        assert Sampler(64, SamplingParams(temperature=1.0, top_k=1, top_p=1.0, seed=seed)).sample(logits) == best
+        one = SamplingParams(temperature=1.0, top_k=1, top_p=1.0, seed=seed)
+        assert Sampler(64, one).sample(logits) == best
         assert Sampler(64, SamplingParams(temperature=1.0, top_p=1e-6, seed=seed)).sample(logits) == best
 
 

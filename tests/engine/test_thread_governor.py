@@ -50,3 +50,14 @@ def test_one_core_machine_has_nothing_to_choose():
     gov = ThreadGovernor(1)
     assert not gov.active and gov.choices == [1]
     assert simulate(gov, [(10.0, {1: 5000.0, 2: 5000.0})])[0][0] == 0.0
+
+
+def test_a_jittery_neighbour_does_not_make_it_retry_the_crawl():
+    """Other processes come and go: the one-thread speed halves and recovers every few seconds.
+    Slow-downs must not send it back to two spin-waiting threads (13 s a step) more than the
+    budget allows."""
+    gov = ThreadGovernor(2)
+    phases = [(3.0, {2: 300.0, 1: 12_000.0 if i % 2 else 5_000.0}) for i in range(200)]
+    spent = simulate(gov, phases)
+    at2 = sum(p[0] for p in spent)
+    assert at2 / sum(sum(p) for p in spent) < 0.1

@@ -136,8 +136,8 @@ def test_kill_9_at_random_moments_always_resumes(workspace):
     last_step = 0
     for kill in range(5):
         proc = train_subprocess(workspace, exp, *(["--resume"] if kill else []))
-        wait_for(lambda: exp.path("ckpt.pt").exists()
-                 and len(read_metrics(exp.folder / "metrics.jsonl")) > last_step, timeout=120)
+        wait_for(lambda seen=last_step: exp.path("ckpt.pt").exists()
+                 and len(read_metrics(exp.folder / "metrics.jsonl")) > seen, timeout=120)
         time.sleep(rng.uniform(0.0, 1.0))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
