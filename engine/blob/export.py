@@ -43,7 +43,21 @@ def float_state(exp: Experiment, which: str = "best") -> tuple[dict[str, np.ndar
     from engine.infer.load import load_model
 
     model, cfg, ckpt = load_model(exp, which)
-    return numpy_state(model), cfg, ckpt
+    state = numpy_state(model)
+    check_finite(state, f"the {which} checkpoint of '{exp.name}'", exp.name)
+    return state, cfg, ckpt
+
+
+def check_finite(state: dict[str, np.ndarray], what: str, name: str) -> None:
+    """Refuse weights with NaN or inf: a diverged run's blob makes the board print one token
+    forever, and nothing downstream would say why."""
+    bad = [k for k, v in state.items() if not np.isfinite(v).all()]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise UserError(f"{what} holds non-finite weights (NaN or inf) in {shown}: its training "
+                        f"diverged. Export a checkpoint from before that (`--checkpoint best` or "
+                        f"`last`, whichever is finite), or retrain with a lower train.lr: "
+                        f"`tinylm clone {name} NEW --set train.lr=...` then `tinylm train NEW`")
 
 
 def numpy_state(model: Any) -> dict[str, np.ndarray]:
@@ -78,6 +92,7 @@ def export(exp: Experiment, quant: str | None = None, which: str = "best", force
     quant = quant or cfg.quant.method
     qat = qat_state(exp, quant)
     if qat is not None:
+        check_finite(qat, f"{exp.path(f'qat.{quant}.pt').name} of '{exp.name}'", exp.name)
         state = qat
     vocab = experiment_vocab(exp, cfg)
     if vocab.size != cfg.tokenizer.vocab_size:
@@ -87,6 +102,9 @@ def export(exp: Experiment, quant: str | None = None, which: str = "best", force
     if not force:
         check_fits(cfg, vocab, quant, board)
     path = exp.path(blob_name(quant))
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, so the blob cannot be written there: move it away "
+                        f"(`mv {path} {path}.old`) and export again")
     info = write_blob(path, cfg, state, vocab, quant, context_len=exp.config.context_len(),
                       int_attention=cfg.quant.int_attention and quant != "f32")
     blobs = dict(exp.meta.get("blobs") or {})

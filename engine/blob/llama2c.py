@@ -25,6 +25,7 @@ from engine.config.schema import (
     TokenizerConfig,
     validate,
 )
+from engine.data.tokenizer import ByteTokenizer
 from engine.errors import ConfigError, UserError
 from engine.store.checkpoint import save_checkpoint
 from engine.store.experiments import Experiment, Store
@@ -33,6 +34,7 @@ from .vocab import (  # noqa: F401  (re-exported)
     Vocab,
     load_vocab,
     read_tokenizer_bin,
+    sentencepiece_model_bytes,
     tokenizer_bin_bytes,
     write_tokenizer_bin,
 )
@@ -132,7 +134,7 @@ def _v2_state(f: dict[str, Any], cur: _Cursor) -> dict[str, np.ndarray]:
     state["norm.weight"] = cur.take("<f4", d)
     mats = _v2_matrices(f)
     qs = [cur.take("i1", int(np.prod(shape))) for _, shape in mats]
-    for (name, shape), q in zip(mats, qs):
+    for (name, shape), q in zip(mats, qs, strict=True):
         s = cur.take("<f4", q.size // g)
         state[name] = (q.astype(F32) * np.repeat(s, g)).astype(F32).reshape(shape)
     return state
@@ -187,7 +189,7 @@ def read_llama2c(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray
     else:
         version, vals, shared, group = 0, struct.unpack_from("<7i", data, 0), None, 0
     f: dict[str, Any] = dict(zip(("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
-                                  "vocab_size", "seq_len"), vals))
+                                  "vocab_size", "seq_len"), vals, strict=True))
     f["version"] = version
     if version == 0:
         f["shared_classifier"] = f["vocab_size"] > 0
@@ -288,10 +290,22 @@ def config_from_llama2c(f: dict[str, Any], vocab: Vocab) -> ExperimentConfig:
     return cfg
 
 
+def _tokenizer_model(path: Path, vocab: Vocab) -> bytes | None:
+    """The experiment's tokenizer.model for an imported tokenizer: a sentencepiece .model as is, a
+    llama2.c .bin converted to the sentencepiece model with its pieces and scores (so torch and the
+    reference can encode prompts), None for the byte vocabulary (it needs no file)."""
+    if vocab.kind == "byte":
+        return None
+    if path.suffix == ".model":
+        return path.read_bytes()
+    return sentencepiece_model_bytes(vocab)
+
+
 def import_llama2c(store: Store, bin_path: str | Path, tokenizer_path: str | Path,
                    name: str) -> Experiment:
     """Create experiment `name` from a llama2.c model + its tokenizer (.model or .bin): config.toml,
-    ckpt.pt (step 0, no optimizer), tokenizer.model or tokenizer.bin, and the source in meta."""
+    ckpt.pt (step 0, no optimizer), tokenizer.model (a .bin is converted to one), and the source
+    in meta."""
     import torch
 
     bin_path, tokenizer_path = Path(bin_path), Path(tokenizer_path)
@@ -302,15 +316,21 @@ def import_llama2c(store: Store, bin_path: str | Path, tokenizer_path: str | Pat
                         f"{bin_path.name} has a vocabulary of {fields['vocab_size']}: give the "
                         "tokenizer the model was trained with")
     cfg = config_from_llama2c(fields, vocab)
+    tok_bytes = _tokenizer_model(tokenizer_path, vocab)
     exp = store.create(name, cfg, parent=None)
     try:
         tensors = {k: torch.from_numpy(np.array(v, dtype=F32)) for k, v in state.items()}
         if fields["shared_classifier"]:
             tensors["output.weight"] = tensors["tok_embeddings.weight"]  # one tensor, as llama2.c
+        if tok_bytes is None:
+            tok_sha = ByteTokenizer.sha256
+        else:
+            tok_sha = hashlib.sha256(tok_bytes).hexdigest()
+            atomic_write_bytes(exp.path("tokenizer.model"), tok_bytes)
         save_checkpoint(exp.path("ckpt.pt"), {"model": tensors, "config": cfg.to_dict(),
-                                              "model_hash": cfg.model_hash(), "step": 0})
-        target = "tokenizer.model" if tokenizer_path.suffix == ".model" else "tokenizer.bin"
-        atomic_write_bytes(exp.path(target), tokenizer_path.read_bytes())
+                                              "model_hash": cfg.model_hash(), "step": 0,
+                                              "tokenizer_sha256": tok_sha})
+        target = "tokenizer.model" if tok_bytes is not None else None
         source = {
             "kind": "llama2c", "path": str(bin_path.resolve()), "format": f"v{fields['version']}",
             "sha256": hashlib.sha256(bin_path.read_bytes()).hexdigest(),
@@ -321,3 +341,33 @@ def import_llama2c(store: Store, bin_path: str | Path, tokenizer_path: str | Pat
         shutil.rmtree(exp.folder, ignore_errors=True)
         raise
     return exp
+
+
+def export_llama2c(exp: Experiment, out_dir: str | Path, which: str = "best",
+                   force: bool = False) -> tuple[Path, Path]:
+    """Write `<out_dir>/<name>.bin` (llama2.c v0) and `<out_dir>/tokenizer.bin`, which llama2.c's
+    run.c reads. Existing files are only replaced with `force`; returns both paths."""
+    from .export import experiment_vocab, float_state
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file, not a folder: give the folder to write "
+                        f"{exp.name}.bin and tokenizer.bin into (it is created when missing)")
+    model_path, tok_path = out_dir / f"{exp.name}.bin", out_dir / "tokenizer.bin"
+    for target in (model_path, tok_path):
+        if target.is_dir():
+            raise UserError(f"{target} is a folder: move it away or give another output folder")
+    existing = [t.name for t in (model_path, tok_path) if t.exists()]
+    if existing and not force:
+        raise UserError(f"{' and '.join(existing)} already exist in {out_dir}: add --force to "
+                        "replace them, or give another folder")
+    state, cfg, _ = float_state(exp, which)
+    vocab = experiment_vocab(exp, cfg)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out_dir} ({e.strerror}): give a folder you can write to") \
+            from e
+    write_llama2c_v0(model_path, cfg, state)
+    write_tokenizer_bin(tok_path, vocab)
+    return model_path, tok_path

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from engine.config.layout import tensor_specs
-from engine.config.schema import ExperimentConfig
+from engine.config.schema import RULES, ExperimentConfig, check_values
 from engine.config.workspace import Workspace
 from engine.data.tokenizer import Stopped
 from engine.store.checkpoint import load_checkpoint, save_checkpoint
@@ -31,7 +31,15 @@ def qat_state(exp: Experiment, method: str) -> dict[str, np.ndarray] | None:
     if not path.exists():
         return None
     data = load_checkpoint(path)
+    from engine.infer.load import check_checkpoint
+    check_checkpoint(exp, data, path)
     return {k: v.float().numpy() for k, v in data["model"].items()}
+
+
+def check_qat_values(steps: int, lr: float | None) -> None:
+    """QAT steps and learning rate by the config's rules for quant.qat_steps and train.lr."""
+    check_values({"qat_steps": steps, "lr": lr}, "quantization-aware training",
+                 {"qat_steps": RULES["quant.qat_steps"], "lr": RULES["train.lr"]})
 
 
 def quantized_params(cfg: ExperimentConfig, method: str) -> dict[str, tuple[str, int]]:
@@ -82,6 +90,7 @@ def run_qat(exp: Experiment, ws: Workspace, method: str, steps: int, lr: float |
     from engine.data.loader import BatchLoader, eval_batches
     from engine.infer.load import load_model
 
+    check_qat_values(steps, lr)
     model, cfg, ckpt = load_model(exp, "best")
     data = prepare(exp.folder, cfg, ws.resolve(cfg.data.corpus), ws.root / "cache")
     quantized = quantized_params(cfg, method)
@@ -113,7 +122,8 @@ def run_qat(exp: Experiment, ws: Workspace, method: str, steps: int, lr: float |
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     save_checkpoint(exp.path(qat_path_name(method)), {
         "model": state, "config": cfg.to_dict(), "model_hash": cfg.model_hash(),
-        "step": ckpt.get("step", 0), "qat": {"method": method, "steps": steps, "lr": base_lr,
-                                             "val_loss_before": before, "val_loss_after": after}})
+        "tokenizer_sha256": ckpt.get("tokenizer_sha256"), "step": ckpt.get("step", 0),
+        "qat": {"method": method, "steps": steps, "lr": base_lr,
+                "val_loss_before": before, "val_loss_after": after}})
     return {"method": method, "steps": steps, "float_val_loss": float_loss,
             "val_loss_before": before, "val_loss_after": after}

@@ -177,13 +177,12 @@ def quantize_and_report(exp: Experiment, ws: Workspace, method: str | None = Non
     from engine.errors import UserError
 
     from .export import export
-    from .qat import run_qat
+    from .qat import check_qat_values, run_qat
 
     method = method or exp.config.quant.method
     if method not in ("f32", "int8", "ternary"):
         raise UserError(f"unknown quantization method {method!r}: use int8, ternary or f32")
-    if qat_steps < 0:
-        raise UserError(f"QAT steps must be 0 (no QAT) or more, not {qat_steps}")
+    check_qat_values(qat_steps, lr)
     qat_run = None
     if qat_steps:
         q = run_qat(exp, ws, method, qat_steps, lr=lr, on_progress=on_progress,

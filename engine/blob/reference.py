@@ -28,7 +28,7 @@ from engine.infer.f32math import (
     softmax_f32,
     tanh_f32,
 )
-from engine.infer.sample import Sampler, SamplingParams
+from engine.infer.sample import Sampler, SamplingParams, check_sampling
 
 from .format import FLAG_INT_ATTENTION, Blob, BlobTensor, read_blob
 from .quantize import quantize_activation
@@ -496,6 +496,7 @@ class Reference:
             raise UserError("the prompt is empty: start it with BOS (encode(text, bos=True)) or at "
                             "least one token")
         params = params if params is not None else SamplingParams(temperature=0.0)
+        check_sampling(params)
         if stop_ids is None:
             stop_ids = {t for t in (self.vocab.bos_id, self.vocab.eos_id) if t is not None}
         stops = set(stop_ids)

@@ -16,6 +16,9 @@ from .export import blob_name
 def exported_blob(exp: Experiment, quant: str | None) -> Path:
     quant = quant or exp.config.quant.method
     path = exp.path(blob_name(quant))
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a blob: move it away (`mv {path} {path}.old`) "
+                        f"and `tinylm export {exp.name} --quant {quant}`")
     if not path.exists():
         raise UserError(f"'{exp.name}' has no {quant} blob yet: `tinylm export {exp.name} "
                         f"--quant {quant}` first")

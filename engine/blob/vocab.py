@@ -179,7 +179,7 @@ def tokenizer_bin_bytes(vocab: Vocab) -> bytes:
     """The llama2.c `.bin` run.c reads: bos/eos as "\\n<s>\\n"/"\\n</s>\\n" and byte pieces as
     "<0xAB>" text, exactly as llama2.c's tokenizer.py exports them."""
     out = []
-    for i, (piece, score) in enumerate(zip(vocab.pieces, vocab.scores)):
+    for i, (piece, score) in enumerate(zip(vocab.pieces, vocab.scores, strict=True)):
         if vocab.kind == "sentencepiece":
             if i == vocab.bos_id:
                 piece = b"\n<s>\n"
@@ -208,6 +208,67 @@ def load_vocab(path: str | Path, vocab_size: int | None = None) -> Vocab:
         return read_tokenizer_bin(path, vocab_size)
     raise VocabError(f"{path}: unknown tokenizer file type '{path.suffix}'; give a sentencepiece "
                      ".model or a llama2.c tokenizer .bin")
+
+
+# ---- llama2.c .bin -> sentencepiece .model -----------------------------------------------------------
+# A llama2.c tokenizer .bin holds pieces and merge scores only; torch and the reference need an
+# encoder for prompts and corpora. Its pieces and scores are exactly a sentencepiece BPE model's, so we
+# write one (ModelProto, firmware-consistent normalization: identity, dummy prefix, whitespace kept)
+# and every tinylm path then treats the experiment like any other. The protobuf is written by hand
+# (four message fields) so no protobuf package is needed.
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+    head = _varint(number << 3 | wire)
+    return head + (_varint(len(payload)) + payload if wire == 2 else payload)
+
+
+def _int_field(number: int, value: int) -> bytes:
+    return _field(number, 0, _varint(value))
+
+
+_NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6  # sentencepiece ModelProto.SentencePiece.Type
+_BPE = 2  # TrainerSpec.ModelType
+
+
+def sentencepiece_model_bytes(vocab: Vocab) -> bytes:
+    """A sentencepiece BPE `.model` with `vocab`'s pieces and scores (llama2.c id layout, byte
+    fallback). Raises VocabError for a byte vocabulary (it needs no model) or pieces that are not
+    UTF-8 text."""
+    if vocab.kind != "sentencepiece":
+        raise VocabError("a byte vocabulary needs no sentencepiece model (tokenizer.kind = \"byte\")")
+    out = []
+    for i, (piece, score) in enumerate(zip(vocab.pieces, vocab.scores, strict=True)):
+        if vocab.is_byte_piece(i):
+            text, kind = f"<0x{i - BYTE_OFFSET:02X}>", _BYTE
+        elif i == 0:
+            text, kind = "<unk>", _UNKNOWN
+        elif vocab.is_control(i):
+            text, kind = piece.decode("ascii"), _CONTROL
+        else:
+            try:
+                text = piece.decode("utf-8").replace(" ", "\u2581")
+            except UnicodeDecodeError as e:
+                raise VocabError(f"token {i} ({piece!r}) is not UTF-8 text, so no sentencepiece "
+                                 "encoder can be built from this tokenizer .bin; give the "
+                                 "sentencepiece .model it was exported from") from e
+            kind = _NORMAL
+        body = (_field(1, 2, text.encode("utf-8")) + _field(2, 5, struct.pack("<f", score))
+                + (_int_field(3, kind) if kind != _NORMAL else b""))
+        out.append(_field(1, 2, body))
+    trainer = (_int_field(3, _BPE) + _int_field(4, vocab.size) + _int_field(35, 1)
+               + _int_field(40, 0) + _int_field(41, 1) + _int_field(42, 2))
+    normalizer = (_field(1, 2, b"identity") + _int_field(3, 1) + _int_field(4, 0)
+                  + _int_field(5, 1))
+    return b"".join(out) + _field(2, 2, trainer) + _field(3, 2, normalizer)
 
 
 # ---- the blob's vocabulary section ------------------------------------------------------------------

@@ -75,18 +75,12 @@ def cmd_import(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
 
 @command("export-llama2c")
 def cmd_export_llama2c(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
-    from engine.blob.export import experiment_vocab, float_state
-    from engine.blob.llama2c import write_llama2c_v0
-    from engine.blob.vocab import write_tokenizer_bin
+    from engine.blob.llama2c import export_llama2c
 
     exp = store.load(args.name)
-    state, cfg, _ = float_state(exp, args.checkpoint)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_llama2c_v0(out_dir / f"{exp.name}.bin", cfg, state)
-    write_tokenizer_bin(out_dir / "tokenizer.bin", experiment_vocab(exp, cfg))
-    out(f"wrote {out_dir / (exp.name + '.bin')} (llama2.c v0) and {out_dir / 'tokenizer.bin'}; "
-        f"run with llama2.c: ./run {exp.name}.bin -z tokenizer.bin")
+    model, tok = export_llama2c(exp, args.out_dir, args.checkpoint, force=args.force)
+    out(f"wrote {model} (llama2.c v0) and {tok}; "
+        f"run with llama2.c: ./run {model.name} -z {tok.name}")
     return 0
 
 
@@ -166,6 +160,7 @@ def register(sub: Any) -> None:
     s.add_argument("name")
     s.add_argument("out_dir")
     s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    s.add_argument("--force", action="store_true", help="replace existing files")
 
     s = sub.add_parser("board", help="run the virtual board (host firmware) on a pty, or the rv32 "
                                      "firmware under qemu (--emulate rv32) on a socket")

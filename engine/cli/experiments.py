@@ -52,7 +52,8 @@ def cmd_list(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     out(table([header for _, header in SUMMARY_COLUMNS], body))
     for r in rows:
         if r.damaged:
-            warn(f"{r.name}: damaged: {r.problem}")
+            fix = f"; `tinylm repair {r.name}` rebuilds it" if "meta.json" in r.problem else ""
+            warn(f"{r.name}: damaged: {r.problem}{fix}")
     return 0
 
 
@@ -65,10 +66,15 @@ def cmd_show(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     if args.json:
         out(json.dumps({"meta": meta, "config": cfg.to_dict(), "metrics": summary}, indent=2))
         return 0
-    out(f"{exp.name}  [{exp.live_status()}]  {exp.folder}")
+    status = exp.live_status()
+    out(f"{exp.name}  [{status}]  {exp.folder}")
     for key in ("parent", "tags", "notes", "error"):
-        if meta.get(key):
+        if meta.get(key) and not (key == "error" and status == "failed"):
             out(f"  {key}: {meta[key]}")
+    if status == "failed":
+        from engine.train.runner import failure_reason
+
+        out("  failed: " + failure_reason(exp).replace("\n", "\n    "))
     out(f"  created {fmt_time(meta.get('created'))}, updated {fmt_time(meta.get('updated'))}")
     if summary:
         out("  metrics: " + ", ".join(f"{k} {v}" for k, v in summary.items() if v is not None))
@@ -139,10 +145,17 @@ def cmd_budget(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
 
 @command("clone")
 def cmd_clone(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
-    exp = store.clone(args.src, args.dst, with_checkpoints=args.with_checkpoints)
-    if args.set:
-        exp.save_config(config_mod.apply_overrides(exp.config, args.set))
+    exp = store.clone(args.src, args.dst, with_checkpoints=args.with_checkpoints,
+                      overrides=args.set)
     out(f"cloned {args.src} → {exp.name} ({exp.folder})")
+    return 0
+
+
+@command("repair")
+def cmd_repair(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    exp = store.repair(args.name)
+    out(f"{exp.name}: meta.json rebuilt ({exp.meta['status']}, step {exp.meta.get('step', 0)}); "
+        "tags, notes and parent of the old file are not recovered")
     return 0
 
 
@@ -222,6 +235,9 @@ def register(sub: Any) -> None:
     s.add_argument("dst")
     s.add_argument("--with-checkpoints", action="store_true", help="also copy ckpt.pt / best.pt")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    s = sub.add_parser("repair", help="rebuild a missing or damaged meta.json from the folder")
+    s.add_argument("name")
 
     s = sub.add_parser("rename", help="rename an experiment")
     s.add_argument("old")

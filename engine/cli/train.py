@@ -4,79 +4,76 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 from engine.config.workspace import Workspace
 from engine.errors import UserError
 from engine.store.experiments import Store
-from engine.store.metrics import METRICS_NAME, read_metrics
+from engine.store.metrics import METRICS_NAME
 
 from .common import add_sampling_args, command, out, sampling_params, stream, table, warn
 
 
-def _metric_counts(store: Store, names: list[str]) -> dict[str, int]:
-    return {n: len(read_metrics(store.load(n).path(METRICS_NAME))) for n in names}
+def _print_record(name: str, r: dict[str, Any]) -> None:
+    val = f" val {r['val_loss']:.4f}" if r.get("val_loss") is not None else ""
+    out(f"{name} step {r['step']:>6}  loss {r['train_loss']:.4f}{val}  "
+        f"lr {r['lr']:.2e}  {r.get('tok_per_s') or 0:,.0f} tok/s")
 
 
-def _follow(store: Store, names: list[str], seen: dict[str, int], poll_s: float = 1.0) -> None:
-    """Print metrics lines written after `seen` as they arrive, until every run has ended
-    (Ctrl-C detaches)."""
+def _follow(store: Store, names: list[str], skip: dict[str, set[str]]) -> int:
+    """Print the runs' new metrics until they end; Ctrl-C detaches at once (exit 0, runs go on).
+    Ends with each run's status, and the reason of a failure."""
+    from engine.train.follow import follow_runs
+    from engine.train.runner import failure_reason
+
     try:
-        while True:
-            active = False
-            for name in names:
-                exp = store.load(name)
-                # status before metrics: a run that ends between the two reads still has its last
-                # lines printed (the other order could see "ended" after reading too early)
-                active |= exp.live_status() in ("running", "queued")
-                recs = read_metrics(exp.path(METRICS_NAME))
-                for r in recs[seen[name]:]:
-                    val = f" val {r['val_loss']:.4f}" if r.get("val_loss") is not None else ""
-                    out(f"{name} step {r['step']:>6}  loss {r['train_loss']:.4f}{val}  "
-                        f"lr {r['lr']:.2e}  {r.get('tok_per_s') or 0:,.0f} tok/s")
-                seen[name] = len(recs)
-            if not active:
-                return
-            time.sleep(poll_s)
+        finals = follow_runs(store, names, _print_record, lambda name, old, new: None, skip=skip)
     except KeyboardInterrupt:
         out("detached; the run goes on (`tinylm stop NAME` stops it)")
+        return 0
+    code = 0
+    for name, status in finals.items():
+        exp = store.load(name)
+        out(f"{name}: {status} at step {exp.meta.get('step')}")
+        if status == "failed":
+            warn(f"{name} failed: {failure_reason(exp)}")
+        if status not in ("done", "stopped"):
+            code = 1
+    return code
 
 
 @command("train")
 def cmd_train(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
-    from engine.train.runner import add_to_queue, launch
+    from engine.train.follow import existing_records
+    from engine.train.runner import add_to_queue, check_run_options, describe_start, launch
 
     resume = getattr(args, "resume_flag", False)
+    check_run_options(jobs=args.jobs, nproc=args.nproc, lora=args.lora)
     if len(args.names) > 1 or args.jobs > 1:
         if args.init_from or args.lora:
             raise UserError("--init-from and --lora take one experiment at a time")
-        seen = _metric_counts(store, args.names)
+        skip = existing_records(store, args.names)
         added = add_to_queue(store, ws, args.names, jobs=args.jobs, resume=resume)
         out(f"queued {', '.join(added) or 'nothing new'} ({args.jobs} at a time); "
             "`tinylm queue list` shows the queue")
-        if args.follow:
-            _follow(store, args.names, seen)
-        return 0
+        return _follow(store, args.names, skip) if args.follow else 0
     exp = store.load(args.names[0])
-    seen = _metric_counts(store, [exp.name])
+    skip = existing_records(store, [exp.name])
     run = launch(exp, ws, resume=resume, init_from=args.init_from, lora=args.lora,
                  nproc=args.nproc)
     if run.state == "failed":
-        warn(f"training of '{exp.name}' failed to start (exit {run.returncode}); "
-             f"last lines of {exp.path('train.log')}:")
-        warn("\n".join(run.log_tail))
+        warn(f"training of '{exp.name}' failed to start (exit {run.returncode}):\n"
+             + "\n".join(run.log_tail) + f"\n(full log: {exp.path('train.log')})")
         return run.exit_code
-    out(f"{'resumed' if resume else 'training'} '{exp.name}' (pid {run.pid}); "
+    out(f"{describe_start(exp, resume, run.pid)}; "
         f"metrics in {exp.path(METRICS_NAME)}, log in {exp.path('train.log')}")
-    if args.follow:
-        _follow(store, [exp.name], seen)
-        if run.proc is not None:
-            run.proc.wait()
-        final = store.load(exp.name)
-        out(f"{exp.name}: {final.live_status()} at step {final.meta.get('step')}")
-        return 0 if final.meta.get("status") in ("done", "stopped") else 1
-    return 0
+    if not args.follow:
+        return 0
+    code = _follow(store, [exp.name], skip)
+    if code == 0 and run.proc is not None and \
+            store.load(exp.name).live_status() not in ("running", "queued"):
+        run.proc.wait()  # it has ended: reap it
+    return code
 
 
 @command("resume")

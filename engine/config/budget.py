@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from engine.errors import UserError
+
 from .layout import layout, n_groups
 from .schema import QUANT_METHODS, ExperimentConfig
 
@@ -148,9 +150,21 @@ def fmt_bytes(n: int) -> str:
     return f"{n / KB / KB:.2f} MB"
 
 
+def board_named(name: str) -> Board:
+    """The board called `name`, or a UserError listing the known ones (a typo is not a traceback)."""
+    if name in BOARDS:
+        return BOARDS[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, list(BOARDS), n=1)
+    tip = f"did you mean '{close[0]}'? " if close else ""
+    raise UserError(f"unknown board {name!r}: {tip}the boards are {', '.join(BOARDS)} "
+                    "(host = the virtual board on this computer)")
+
+
 def compute(cfg: ExperimentConfig, board: str | None = None, piece_bytes: int | None = None) -> Budget:
     """The whole budget; `piece_bytes` is exact once the experiment has a tokenizer."""
-    b = BOARDS[board or cfg.device.board]
+    b = board_named(board or cfg.device.board)
     method = cfg.quant.method
     blobs = {q: layout(cfg, q, piece_bytes).total_bytes for q in QUANT_METHODS}
     result = Budget(b, param_count(cfg), blobs, runtime_ram(cfg, method), method, cfg.context_len(),

@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 
 from .presets import DEFAULT_PRESET, PRESETS
 from .schema import BOARDS
@@ -37,9 +37,12 @@ class Workspace:
 def load_workspace(root: str | Path | None = None) -> Workspace:
     """Read `<root>/project.toml`; root defaults to $TINYLM_WORKSPACE or the current folder."""
     root = Path(root or os.environ.get("TINYLM_WORKSPACE") or Path.cwd()).resolve()
+    if root.exists() and not root.is_dir():
+        raise UserError(f"the workspace {root} is a file, not a folder: give the folder that holds "
+                        "project.toml and experiments/ (-w FOLDER or $TINYLM_WORKSPACE)")
     path = root / PROJECT_FILE
     if not path.exists():
-        return Workspace(root)
+        return _checked(Workspace(root), "workspace defaults")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -66,4 +69,13 @@ def load_workspace(root: str | Path | None = None) -> Workspace:
                         f"{', '.join(PRESETS)}")
     if problems:
         raise ConfigError(problems, str(path))
-    return Workspace(root, **values)
+    return _checked(Workspace(root, **values), str(path))
+
+
+def _checked(ws: Workspace, source: str) -> Workspace:
+    """The experiments folder may be missing (it is made on first use) but must not be a file."""
+    if ws.experiments.exists() and not ws.experiments.is_dir():
+        raise ConfigError([f"workspace.experiments_dir = {ws.experiments_dir!r}: {ws.experiments} is "
+                           "a file, not a folder; point experiments_dir at a folder in project.toml "
+                           "(or move the file away)"], source)
+    return ws

@@ -175,8 +175,7 @@ def load_tokenizer(folder: Path, tok_cfg: TokenizerConfig) -> Tokenizer:
     path = Path(folder) / MODEL_NAME
     if not path.exists():
         raise UserError(f"{path} does not exist: this experiment has no tokenizer yet; `tinylm train "
-                        f"{Path(folder).name}` trains one from the corpus first (or `tinylm "
-                        f"tokenizer {Path(folder).name}` trains only the tokenizer)")
+                        f"{Path(folder).name}` trains one from the corpus first")
     return SentencePieceTokenizer(path)
 
 

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .f32math import F32, softmax_f32
-from .params import SAMPLING_FIELDS, SamplingParams, sampling_problems
+from engine.errors import UserError
 
-__all__ = ["SAMPLING_FIELDS", "Sampler", "SamplingParams", "XorShift64Star", "generate",
-           "sampling_problems"]
+from .f32math import F32, softmax_f32
+from .params import SAMPLING_FIELDS, SamplingParams, check_sampling, sampling_problems
+
+__all__ = ["SAMPLING_FIELDS", "Sampler", "SamplingParams", "XorShift64Star", "check_sampling",
+           "generate", "sampling_problems"]
 
 MASK64 = (1 << 64) - 1
 ZERO_SEED = 0x9E3779B97F4A7C15  # xorshift64* must not start from state 0
@@ -111,12 +113,16 @@ def generate(model: Any, prompt_ids: list[int], params: SamplingParams, *,
     """
     import torch
 
+    check_sampling(params)
     is_gru = getattr(getattr(model, "cfg", None), "arch", "transformer") == "gru"
     ctx = min(context_len or model.seq_len, model.seq_len)
     if not prompt_ids:
-        raise ValueError("the prompt is empty: give at least one token (e.g. BOS)")
+        raise UserError("the prompt is empty and this tokenizer has no BOS token to start from: "
+                        "give a prompt of at least one character")
     if len(prompt_ids) > ctx:
-        raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context of {ctx}")
+        raise UserError(f"the prompt is {len(prompt_ids)} tokens but the model's context holds {ctx} "
+                        f"(model.seq_len / device.context_len): shorten the prompt to at most {ctx} "
+                        "tokens")
     stops = set(stop_ids) | ({eos_id} if eos_id is not None else set())
     id_buffer_limit = is_gru and params.repetition_penalty != 1.0
     device = next(model.parameters()).device

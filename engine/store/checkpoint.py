@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.atomic import atomic_write_with
+from engine.config.schema import ExperimentConfig, ModelConfig
 from engine.errors import UserError
 
 FORMAT = "tinylm-ckpt"
@@ -38,25 +39,50 @@ def _describe_bad_file(path: Path, head: bytes) -> str:
     return f"{path} is not a PyTorch checkpoint ({size} bytes, starts with {head[:8]!r})"
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
-    """Load and sanity-check a checkpoint; every failure is a UserError saying what to do."""
-    import torch
+def recovery_hint(path: Path) -> str:
+    """What to do about a damaged checkpoint, as commands that work when followed."""
+    folder, name = path.parent, path.parent.name
+    best, last = folder / "best.pt", folder / "ckpt.pt"
+    if path.name == "ckpt.pt" and best.exists():
+        return (f"go back to the best checkpoint: `cp {best} {path}` then `tinylm resume {name}` "
+                "continues from its step")
+    if path.name == "best.pt" and last.exists():
+        return (f"use the last checkpoint instead (`--checkpoint last`), or `rm {path}` so it is "
+                "used by default")
+    if path.name in ("ckpt.pt", "best.pt"):
+        return f"nothing else to go back to: `rm {path}` then `tinylm train {name}` starts over"
+    return "copy or create it again"
 
+
+def check_checkpoint_file(path: str | Path) -> None:
+    """What can be checked without torch: there, a zip archive (torch's format), every member's
+    CRC intact. Cheap enough for the CLI to check before it starts a resume."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist: train the experiment first (`tinylm train NAME`)")
     with open(path, "rb") as fh:
         head = fh.read(64)
     if not head.startswith(b"PK"):
-        raise UserError(_describe_bad_file(path, head))
+        raise UserError(_describe_bad_file(path, head) + f"; {recovery_hint(path)}")
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
         if bad is not None:
             raise zipfile.BadZipFile(f"member {bad} is corrupt")
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise UserError(f"{path} is damaged or truncated ({e}); {recovery_hint(path)}") from e
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Load and sanity-check a checkpoint; every failure is a UserError saying what to do."""
+    import torch
+
+    path = Path(path)
+    check_checkpoint_file(path)
+    try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (zipfile.BadZipFile, RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{path} is damaged or truncated ({e}); resume from best.pt, or retrain") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise UserError(f"{path} is damaged or truncated ({e}); {recovery_hint(path)}") from e
     except Exception as e:  # weights_only refusal: pickled classes inside
         if type(e).__name__ == "UnpicklingError":
             raise UserError(f"{path} contains pickled Python objects, which weights_only loading "
@@ -72,6 +98,38 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
         if key not in data:
             raise UserError(f"{path} has no '{key}' entry; it is incomplete — retrain or re-import")
     return data
+
+
+def shape_differences(old: dict[str, Any], new: ExperimentConfig, weights_only: bool = False
+                      ) -> list[str]:
+    """`shape_pairs` as lines: "model.dim: checkpoint 32, config 64"."""
+    return [f"{k}: checkpoint {a!r}, config {b!r}"
+            for k, (a, b) in shape_pairs(old, new, weights_only).items()]
+
+
+def shape_pairs(old: dict[str, Any], new: ExperimentConfig, weights_only: bool = False
+                ) -> dict[str, tuple[Any, Any]]:
+    """Keys that differ between a checkpoint's config and the current one. Resume compares every
+    model key (the run must continue the same model); fine-tuning (`weights_only`) compares only what
+    fixes the weight shapes, with the SwiGLU width compared as computed (hidden_dim 0 + multiple_of
+    4 and an explicit 172 are the same shape)."""
+    cur = new.to_dict()
+    old_model = ModelConfig(**{k: v for k, v in old.get("model", {}).items()
+                               if k in ModelConfig.__dataclass_fields__})
+    if weights_only:
+        pairs = {"model.arch": (old_model.arch, new.model.arch),
+                 "model.dim": (old_model.dim, new.model.dim),
+                 "model.n_layers": (old_model.n_layers, new.model.n_layers),
+                 "model.n_heads": (old_model.n_heads, new.model.n_heads),
+                 "model.n_kv_heads": (old_model.n_kv_heads, new.model.n_kv_heads),
+                 "model.hidden_dim (effective)": (old_model.ffn_dim(), new.model.ffn_dim()),
+                 "model.tie_embeddings": (old_model.tie_embeddings, new.model.tie_embeddings)}
+    else:
+        pairs = {f"model.{k}": (old.get("model", {}).get(k), v)
+                 for k, v in cur["model"].items() if k != "dropout"}
+    for k in ("vocab_size", "kind"):
+        pairs[f"tokenizer.{k}"] = (old.get("tokenizer", {}).get(k), cur["tokenizer"][k])
+    return {k: (a, b) for k, (a, b) in pairs.items() if a != b}
 
 
 def to_bytes(payload: dict[str, Any]) -> bytes:

@@ -43,8 +43,9 @@ class _FieldUnpickler(pickle.Unpickler):
         return None  # a tensor's storage: not read
 
 
-def checkpoint_fields(path: str | Path) -> dict[str, Scalar]:
-    """Top-level scalar entries of a checkpoint (engine/store/checkpoint.py)."""
+def checkpoint_fields(path: str | Path, with_config: bool = False) -> dict[str, Any]:
+    """Top-level scalar entries of a checkpoint (engine/store/checkpoint.py); with_config
+    adds its "config" (plain dicts), so the model shape can be checked without torch too."""
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
@@ -56,10 +57,22 @@ def checkpoint_fields(path: str | Path) -> dict[str, Scalar]:
             with zf.open(names[0]) as fh:
                 data = _FieldUnpickler(fh).load()
     except (zipfile.BadZipFile, OSError, pickle.UnpicklingError, EOFError) as e:
-        raise UserError(f"{path} is damaged or not a checkpoint ({e}); resume from "
-                        "best.pt, or retrain") from e
+        from .checkpoint import recovery_hint
+
+        raise UserError(f"{path} is damaged or not a checkpoint ({e}); "
+                        f"{recovery_hint(path)}") from e
     if not isinstance(data, dict):
         raise UserError(f"{path} does not hold a dict: not a tinylm checkpoint")
     plain = (str, int, float, bool, type(None))
-    return {k: v for k, v in data.items()
-            if isinstance(k, str) and isinstance(v, plain)}
+    fields = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, plain)}
+    if with_config and _plain_dict(data.get("config")):
+        fields["config"] = data["config"]
+    return fields
+
+
+def _plain_dict(value: Any) -> bool:
+    """A dict of scalars (or of such dicts) by str keys, as the "config" entry is."""
+    if not isinstance(value, dict):
+        return False
+    return all(isinstance(k, str) and (isinstance(v, (str, int, float, bool, type(None)))
+                                       or _plain_dict(v)) for k, v in value.items())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from engine.atomic import atomic_write_json
+from engine.atomic import atomic_write_json, sweep_temp_files
 from engine.config import schema as config_mod
 from engine.config.schema import ExperimentConfig
 from engine.errors import ConfigError, ExperimentNotFound, LockHeld, UserError
@@ -138,6 +138,42 @@ class Experiment:
                                    "the last checkpoint")
             (self.folder / LOCK_NAME).unlink(missing_ok=True)
 
+    def sweep_stale_temp_files(self) -> list[str]:
+        """Remove the half-written `.ckpt.pt.*.tmp` / `.best.pt.*.tmp` a killed run left (MBs each)
+        when no live process holds the run lock: only the train process writes those two files,
+        and only while it holds the lock."""
+        info = read_lock(self.folder)
+        if info is not None and (info.pid == -1 or info.is_alive()):
+            return []
+        return sweep_temp_files(self.folder, CHECKPOINT_FILES)
+
+
+def _state_from_checkpoint(path: Path) -> dict[str, Any]:
+    """Status, step and best loss as a checkpoint records them (for `Store.repair`)."""
+    from .checkpoint import load_checkpoint
+
+    if not path.exists():
+        return {"status": "new"}
+    try:
+        ckpt = load_checkpoint(path)
+    except UserError:
+        return {"status": "stopped"}  # loading it later says what is wrong with it
+    return {"status": "stopped", "step": int(ckpt.get("step") or 0),
+            "best_val_loss": ckpt.get("best_val_loss")}
+
+
+def _blobs_in(folder: Path) -> dict[str, Any]:
+    import hashlib
+
+    blobs = {}
+    for path in sorted(folder.glob("model.*.bin")):
+        quant = path.name.split(".")[1]
+        if path.is_file():
+            blobs[quant] = {"file": path.name, "size": path.stat().st_size,
+                            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                            "step": None, "qat": None, "created": path.stat().st_mtime}
+    return blobs
+
 
 @dataclass
 class Summary:
@@ -210,6 +246,9 @@ class Store:
     def create(self, name: str, cfg: ExperimentConfig, parent: str | None = None,
                preset: str | None = None) -> Experiment:
         folder = self.folder(name)
+        if folder.exists() and not (folder / "meta.json").exists():
+            raise UserError(f"{folder} already exists but has no meta.json: `tinylm repair {name}` "
+                            "makes it an experiment again, or pick another name")
         if folder.exists():
             raise UserError(f"experiment '{name}' already exists ({folder}); pick another name, or "
                             f"`tinylm clone {name} NEW` to start from it")
@@ -235,8 +274,9 @@ class Store:
         if not meta_path.exists():
             if folder.is_dir():
                 raise UserError(f"'{name}' ({folder}) has no meta.json, so it is not a usable "
-                                "experiment; `tinylm list` shows it as damaged. Move it out of the "
-                                "experiments folder, or recreate it with `tinylm new`")
+                                f"experiment; `tinylm repair {name}` rebuilds it from the folder "
+                                "(config.toml, checkpoints and metrics stay), or move the folder "
+                                "out of the experiments folder")
             known = list(self.names())
             import difflib
             close = difflib.get_close_matches(name, known, n=1)
@@ -247,10 +287,46 @@ class Store:
             if not isinstance(meta, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{meta_path} is damaged ({e}); restore it from a backup, or delete it "
-                            "and `tinylm new` again (config.toml and checkpoints stay)") from e
+            raise UserError(f"{meta_path} is damaged ({e}); `tinylm repair {name}` rebuilds it "
+                            "from the folder (config.toml, checkpoints and metrics stay; the "
+                            "damaged file is kept as meta.json.damaged), or restore it from a "
+                            "backup") from e
         exp = Experiment(folder, meta)
         exp.reconcile()
+        exp.sweep_stale_temp_files()
+        return exp
+
+    def repair(self, name: str) -> Experiment:
+        """Rebuild a missing or unreadable meta.json from what the folder holds: status from the
+        checkpoint (stopped at its step) or new, the blobs present, and a note saying so. Tags,
+        notes and lineage of the lost file cannot be recovered; the damaged file is kept."""
+        folder = self.folder(name)
+        meta_path = folder / "meta.json"
+        if not folder.is_dir():
+            raise ExperimentNotFound(f"no experiment folder named '{name}' in {self.root}; "
+                                     "`tinylm list` shows what exists")
+        if not (folder / "config.toml").is_file():
+            raise UserError(f"{folder} has no config.toml, so there is nothing to rebuild the "
+                            f"experiment from: move the folder out of {self.root}")
+        try:
+            if isinstance(json.loads(meta_path.read_text()), dict):
+                raise UserError(f"'{name}' has a readable meta.json: nothing to repair")
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            pass
+        self.refuse_if_running(Experiment(folder, {}), "repair")
+        meta = new_meta(name)
+        meta["notes"] = f"meta.json rebuilt by `tinylm repair` on {time.strftime('%Y-%m-%d %H:%M')}"
+        if meta_path.exists():
+            meta_path.replace(folder / "meta.json.damaged")
+            meta["notes"] += "; the damaged file is meta.json.damaged"
+        meta |= _state_from_checkpoint(folder / "ckpt.pt")
+        meta["blobs"] = _blobs_in(folder)
+        atomic_write_json(meta_path, meta)
+        exp = self.load(name)
+        try:
+            exp.update_meta(config_summary=config_summary(exp.config_path, exp.config))
+        except ConfigError:
+            pass  # an invalid config.toml is reported where it is used, with its problems
         return exp
 
     # ---- listing -----------------------------------------------------------------------------------
@@ -308,12 +384,20 @@ class Store:
             raise LockHeld(f"cannot {action} '{exp.name}' while pid {info.pid} is running it; "
                            f"`tinylm stop {exp.name}` first")
 
-    def clone(self, src: str, dst: str, with_checkpoints: bool = False) -> Experiment:
+    def clone(self, src: str, dst: str, with_checkpoints: bool = False,
+              overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+        """Copy the recipe (and with_checkpoints, the checkpoints) into a new experiment whose
+        config is the source's with `overrides` applied. Checkpoints are only copied into a config
+        of their own model shape: otherwise budget, sample and export would disagree with them."""
         source = self.load(src)
         check_name(dst)
         if self.folder(dst).exists():
             raise UserError(f"experiment '{dst}' already exists; pick another name")
-        exp = self.create(dst, source.config, parent=src, preset=source.meta.get("preset"))
+        cfg = config_mod.apply_overrides(source.config, list(overrides)) if overrides else \
+            source.config
+        if with_checkpoints and overrides:
+            self._refuse_other_shape(source, cfg, overrides)
+        exp = self.create(dst, cfg, parent=src, preset=source.meta.get("preset"))
         files = list(RECIPE_FILES[1:]) + (list(CHECKPOINT_FILES) if with_checkpoints else [])
         for fname in files:
             if (source.folder / fname).exists():
@@ -325,6 +409,23 @@ class Store:
                       "status": "stopped" if (exp.folder / "ckpt.pt").exists() else "new"}
         exp.update_meta(**extra)
         return exp
+
+    def _refuse_other_shape(self, source: Experiment, cfg: ExperimentConfig,
+                            overrides: list[str] | tuple[str, ...]) -> None:
+        from .checkpoint import shape_differences
+        from .ckpt_fields import checkpoint_fields
+
+        for fname in CHECKPOINT_FILES:
+            if not source.path(fname).exists():
+                continue
+            old = checkpoint_fields(source.path(fname), with_config=True).get("config")
+            diffs = shape_differences(old, cfg) if isinstance(old, dict) else []
+            if diffs:
+                raise UserError(
+                    f"cannot clone '{source.name}' with its checkpoints and --set "
+                    f"{' --set '.join(overrides)}: {fname} holds another model shape:\n  "
+                    + "\n  ".join(diffs) + "\ndrop --with-checkpoints to train the new shape "
+                    "from scratch, or drop the --set of those model keys to keep the checkpoints")
 
     def rename(self, old: str, new: str) -> Experiment:
         exp = self.load(old)

@@ -2,6 +2,11 @@
 
 A reader may run while the writer is mid-line (or after a kill -9 tore the last line): a line that
 does not parse is skipped, never an error, so the TUI and `tinylm diff` can read a live run.
+
+A resumed run starts again from its checkpoint's step, so the records a killed run wrote past that
+step are superseded: `supersede_after` drops them (and a torn last line) before the run appends,
+by rewriting the file atomically, so every reader sees one curve whose steps only go up (readers
+that follow the file, engine/store/tail.py, notice the new inode and read it again).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import json
 import os
 from pathlib import Path
 from typing import IO, Any
+
+from engine.atomic import atomic_write_bytes
 
 from .tail import parse_records
 
@@ -27,6 +34,31 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 read_metrics = read_jsonl
+
+
+def supersede_after(path: str | Path, step: int) -> int:
+    """Keep the records with step ≤ `step` and drop the rest, unparsable lines and a torn last line.
+    Rewrites the file (temp + rename) only when something is dropped; returns how many lines were."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return 0
+    kept, dropped = [], 0
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict) and not (isinstance(rec.get("step"), int) and rec["step"] > step):
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped == 0 and (not raw or raw.endswith(b"\n")):
+        return 0
+    atomic_write_bytes(path, b"".join(ln + b"\n" for ln in kept))
+    return dropped
 
 
 def append_metric(fh: IO[str], record: dict[str, Any]) -> None:

@@ -24,15 +24,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.atomic import sweep_temp_files
-from engine.config.schema import ExperimentConfig, ModelConfig
+from engine.config.schema import ExperimentConfig
 from engine.config.workspace import Workspace, load_workspace
 from engine.data.tokenizer import Stopped
-from engine.errors import TinyLMError, UserError
-from engine.store.checkpoint import load_checkpoint, save_checkpoint
+from engine.errors import Failure, TinyLMError, UserError
+from engine.infer.load import check_checkpoint
+from engine.store.checkpoint import load_checkpoint, save_checkpoint, shape_differences
 from engine.store.experiments import Experiment, Store
-from engine.store.metrics import METRICS_NAME, append_metric
+from engine.store.metrics import METRICS_NAME, append_metric, supersede_after
 
-from .runtime import Dist, dist_from_env, init_distributed, pick_runtime, set_threads
+from .runtime import (
+    Dist,
+    ThreadGovernor,
+    dist_from_env,
+    init_distributed,
+    pick_runtime,
+    set_threads,
+)
 
 log = logging.getLogger("tinylm.train")
 
@@ -47,31 +55,6 @@ def lr_at(step: int, cfg: ExperimentConfig) -> float:
         return t.min_lr
     progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
     return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (t.lr - t.min_lr)
-
-
-def shape_differences(old: dict[str, Any], new: ExperimentConfig, weights_only: bool = False
-                      ) -> list[str]:
-    """Keys that differ between a checkpoint's config and the current one. Resume compares every
-    model key (the run must continue the same model); fine-tuning (`weights_only`) compares only what
-    fixes the weight shapes, with the SwiGLU width compared as computed (hidden_dim 0 + multiple_of
-    4 and an explicit 172 are the same shape)."""
-    cur = new.to_dict()
-    old_model = ModelConfig(**{k: v for k, v in old.get("model", {}).items()
-                               if k in ModelConfig.__dataclass_fields__})
-    if weights_only:
-        pairs = {"model.arch": (old_model.arch, new.model.arch),
-                 "model.dim": (old_model.dim, new.model.dim),
-                 "model.n_layers": (old_model.n_layers, new.model.n_layers),
-                 "model.n_heads": (old_model.n_heads, new.model.n_heads),
-                 "model.n_kv_heads": (old_model.n_kv_heads, new.model.n_kv_heads),
-                 "model.hidden_dim (effective)": (old_model.ffn_dim(), new.model.ffn_dim()),
-                 "model.tie_embeddings": (old_model.tie_embeddings, new.model.tie_embeddings)}
-    else:
-        pairs = {f"model.{k}": (old.get("model", {}).get(k), v)
-                 for k, v in cur["model"].items() if k != "dropout"}
-    for k in ("vocab_size", "kind"):
-        pairs[f"tokenizer.{k}"] = (old.get("tokenizer", {}).get(k), cur["tokenizer"][k])
-    return [f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in pairs.items() if a != b]
 
 
 class StopFlag:
@@ -162,10 +145,20 @@ class Trainer:
         self.runtime = pick_runtime(cfg.train.device, cfg.train.dtype, self.dist.local_rank)
         init_distributed(self.dist, self.runtime)
         threads = set_threads(cfg.train.threads)
+        # train.threads = 0: the count follows the measured speed (another process may take a core)
+        governor = ThreadGovernor(threads)
+        self.governor = (governor if cfg.train.threads == 0 and governor.active
+                         and self.runtime.kind == "cpu" and not self.dist.enabled else None)
+        self._threads = self._settled_threads = threads
         log.info("device %s, autocast %s, %d threads, world size %d", self.runtime.device,
                  self.runtime.autocast_dtype, threads, self.dist.world_size)
         torch.manual_seed(cfg.train.seed + self.dist.rank)
 
+        ckpt = None
+        if self.resume and self.exp.path("ckpt.pt").exists():
+            # checked before the data step: a wrong tokenizer or shape is refused at once
+            ckpt = load_checkpoint(self.exp.path("ckpt.pt"))
+            check_checkpoint(self.exp, ckpt, self.exp.path("ckpt.pt"), cfg)
         corpus = self.ws.resolve(cfg.data.corpus)
         cache = self.ws.root / "cache"
         if self.dist.is_main:
@@ -194,16 +187,7 @@ class Trainer:
         self.tokens_seen = 0
         self.elapsed = 0.0
         self.best_val: float | None = None
-        ckpt = None
-        if self.resume and self.exp.path("ckpt.pt").exists():
-            ckpt = load_checkpoint(self.exp.path("ckpt.pt"))
-            diffs = shape_differences(ckpt["config"], cfg)
-            if diffs:
-                raise UserError(
-                    f"cannot resume '{self.exp.name}': config.toml changed the model shape since "
-                    "the checkpoint:\n  " + "\n  ".join(diffs) + "\nput the old values back, or "
-                    f"start a new run from these weights with `tinylm clone {self.exp.name} NEW` "
-                    f"and `tinylm train NEW --init-from {self.exp.name}` (a fine-tune)")
+        if ckpt is not None:
             lora = int(ckpt.get("lora_rank") or 0)
             if lora:
                 from engine.models.lora import apply_lora
@@ -316,12 +300,49 @@ class Trainer:
         if name == "ckpt.pt":
             self.exp.update_meta(step=self.step, best_val_loss=self.best_val)
 
+    def _govern_threads(self, now: float) -> None:
+        """Apply the governor's thread count; log a change it settles on (not its tries)."""
+        import torch
+
+        threads = self.governor.step(self.tokens_per_step, now)
+        if threads != self._threads:
+            torch.set_num_threads(threads)
+            self._threads = threads
+        if not self.governor.probing and threads != self._settled_threads:
+            rates = ", ".join(f"{n} threads {r:,.0f} tok/s"
+                              for n, r in sorted(self.governor.rates.items()))
+            log.info("now %d threads (measured %s): another process is %s a core", threads,
+                     rates, "using" if threads < self._settled_threads else "no longer using")
+            self._settled_threads = threads
+
+    def _diverged(self, loss: float, lr: float) -> Failure:
+        """Why a run stops at a NaN/inf loss, and how to go on: training further only writes NaN
+        records and a NaN checkpoint, and export would write a blob of NaN weights."""
+        t, name = self.cfg.train, self.exp.name
+        ckpt = self.exp.path("ckpt.pt")
+        back = (f"`tinylm resume {name}` continues from the last checkpoint" if ckpt.exists()
+                else f"`tinylm resume {name}` starts it again")
+        new_lr = min(t.lr / 10, 1e-3)  # a tenth, and never above the presets' 1e-3
+        lower = [f"train.lr={new_lr:g}"] + ([f"train.min_lr={new_lr / 10:g}"]
+                                            if t.min_lr > new_lr else [])
+        return Failure(
+            f"training diverged: the loss is {loss} at step {self.step + 1} (learning rate {lr:.3g}). "
+            f"Likely cause: train.lr = {t.lr:g} is too high for this model (or train.warmup_steps = "
+            f"{t.warmup_steps} too short, or train.grad_clip = {t.grad_clip:g} off). Lower it, "
+            f"e.g. `tinylm set {name} {' '.join(lower)}`; then {back}")
+
     def run(self) -> str:
         """Train until max_steps or a stop signal; returns the final status."""
         import torch
 
         cfg, t = self.cfg, self.cfg.train
-        metrics = open(self.exp.path(METRICS_NAME), "a") if self.dist.is_main else None
+        metrics = None
+        if self.dist.is_main:
+            dropped = supersede_after(self.exp.path(METRICS_NAME), self.step)
+            if dropped:
+                log.info("metrics.jsonl: dropped %d lines past step %d (this run redoes those steps)",
+                         dropped, self.step)
+            metrics = open(self.exp.path(METRICS_NAME), "a")
         self.model.train()
         window_start, window_tokens, window_losses = time.perf_counter(), 0, []
         try:
@@ -341,6 +362,8 @@ class Trainer:
                             _, loss = self.model(x, y)
                         (loss / t.grad_accum).backward()
                     step_loss += loss.item() / t.grad_accum
+                if not math.isfinite(step_loss):  # before the optimizer step: weights stay finite
+                    raise self._diverged(step_loss, lr)
                 if t.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), t.grad_clip)
                 self.optimizer.step()
@@ -350,6 +373,8 @@ class Trainer:
                 window_tokens += self.tokens_per_step
                 window_losses.append(step_loss)
                 now = time.perf_counter()
+                if self.governor is not None:
+                    self._govern_threads(now)
                 last = self.step >= t.max_steps
                 do_eval = self.step % t.eval_every == 0 or last
                 if self.step % t.log_every == 0 or do_eval or self.stop:
@@ -372,10 +397,14 @@ class Trainer:
                         append_metric(metrics, record)
                     self.on_step(record)
                     window_start, window_tokens, window_losses = time.perf_counter(), 0, []
+                    if do_eval and self.governor is not None:
+                        self.governor.restart_window(window_start)  # evaluation: not training
                 if self.step % t.ckpt_every == 0 and not last:
                     ck_start = time.perf_counter()
                     self.checkpoint()
                     window_start += time.perf_counter() - ck_start  # not training time
+                    if self.governor is not None:
+                        self.governor.restart_window(time.perf_counter())
             self.checkpoint()
         finally:
             if metrics is not None:

@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.atomic import atomic_write_json
+from engine.config.schema import Bounds, check_values
 from engine.config.workspace import Workspace
 from engine.errors import Failure, LockHeld, UserError
+from engine.infer.load import check_checkpoint
+from engine.store.checkpoint import check_checkpoint_file
+from engine.store.ckpt_fields import checkpoint_fields
 from engine.store.experiments import Experiment, Store
 from engine.store.lock import RunLock, pid_alive, read_lock
 
@@ -44,7 +48,7 @@ def train_command(exp: Experiment, ws: Workspace, resume: bool = False, init_fro
     return cmd
 
 
-def _env() -> dict[str, str]:
+def run_env() -> dict[str, str]:
     """The subprocess imports `engine` from this checkout even when it is not installed."""
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -53,9 +57,28 @@ def _env() -> dict[str, str]:
     return env
 
 
+def check_run_options(jobs: int = 1, nproc: int = 1, lora: int = 0) -> None:
+    """Numbers of `train`/`resume`/`queue`, by the config's number rules (ConfigError, exit 2)."""
+    check_values({"jobs": jobs, "nproc": nproc, "lora": lora}, "training options",
+                 {"jobs": Bounds(ge=1, example="2 (runs at a time)"),
+                  "nproc": Bounds(ge=1, example="2 (DDP processes)"),
+                  "lora": Bounds(ge=0, example="8 (0 = full fine-tune)")})
+
+
 def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
                    init_from: str | None = None, lora: int = 0, nproc: int = 1) -> subprocess.Popen:
-    """Launch the train subprocess detached; refuses if the experiment is already running."""
+    """Launch the train subprocess detached; refuses if the experiment is already running, and
+    validates config.toml here first: a hand-edited config that does not parse is exit 2 naming the
+    key, not a failed background run."""
+    check_run_options(nproc=nproc, lora=lora)
+    exp.config  # noqa: B018  (parses and validates; raises ConfigError)
+    if resume and exp.path("ckpt.pt").exists():
+        # a damaged checkpoint, another shape or tokenizer: exit 2 here, with the fix (no torch)
+        path = exp.path("ckpt.pt")
+        check_checkpoint_file(path)
+        fields = checkpoint_fields(path, with_config=True)
+        if isinstance(fields.get("config"), dict):
+            check_checkpoint(exp, fields, path)
     info = read_lock(exp.folder)
     if info is not None and info.is_alive():
         raise LockHeld(f"'{exp.name}' is already running (pid {info.pid}); "
@@ -70,9 +93,43 @@ def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
     logf.flush()
     proc = subprocess.Popen(train_command(exp, ws, resume, init_from, lora, nproc),
                             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=_env(), start_new_session=True, cwd=ws.root)
+                            env=run_env(), start_new_session=True, cwd=ws.root)
     logf.close()
     return proc
+
+
+def describe_start(exp: Experiment, resume: bool, pid: int) -> str:
+    """What a start did, in words: a resume without a checkpoint trains from scratch and says so."""
+    if resume and not exp.path("ckpt.pt").exists():
+        return (f"'{exp.name}' has no checkpoint yet, so there is nothing to resume: training it "
+                f"from step 0 (pid {pid})")
+    if resume:
+        return f"resumed '{exp.name}' from its checkpoint (pid {pid})"
+    return f"training '{exp.name}' (pid {pid})"
+
+
+LOG_HEADER = b"\n=== "
+
+
+def failure_reason(exp: Experiment, lines: int = 8) -> str:
+    """Why a run failed, for `show`, `train --follow` and the app: the error the run recorded in
+    meta.json when it failed, else the last lines the latest start wrote to train.log (a run that
+    died before it could record anything)."""
+    if exp.meta.get("status") == "failed" and exp.meta.get("error"):
+        return str(exp.meta["error"])
+    try:
+        with open(exp.path("train.log"), "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - (64 << 10)))
+            data = fh.read()
+    except FileNotFoundError:
+        return "no reason recorded (no train.log)"
+    start = data.rfind(LOG_HEADER)
+    if start >= 0:  # only the latest start's lines: after its "=== <time> train ===" header
+        data = data[start + len(LOG_HEADER):].split(b"\n", 1)[-1]
+    tail = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()][-lines:]
+    return "\n".join(tail) if tail else "no reason recorded (train.log is empty)"
 
 
 def wait_until_running(exp: Experiment, proc: subprocess.Popen, timeout: float = 60.0) -> str:
@@ -115,7 +172,8 @@ def launch(exp: Experiment, ws: Workspace, resume: bool = False, init_from: str 
     proc = start_training(exp, ws, resume=resume, init_from=init_from, lora=lora, nproc=nproc)
     state = wait_until_running(exp, proc, timeout)
     if state == "exited" and proc.returncode not in (0, None):
-        lines = exp.path("train.log").read_text(errors="replace").splitlines()[-tail_lines:]
+        reread = Store(exp.folder.parent).load(exp.name)  # the run may have recorded its error
+        lines = failure_reason(reread, tail_lines).splitlines()
         return Launch(exp.name, proc.pid, "failed", proc.returncode, lines, proc)
     return Launch(exp.name, proc.pid, "running" if state == "exited" else state, proc.returncode,
                   proc=proc)
@@ -179,11 +237,13 @@ def _queue_lock(store: Store) -> RunLock:
 def add_to_queue(store: Store, ws: Workspace, names: list[str], jobs: int = 1,
                  resume: bool = False) -> list[str]:
     """Queue experiments (status `queued`) and make sure a queue runner is draining the queue."""
+    check_run_options(jobs=jobs)
     entries = read_queue(store)
     queued = {e["name"] for e in entries}
     added = []
     for name in names:
         exp = store.load(name)
+        exp.config  # noqa: B018  (refuse an invalid config now, not when its turn comes)
         if name in queued:
             continue
         if exp.live_status() == "running":
@@ -213,7 +273,7 @@ def ensure_queue_runner(store: Store, ws: Workspace) -> None:
         return
     subprocess.Popen([sys.executable, "-m", "engine.train.runner", str(store.root), str(ws.root)],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                     env=_env(), start_new_session=True, cwd=ws.root)
+                     env=run_env(), start_new_session=True, cwd=ws.root)
 
 
 def drain_queue(store: Store, ws: Workspace, poll_s: float = 0.5) -> None:

@@ -168,8 +168,14 @@ def test_import_llama2c(tmp_path):
     meta = store.load("stories260k").meta
     assert meta["source"]["sha256"] == hashlib.sha256(STORIES.read_bytes()).hexdigest()
     assert meta["parent"] == "llama2c:stories260K.bin"
-    exp2 = interop.import_llama2c(store, STORIES, TOK_BIN, "from-bin")
-    assert exp2.path("tokenizer.bin").read_bytes() == TOK_BIN.read_bytes()
+    assert ck["tokenizer_sha256"] == hashlib.sha256(TOK_MODEL.read_bytes()).hexdigest()
+    exp2 = interop.import_llama2c(store, STORIES, TOK_BIN, "from-bin")  # converted to a .model
+    assert interop.load_vocab(exp2.path("tokenizer.model")) == interop.load_vocab(TOK_BIN, 512)
+    import sentencepiece as spm
+
+    text = "Once upon a time, there was a little girl named Lily.\nShe liked the park."
+    ours = spm.SentencePieceProcessor(model_file=str(exp2.path("tokenizer.model")))
+    assert ours.encode(text) == spm.SentencePieceProcessor(model_file=str(TOK_MODEL)).encode(text)
 
 
 def test_import_vocab_mismatch(tmp_path):

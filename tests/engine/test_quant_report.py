@@ -68,5 +68,5 @@ def test_quantize_and_report_stops_on_request_without_writing_qat(workspace):
                             should_stop=lambda: len(steps) >= 2)
     assert steps == [1, 2]
     assert not exp.path("qat.ternary.pt").exists() and not exp.path("model.ternary.bin").exists()
-    with pytest.raises(UserError, match="QAT steps"):
+    with pytest.raises(UserError, match="qat_steps = -1: must be ≥ 0"):
         quantize_and_report(exp, ws, "ternary", qat_steps=-1)

@@ -1,4 +1,5 @@
-"""engine.infer.f32math and engine.infer.sample: the firmware's float32 primitives and sampler, and generate()."""
+"""engine.infer.f32math and engine.infer.sample: the firmware's float32 primitives and sampler, and
+generate()."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from engine.config.schema import ExperimentConfig
+from engine.errors import UserError
 from engine.infer.f32math import round_half_away, seq_sum, softmax_f32, tl_expf
 from engine.infer.sample import Sampler, SamplingParams, XorShift64Star, generate
 from engine.models import build_model
@@ -150,7 +152,8 @@ def test_top_k_1_and_tiny_top_p_are_greedy() -> None:
     for seed in range(20):
         logits = rng.standard_normal(64).astype(F32)
         best = int(np.argmax(logits))
-        assert Sampler(64, SamplingParams(temperature=1.0, top_k=1, top_p=1.0, seed=seed)).sample(logits) == best
+        one = SamplingParams(temperature=1.0, top_k=1, top_p=1.0, seed=seed)
+        assert Sampler(64, one).sample(logits) == best
         assert Sampler(64, SamplingParams(temperature=1.0, top_p=1e-6, seed=seed)).sample(logits) == best
 
 
@@ -237,9 +240,9 @@ def test_generate_stops() -> None:
     calls = []
     stop = list(generate(model, [1, 2, 3], greedy, should_stop=lambda: len(calls.append(0) or calls) > 3))
     assert stop == full[:3]
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="prompt is empty"):
         list(generate(model, [], greedy))
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="17 tokens but the model's context holds 16"):
         list(generate(model, list(range(17)), greedy))
 
 
@@ -267,3 +270,7 @@ def test_sampling_problems_name_each_bad_knob():
     assert set(bad) == {"temperature", "top_k", "top_p", "repetition_penalty", "seed", "max_tokens"}
     assert "0..1" in bad["top_p"] and "1 = off" in bad["repetition_penalty"]
     assert sampling_problems(SamplingParams(temperature=float("nan"))).keys() == {"temperature"}
+    # the config's number rules: top-p 0 is refused (1 is "off"), and generate refuses too
+    assert "0 is outside 0..1, 0 excluded" in sampling_problems(SamplingParams(top_p=0))["top_p"]
+    with pytest.raises(UserError, match="top_p: 0 is outside"):
+        next(generate(tiny_model("transformer", seq_len=16), [1], SamplingParams(top_p=0)))

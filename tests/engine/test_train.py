@@ -120,7 +120,7 @@ def test_resume_refuses_a_changed_model_shape(workspace):
     proc = train_subprocess(workspace, exp, "--resume")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert "model.dim: checkpoint 32, config 48" in out and "--init-from" in out
+    assert "model.dim: checkpoint 32, config 48" in out and "tinylm set s model.dim=32" in out
     meta = json.loads((exp.folder / "meta.json").read_text())
     assert meta["status"] == "failed" and "model.dim" in meta["error"]
     assert load_checkpoint(exp.folder / "ckpt.pt")["step"] == 10  # nothing lost
@@ -136,8 +136,8 @@ def test_kill_9_at_random_moments_always_resumes(workspace):
     last_step = 0
     for kill in range(5):
         proc = train_subprocess(workspace, exp, *(["--resume"] if kill else []))
-        wait_for(lambda: exp.path("ckpt.pt").exists()
-                 and len(read_metrics(exp.folder / "metrics.jsonl")) > last_step, timeout=120)
+        wait_for(lambda seen=last_step: exp.path("ckpt.pt").exists()
+                 and len(read_metrics(exp.folder / "metrics.jsonl")) > seen, timeout=120)
         time.sleep(rng.uniform(0.0, 1.0))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -20,8 +20,7 @@ from engine.device.flash import FlashStopped, flash_blob, ram_problem, read_blob
 from engine.device.flash_image import FlashImage, create_erased_image
 from engine.device.link import DeviceError, DeviceLink
 from engine.device.partitions import parse_partition_csv, table_for_flash
-from engine.device.rom_loader import (CHIPS, E_CHECKSUM, FLASH_BEGIN, FLASH_DATA, RomLoader,
-                                      rom_checksum)
+from engine.device.rom_loader import CHIPS, E_CHECKSUM, FLASH_BEGIN, FLASH_DATA, RomLoader, rom_checksum
 from engine.errors import Failure, UserError
 from tests.conftest import REPO, run_cli, tiny_cfg
 
