@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=15.0, help="training time measured per run")
     ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--conditions", default="alone,busy", help="alone,busy or one of them")
     args = ap.parse_args(argv)
     policies = args.policies.split(",")
     rates: dict[tuple[str, str], list[float]] = {}
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         n = 0
         for r in range(args.rounds):
             for policy in policies:
-                for cond in ("alone", "busy"):
+                for cond in args.conditions.split(","):
                     n += 1
                     rate = one_run(store, f"r{n}", policy, cond == "busy", args.seconds)
                     rates.setdefault((policy, cond), []).append(rate)
@@ -137,10 +138,12 @@ def main(argv: list[str] | None = None) -> None:
           "  alone/today")
     today = statistics.median(rates[("today", "alone")]) if ("today", "alone") in rates else None
     for policy in policies:
-        alone, busy = rates[(policy, "alone")], rates[(policy, "busy")]
-        ratio = statistics.median(busy) / statistics.median(alone)
-        vs = f"{statistics.median(alone) / today:10.2f}" if today else "         -"
-        print(f"{policy:16s} {fmt(alone):>26s} {fmt(busy):>26s}  {ratio:9.2f}  {vs}")
+        alone, busy = rates.get((policy, "alone")), rates.get((policy, "busy"))
+        ratio = (f"{statistics.median(busy) / statistics.median(alone):9.2f}" if alone and busy
+                 else "        -")
+        vs = f"{statistics.median(alone) / today:10.2f}" if today and alone else "         -"
+        print(f"{policy:16s} {fmt(alone) if alone else '-':>26s} {fmt(busy) if busy else '-':>26s}"
+              f"  {ratio}  {vs}")
     print(json.dumps({f"{p}/{c}": [round(x) for x in v] for (p, c), v in rates.items()}))
 
 
