@@ -51,16 +51,6 @@ def demo(workspace: Path) -> Path:
     return dst
 
 
-@pytest.fixture
-def utc(monkeypatch):
-    """Dates on screen in one time zone, whatever the machine's."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
 async def until(pilot, predicate, timeout: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
