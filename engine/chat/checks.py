@@ -28,8 +28,8 @@ def check_tokenizer(exp: Experiment, tok: Any, ckpt: Path) -> None:
         raise UserError(
             f"'{exp.name}': the tokenizer ({tok.sha256}) is not the one {ckpt.name} "
             f"was trained with ({want}): the same ids would mean other text. Put the "
-            f"training tokenizer.model back in {exp.folder}, or retrain with this one "
-            f"(`tinylm train {exp.name}`)")
+            f"training tokenizer.model back in {exp.folder}, or train a copy with this one "
+            f"(`tinylm clone {exp.name} NEW` then `tinylm train NEW`)")
 
 
 def expected_blob(exp: Experiment, quant: str) -> tuple[Path, str]:
