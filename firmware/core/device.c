@@ -263,19 +263,25 @@ static void cmd_info(tl_device *d, uint64_t id) {
     send(d, &w);
 }
 
+/* GEN and PROMPT both need a loaded model and no generation running; 0 (error sent) otherwise. */
+static int can_take_tokens(tl_device *d, uint64_t id) {
+    if (d->model != TL_MODEL_OK) {
+        send_err(d, id, "no_model", d->model_msg);
+        return 0;
+    }
+    if (d->gen_active) {
+        send_err(d, id, "busy", "a generation is running");
+        return 0;
+    }
+    return 1;
+}
+
 static void cmd_gen(tl_device *d, const tl_msg *m, uint64_t id) {
     static const char *const keys[] = {"id", "ids", "hex", "max", "temp", "topk", "topp", "rep", "seed",
                                        "pre", NULL};
     uint32_t held = d->prompt_len; /* PROMPT tokens: a GEN uses them or drops them */
     d->prompt_len = 0;
-    if (d->model != TL_MODEL_OK) {
-        send_err(d, id, "no_model", d->model_msg);
-        return;
-    }
-    if (d->gen_active) {
-        send_err(d, id, "busy", "a generation is running");
-        return;
-    }
+    if (!can_take_tokens(d, id)) return;
     tl_engine *e = &d->engine;
     if (!only_keys(m, keys)) {
         send_err(d, id, "bad_arg", "unknown field");
@@ -343,14 +349,7 @@ static void cmd_gen(tl_device *d, const tl_msg *m, uint64_t id) {
    off + n tokens, until the next GEN (which names them with pre=) or a reset. */
 static void cmd_prompt(tl_device *d, const tl_msg *m, uint64_t id) {
     static const char *const keys[] = {"id", "off", "ids", NULL};
-    if (d->model != TL_MODEL_OK) {
-        send_err(d, id, "no_model", d->model_msg);
-        return;
-    }
-    if (d->gen_active) {
-        send_err(d, id, "busy", "a generation is running");
-        return;
-    }
+    if (!can_take_tokens(d, id)) return;
     const tl_field *ids = tl_msg_get(m, "ids");
     uint64_t off;
     if (!only_keys(m, keys) || !ids || !tl_msg_get(m, "off") || get_u64(m, "off", 0x7FFFFFFF, 0, &off)) {
