@@ -15,13 +15,14 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from engine.config.workspace import Workspace, load_workspace
 from engine.store.experiments import Store
 
 from ..widgets.binding_commands import BindingCommands
 from ..widgets.device_panel import DevicePanel
+from ..widgets.key_bar import KeyBar
 from ..workers.ports import PortChoice
 
 
@@ -43,7 +44,7 @@ class DeviceScreen(Screen):
         yield Header()
         yield DevicePanel(self.store, self.workspace, self.exp_name, ports=self.ports,
                           id="device-panel")
-        yield Footer(compact=True)
+        yield KeyBar()
 
     @on(DevicePanel.ExperimentChosen)
     def _experiment_chosen(self, message: DevicePanel.ExperimentChosen) -> None:

@@ -18,7 +18,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.errors import UserError
@@ -28,6 +28,7 @@ from engine.store.metrics import METRICS_NAME
 from engine.store.tail import MetricsTail
 
 from ..widgets.config_diff import ConfigDiff
+from ..widgets.key_bar import KeyBar
 from ..widgets.loss_plot import LossPlot
 from ..widgets.metrics_compare import MetricsCompare
 
@@ -93,7 +94,7 @@ class DiffScreen(Screen):
         with Horizontal(id="diff-body"):
             yield ConfigDiff(id="diff-config")
             yield LossPlot("loss", id="diff-plot")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         if not self.names:

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Header, Static
+from textual.widgets import Button, Header, Static
 
 from engine.config.budget import compute
 from engine.config.schema import ExperimentConfig
@@ -22,6 +22,7 @@ from engine.store.experiments import Store
 from ..messages import ActionDone
 from ..widgets.config_form import ConfigForm, build_config
 from ..widgets.fit_meter import FitMeter
+from ..widgets.key_bar import KeyBar
 from .base import ReportsWorkerErrors
 from .confirm import ConfirmScreen
 from .wizard import DEBOUNCE_S, corpus_problem
@@ -61,7 +62,7 @@ class EditConfigScreen(ReportsWorkerErrors, Screen[bool]):
                 with Horizontal(id="buttons"):
                     yield Button("Save (ctrl+s)", variant="success", id="save")
                     yield Button("Back (esc)", id="cancel")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def form(self) -> ConfigForm:

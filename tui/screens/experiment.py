@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
+from textual.widgets import Header, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.config.workspace import Workspace, load_workspace
@@ -31,6 +31,7 @@ from engine.store.metrics import METRICS_NAME
 
 from ..palette import ScreenKeysProvider
 from ..widgets.device_panel import DevicePanel
+from ..widgets.key_bar import KeyBar
 from ..widgets.quantize_panel import QuantizePanel
 from ..widgets.run_overview import OverviewData, RunOverview
 from ..widgets.sample_panel import SamplePanel
@@ -166,7 +167,7 @@ class ExperimentScreen(Screen):
                 yield QuantizePanel(id="quantize-panel")
             with TabPane("Device", id="device"):
                 yield Static("", id="device-host")  # the DevicePanel, mounted on first visit
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.title = self.exp_name

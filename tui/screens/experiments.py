@@ -24,7 +24,7 @@ from engine.store.format import SUMMARY_COLUMNS
 
 from ..messages import ActionDone, RowsRead
 from ..widgets.experiments_table import ExperimentsTable
-from ..widgets.footer import KeysFooter
+from ..widgets.key_bar import KeyBar
 from .base import ReportsWorkerErrors
 from .device import DeviceScreen
 from .diff import DiffScreen
@@ -91,7 +91,7 @@ class ExperimentsScreen(ReportsWorkerErrors, Screen):
                     id="filter")
         yield Static("", id="detail")
         yield Static("reading experiments…", id="status")
-        yield KeysFooter(compact=True)
+        yield KeyBar(rows=2)
 
     @property
     def table(self) -> ExperimentsTable:

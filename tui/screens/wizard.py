@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Header, Input, Label, Static
+from textual.widgets import Button, Header, Input, Label, Static
 
 from engine.config.budget import compute
 from engine.config.presets import PRESETS, describe, preset_config
@@ -28,6 +28,7 @@ from ..messages import ActionDone
 from ..widgets.choice import ChoiceField
 from ..widgets.config_form import ConfigForm, build_config
 from ..widgets.fit_meter import FitMeter
+from ..widgets.key_bar import KeyBar
 from .base import ReportsWorkerErrors
 from .confirm import ConfirmScreen
 
@@ -109,7 +110,7 @@ class NewExperimentScreen(ReportsWorkerErrors, Screen["str | None"]):
                 with Horizontal(id="buttons"):
                     yield Button("Create (ctrl+s)", variant="success", id="create")
                     yield Button("Cancel (esc)", id="cancel")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#name", Input).focus()
