@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from textual import events  # noqa: E402
+from frames import FrameClock, key_to_frame, summary, wait  # noqa: E402
 from textual.app import App  # noqa: E402
 from textual.widgets import TabbedContent  # noqa: E402
 
@@ -65,7 +65,7 @@ while True:
 """
 
 
-class Host(App):
+class Host(FrameClock, App):
     def __init__(self, store: Store, ws: Any) -> None:
         super().__init__()
         self.store, self.ws = store, ws
@@ -73,34 +73,6 @@ class Host(App):
 
     def on_mount(self) -> None:
         self.push_screen(DeviceScreen(self.store, self.ws, "demo-260k", ports=lambda: list(PSEUDO)))
-
-    def _display(self, screen: Any, update: Any) -> None:  # a frame written to the terminal
-        self.frames.append(time.perf_counter())
-        super()._display(screen, update)
-
-
-async def wait(cond: Any, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise TimeoutError("the app did not get there")
-        await asyncio.sleep(0.001)
-
-
-async def key_to_frame(app: Host, key: str, done: Any) -> float:
-    """ms from posting the key to the first frame written after its effect."""
-    t0 = time.perf_counter()
-    app.post_message(events.Key(key, key if len(key) == 1 else None))
-    await wait(done)
-    t1 = time.perf_counter()
-    await wait(lambda: app.frames and app.frames[-1] > t1)
-    return (next(f for f in app.frames if f > t1) - t0) * 1e3
-
-
-def summary(ms: list[float]) -> str:
-    ms = sorted(ms)
-    p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
-    return f"median {statistics.median(ms):6.1f}  p90 {p90:6.1f}  max {ms[-1]:6.1f} ms"
 
 
 async def flood_bench(store: Store, ws: Any, rate: int, presses: int) -> None:
