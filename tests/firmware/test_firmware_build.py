@@ -47,7 +47,7 @@ def test_fuzz_corpus_replays_clean():
     """The libFuzzer harnesses (ASan + UBSan, abort on the first report) replay their seed corpus:
     parser, kernels (SSE2 and portable: T2 tables, integer floats) and protocol run clean on every
     seed. A crash found by bench/bench_firmware.py --fuzz goes into the corpus and is replayed here."""
-    r = subprocess.run(["make", "-C", str(FIRMWARE), "fuzz"], capture_output=True, text=True)
+    r = subprocess.run(["make", "-j3", "-C", str(FIRMWARE), "fuzz"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     corpus = FIRMWARE / "fuzz" / "corpus"
     env = {"PATH": "/usr/bin:/bin", "TL_FUZZ_BLOB": str(corpus / "blob" / "transformer_int8.blob")}
