@@ -25,7 +25,8 @@ def test_virtual_board_with_chip_regions_agrees_with_budget(board, stories_blob,
     ram = budget.runtime_ram(blob.config(), blob.header.quant, context_len=128)
     chip = budget.board_named(chip_name)
     placed = budget.place(chip, ram)
-    with StdioBoard("--blob", str(path), "--ctx", "128", "--heap", chip.heap_arg(), "--board", chip_name) as b:
+    args = ("--blob", str(path), "--ctx", "128", "--heap", chip.heap_arg(), "--board", chip_name)
+    with StdioBoard(*args) as b:
         ready = b.link.msg()
         assert ready["model"] == ("ok" if placed.ok else "bad"), (placed, ready)
         reply = b.link.call("INFO")
