@@ -63,3 +63,14 @@ def random_state(cfg: ExperimentConfig, seed: int = 0, scale: float = 0.3) -> di
         shape = (s.cols,) if s.rows == 1 else (s.rows, s.cols)
         state[s.name] = (rng.normal(size=shape) * scale).astype(np.float32)
     return state
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """tests/hardware (marker `hardware`, off by default): `pytest -m hardware --port /dev/ttyUSB0`."""
+    group = parser.getgroup("tinylm hardware suite")
+    group.addoption("--port", default=None, help="serial port of an ESP32 for -m hardware (or env "
+                    "TINYLM_PORT); `virtual` = a download-mode virtual board")
+    group.addoption("--chip", default=None, help="esp32 / esp32-s3 / esp32-c3 (default: esp32, or "
+                    "env TINYLM_CHIP)")
+    group.addoption("--hw-blob", default=None, help="the blob to flash (default: stories260K int8 in "
+                    "integer mode, the esp32-260k preset's shape)")

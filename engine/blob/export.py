@@ -76,6 +76,10 @@ def check_fits(cfg: ExperimentConfig, vocab: Vocab, quant: str, board: str | Non
     if ram > b.board.ram_bytes:
         problems.append(f"it needs {budget_mod.fmt_bytes(ram)} of RAM, the board has "
                         f"{budget_mod.fmt_bytes(b.board.ram_bytes)}")
+    elif not (placed := budget_mod.place(b.board, budget_mod.runtime_ram(cfg, quant))).ok:
+        problems.append(f"its {placed.failed.replace('_', ' ')} needs "
+                        f"{budget_mod.fmt_bytes(placed.needed)} in one block, the board's largest "
+                        f"free block is {budget_mod.fmt_bytes(placed.largest_left)}")
     if problems:
         tips = "; ".join(b.advice[:3]) or "a smaller model"
         raise UserError(f"will not fit {b.board.name}: " + " and ".join(problems)

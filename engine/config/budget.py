@@ -3,6 +3,12 @@
 The RAM figure is the firmware's own arithmetic (firmware/BLOB.md "Runtime RAM"): weights stay in
 flash and are read in place, RAM holds the activations, the KV cache, the sampler's scratch and the
 protocol buffers. The firmware reports the same number at boot, and a test holds the two equal.
+
+A chip's heap is not one pool: the plain ESP32's byte-addressable DRAM is four separate regions, so
+the largest single allocation is far below the free total. The firmware takes the model's RAM as
+three blocks (KV cache, activations, scratch: firmware/core/heap.h), largest first, each in one
+piece; `place` does the same with each board's regions, so a verdict says "fits" only when the
+chip's allocator can give every block.
 """
 
 from __future__ import annotations
@@ -18,24 +24,109 @@ KB = 1024
 
 
 @dataclass(frozen=True)
+class Region:
+    """One contiguous heap region: the most a single allocation in it can get."""
+    name: str
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Board:
     name: str
-    ram_bytes: int  # heap the model may use
+    regions: tuple[Region, ...]  # the heap the model may use, as the chip's allocator splits it
     flash_model_bytes: int  # size of the `model` partition the blob is flashed to
     note: str
 
+    @property
+    def ram_bytes(self) -> int:
+        """Free heap in all regions together (what the RAM bar compares against)."""
+        return sum(r.bytes for r in self.regions)
 
-# Heap figures are what an ESP-IDF app typically has free after boot with Wi-Fi off; the model
-# partition sizes are those of firmware/esp32/partitions*.csv.
+    @property
+    def largest_block(self) -> int:
+        return max(r.bytes for r in self.regions)
+
+    def heap_arg(self) -> str:
+        """The regions as the virtual board's --heap takes them (firmware/host/main.c)."""
+        return ",".join(str(r.bytes) for r in self.regions)
+
+
+# Heap regions: ESP-IDF v5 components/heap/port/<chip>/memory_layout.c gives each chip's 8-bit RAM
+# regions; the free bytes are for this firmware (no Wi-Fi/BT) after static data and the boot-time
+# allocations (task stacks, UART driver), in the allocator's search order, and a little under the
+# region size for block headers. Where a region's start depends on the app (the first DRAM region,
+# after .data/.bss and, on S3/C3, IRAM code) the figure is an estimate; INFO heap / heap_block on a
+# board give the real numbers (tests/hardware checks the verdict against them).
+#  esp32: DRAM 0x3FFB0000-0x3FFE0000 (192 KB less static data, task stacks: ~136 KB); D/IRAM
+#    0x3FFE4350-0x40000000 (113,840 B: dumps in espressif/esp-idf#5783 and arduino-esp32#5346 show
+#    a 113,792 B largest block there); 0x3FFE0440-0x3FFE3F20 (15,072 B); 0x3FFAE6E0-0x3FFB0000
+#    (6,432 B). The IRAM regions are 32-bit only: no model block can use them.
+#  esp32-s3: one D/IRAM region 0x3FC88000-0x3FCE9710 less IRAM code and static data (~256 KB; a
+#    dump in RomanLut/hx-esp32-cam-fpv#46 shows 196,608 B free for a much bigger app), the region
+#    after it (22,308 B, same dump) and RTC fast RAM (7,912 B, same dump); with 8 MB PSRAM
+#    (N8R8 modules, CONFIG_SPIRAM) one more region of 8,257,536 B (largest block in that dump).
+#  esp32-c3: blocks 4+5 0x3FC80000-0x3FCC0000 less IRAM code and static data (~144 KB) and block 9
+#    0x3FCC0000-0x3FCE0000 (128 KB less the ROM's reserved top: ~118 KB), RTC fast RAM (~7 KB).
+_ESP32_DRAM = (Region("DRAM", 136 * KB), Region("D/IRAM", 111 * KB), Region("D/IRAM 2", 14 * KB),
+               Region("DRAM 0", 6 * KB))
+_S3_SRAM = (Region("D/IRAM", 256 * KB), Region("DRAM top", 21 * KB), Region("RTC", 7 * KB))
 BOARDS: dict[str, Board] = {
-    "esp32": Board("esp32", 300 * KB, 0x2F0000,
-                   "520 KB SRAM, ~300 KB free heap after boot; 4 MB flash, 2.9 MB model partition"),
-    "esp32-s3": Board("esp32-s3", 300 * KB + 8 * 1024 * KB, 0x6F0000,
+    "esp32": Board("esp32", _ESP32_DRAM, 0x2F0000,
+                   "520 KB SRAM, ~267 KB free heap in 4 regions (largest ~136 KB); 4 MB flash, "
+                   "2.9 MB model partition"),
+    "esp32-s3": Board("esp32-s3", _S3_SRAM + (Region("PSRAM", 8_257_536),), 0x6F0000,
                       "512 KB SRAM + 8 MB PSRAM (N8R8 modules); 8 MB flash, 6.9 MB model partition"),
-    "esp32-c3": Board("esp32-c3", 280 * KB, 0x2F0000,
-                      "400 KB SRAM, ~280 KB free heap after boot; 4 MB flash, 2.9 MB model partition"),
-    "host": Board("host", 1024 * 1024 * KB, 64 * 1024 * KB, "virtual board on this computer"),
+    "esp32-s3-nopsram": Board("esp32-s3-nopsram", _S3_SRAM, 0x6F0000,
+                              "ESP32-S3 without PSRAM (N8 modules): ~284 KB free heap, largest "
+                              "block ~256 KB; 8 MB flash, 6.9 MB model partition"),
+    "esp32-c3": Board("esp32-c3", (Region("DRAM", 144 * KB), Region("DRAM block 9", 118 * KB),
+                                   Region("RTC", 7 * KB)), 0x2F0000,
+                      "400 KB SRAM, ~269 KB free heap in 3 regions (largest ~144 KB); 4 MB flash, "
+                      "2.9 MB model partition"),
+    "host": Board("host", (Region("heap", 1024 * 1024 * KB),), 64 * 1024 * KB,
+                  "virtual board on this computer"),
 }
+
+# The RAM blocks the firmware allocates (firmware/core/engine.h TL_BLOCK_*), from runtime_ram parts.
+BLOCKS: dict[str, tuple[str, ...]] = {
+    "kv_cache": ("kv_cache",),
+    "activations": ("activations",),
+    "scratch": ("quant_scratch", "t2_tables", "sampler", "tokens"),
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model's blocks went: `failed` is the first block no region could hold."""
+    where: dict[str, str]  # block -> region name
+    failed: str = ""
+    needed: int = 0  # bytes of the failed block
+    largest_left: int = 0  # the largest free block when it failed
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def blocks(ram: dict[str, int]) -> dict[str, int]:
+    """runtime_ram's parts as the firmware's allocations (the io buffers are static, not heap)."""
+    return {name: sum(ram[p] for p in parts) for name, parts in BLOCKS.items()}
+
+
+def place(board: Board, ram: dict[str, int]) -> Placement:
+    """The firmware's allocation order: blocks largest first (ties in BLOCKS order), each into the
+    first region with room (ESP-IDF's heap_caps_malloc takes the regions in priority order)."""
+    left = [r.bytes for r in board.regions]
+    where: dict[str, str] = {}
+    for name, size in sorted(blocks(ram).items(), key=lambda kv: -kv[1]):
+        if size == 0:
+            continue
+        i = next((i for i, free in enumerate(left) if free >= size), None)
+        if i is None:
+            return Placement(where, name, size, max(left))
+        left[i] -= size
+        where[name] = board.regions[i].name
+    return Placement(where)
 
 IO_BUFFER_BYTES = 1024  # protocol line in + line out (firmware/PROTOCOL.md max line 512 bytes)
 # ternary integer mode: 16 lookup tables of 172 int16 + 64 int64 row sums (firmware/core/kernels.h)
@@ -112,8 +203,17 @@ class Budget:
         return self.ram["total"]
 
     @property
+    def placement(self) -> Placement:
+        return place(self.board, self.ram)
+
+    @property
     def ram_over(self) -> int:
-        return self.ram_total - self.board.ram_bytes
+        """Bytes short: of the free total first, else of the largest free block for a block."""
+        total_over = self.ram_total - self.board.ram_bytes
+        if total_over > 0:
+            return total_over
+        p = self.placement
+        return p.needed - p.largest_left if not p.ok else total_over
 
     @property
     def flash_over(self) -> int:
@@ -132,9 +232,14 @@ class Budget:
                     f"{fmt_bytes(self.blob_bytes[self.method])} of "
                     f"{fmt_bytes(self.board.flash_model_bytes)} ({flash_pct:.0f}%)")
         parts = []
-        if self.ram_over > 0:
+        p = self.placement
+        if self.ram_total > self.board.ram_bytes:
             parts.append(f"RAM needs {fmt_bytes(self.ram_total)}, board has "
                          f"{fmt_bytes(self.board.ram_bytes)} ({fmt_bytes(self.ram_over)} over)")
+        elif not p.ok:
+            parts.append(f"largest block {fmt_bytes(p.largest_left)} < needed "
+                         f"{fmt_bytes(p.needed)} ({p.failed.replace('_', ' ')}; "
+                         f"{fmt_bytes(self.ram_over)} over)")
         if self.flash_over > 0:
             parts.append(f"{self.method} blob is {fmt_bytes(self.blob_bytes[self.method])}, model "
                          f"partition holds {fmt_bytes(self.board.flash_model_bytes)} "
@@ -211,9 +316,9 @@ def _advice(cfg: ExperimentConfig, cur: Budget, piece_bytes: int | None) -> list
     over = max(cur.ram_over, 0) + max(cur.flash_over, 0)
     ranked = []
     for label, alt in _knobs(cfg):
-        ram = runtime_ram(alt)["total"]
+        alt_budget = Budget(cur.board, 0, {}, runtime_ram(alt), alt.quant.method, 0, False)
         blob = layout(alt, alt.quant.method, piece_bytes).total_bytes
-        new_over = max(ram - cur.board.ram_bytes, 0) + max(blob - cur.board.flash_model_bytes, 0)
+        new_over = max(alt_budget.ram_over, 0) + max(blob - cur.board.flash_model_bytes, 0)
         saved = over - new_over
         if saved > 0:
             ranked.append((saved, new_over == 0, label))

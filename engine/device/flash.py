@@ -128,6 +128,11 @@ def ram_problem(config: Any, board: str, quant: str) -> str | None:
     if b.ram_over <= 0:
         return None
     fix = f"; try {b.advice[0]}" if b.advice else ""
+    placed = b.placement
+    if b.ram_total <= b.board.ram_bytes and not placed.ok:  # enough in total, not in one piece
+        return (f"the {quant} model's {placed.failed.replace('_', ' ')} needs {placed.needed:,} "
+                f"bytes in one block, the largest free block on {board} is {placed.largest_left:,}:"
+                f" it would fail to load after flashing{fix}")
     return (f"the {quant} model needs {b.ram_total:,} bytes of RAM at run time, {board} has "
             f"{b.board.ram_bytes:,} for it ({b.ram_over:,} over): it would fail to load after "
             f"flashing{fix}")

@@ -36,6 +36,9 @@ from .session import BoardSession, Event, PortBack, PortLost, SerialLine
 __all__ = ["DeviceError", "DeviceLink", "GenerationSummary", "TokenEvent"]
 
 STOP_DEADLINE = 3.0  # seconds a STOP gets to end a generation (the board stops within a token)
+# A generation that goes quiet this long (or 4x its slowest gap between lines, if longer), or that
+# shows a cut line, makes the link ask the board @STATE: a lost @END then ends it at once.
+STATE_QUIET = 1.0
 
 
 @dataclass
@@ -241,6 +244,7 @@ class DeviceLink:
             cmd = self._send_gen(params, prompt_ids, text)
             stop_sent = False
             deadline = time.monotonic() + self.timeout
+            asker = _StateAsker(self)
             while True:
                 if not stop_sent and (self._stop_request.is_set() or
                                       (should_stop is not None and should_stop())):
@@ -248,10 +252,18 @@ class DeviceLink:
                     stop_sent = True
                     deadline = time.monotonic() + STOP_DEADLINE
                 line = self.read_line(min(deadline, time.monotonic() + 0.1))
+                asker.tick(line)
                 if line is None:
                     if time.monotonic() >= deadline:
                         raise self._timeout_error("token" if not stop_sent else "END after STOP",
                                                   self.timeout if not stop_sent else STOP_DEADLINE)
+                    continue
+                if asker.is_reply(line):
+                    summary = asker.ended(line, cmd)
+                    if summary is not None:  # the board is done: its END line was lost
+                        ended = True
+                        yield summary
+                        return
                     continue
                 if not self._match(line, cmd) or line.type not in ("TOK", "END"):
                     continue
@@ -367,6 +379,49 @@ class DeviceLink:
         cmd = self.send("UPEND")
         done = self.wait_for(("OK",), cmd, timeout=max(self.timeout, 30.0))
         return done.fields.get("sha", sha)
+
+
+class _StateAsker:
+    """Decides when a generation asks the board @STATE (firmware/PROTOCOL.md): after a cut line, or
+    after STATE_QUIET (or 4x the slowest gap between lines so far) without a line. One question at
+    a time; an unanswered one is asked again after another quiet spell."""
+
+    def __init__(self, link: DeviceLink) -> None:
+        self.link = link
+        self.asked = 0  # id of the STATE in flight
+        self.asked_at = 0.0
+        self.last_line = time.monotonic()
+        self.slowest = 0.0
+        self.corrupted = link.corrupted_lines
+
+    def tick(self, line: Line | None) -> None:
+        now = time.monotonic()
+        if line is not None:
+            self.slowest = max(self.slowest, now - self.last_line)
+            self.last_line = now
+        quiet = max(STATE_QUIET, 4 * self.slowest)
+        cut = self.link.corrupted_lines > self.corrupted
+        since = now - max(self.last_line, self.asked_at)
+        if cut or since > quiet:
+            self.corrupted = self.link.corrupted_lines
+            self.asked = self.link.send("STATE")
+            self.asked_at = now
+
+    def is_reply(self, line: Line) -> bool:
+        return line.type == "STATE" and bool(self.asked) and line.fields.get("id") == str(self.asked)
+
+    def ended(self, line: Line, cmd: int) -> GenerationSummary | None:
+        """The summary when STATE says generation `cmd` is over, None while it runs."""
+        self.asked = 0
+        if line.fields.get("busy") == "1" and line.fields.get("gen") == str(cmd):
+            return None
+        if line.fields.get("gen") != str(cmd):
+            raise DeviceError(f"the board on {self.link.port_name} is not running generation {cmd} "
+                              f"any more (it says busy={line.fields.get('busy')}, last generation "
+                              f"{line.fields.get('gen')}): it was reset mid-generation? Run it again",
+                              code="lost")
+        return GenerationSummary(line.int("n"), line.int("us", 0), line.int("prompt_us", 0),
+                                 line.fields.get("reason", ""))
 
 
 def check_proto(port: str, fields: dict[str, str]) -> None:

@@ -57,17 +57,50 @@ static int pieces_fit(const tl_blob *b) {
     return 1;
 }
 
-/* Checks a blob region fully (parse + engine layout) into engine e. */
-static tl_err check_region(tl_device *d, tl_engine *e, const uint8_t *region, uint32_t len,
-                           const char **msg) {
-    tl_blob b;
-    tl_err err = tl_blob_parse(&b, region, len, msg);
+/* Checks a blob region fully (parse, pieces, what the engine needs beyond RAM) into *b. */
+static tl_err check_region(tl_device *d, tl_blob *b, const uint8_t *region, uint32_t len, const char **msg) {
+    tl_err err = tl_blob_parse(b, region, len, msg);
     if (err) return err;
-    if (!pieces_fit(&b)) {
+    if (!pieces_fit(b)) {
         *msg = "vocab: a piece is longer than 192 bytes (a TOK line would not fit)";
         return TL_E_UNSUPPORTED;
     }
-    return tl_engine_init(e, &b, d->cfg.ctx, d->arena, d->arena_cap, msg);
+    return tl_engine_check(b, d->cfg.ctx, msg);
+}
+
+static char *put_u32(char *p, uint32_t v) {
+    char tmp[10];
+    int n = 0;
+    do tmp[n++] = (char)('0' + v % 10u); while ((v /= 10u) > 0);
+    while (n > 0) *p++ = tmp[--n];
+    return p;
+}
+
+static char *put_str(char *p, const char *s) {
+    while (*s) *p++ = *s++;
+    return p;
+}
+
+/* Frees the blocks of the model before and allocates this blob's, largest first. On failure the
+   message names the block and the numbers: "ram: largest free block N B < needed M B (kv_cache)". */
+static tl_err place_blocks(tl_device *d, const tl_blob *b, const char **msg) {
+    tl_plan plan;
+    int failed = 0;
+    uint32_t largest = 0;
+    d->mem.release_all(d->mem.ctx);
+    for (int k = 0; k < TL_N_BLOCKS; k++) d->blocks[k] = NULL;
+    tl_engine_plan(b, d->cfg.ctx, &plan);
+    if (tl_heap_place(&d->mem, &plan, d->blocks, &failed, &largest) == TL_OK) return TL_OK;
+    char *p = put_str(d->msg_buf, "ram: largest free block ");
+    p = put_u32(p, largest);
+    p = put_str(p, " B < needed ");
+    p = put_u32(p, plan.bytes[failed]);
+    p = put_str(p, " B (");
+    p = put_str(p, TL_BLOCK_NAMES[failed]);
+    p = put_str(p, "): the model needs more RAM than the board has");
+    *p = '\0';
+    *msg = d->msg_buf;
+    return TL_E_NOMEM;
 }
 
 static void load_model(tl_device *d) {
@@ -90,7 +123,10 @@ static void load_model(tl_device *d) {
         d->model_msg = "model partition does not start with a blob header";
         return;
     }
-    if (check_region(d, &d->engine, region, len, &d->model_msg) != TL_OK) return;
+    tl_blob b;
+    if (check_region(d, &b, region, len, &d->model_msg) != TL_OK) return;
+    if (place_blocks(d, &b, &d->model_msg) != TL_OK) return;
+    if (tl_engine_init_blocks(&d->engine, &b, d->cfg.ctx, d->blocks, &d->model_msg) != TL_OK) return;
     tl_sha256_digest(region, len, d->blob_sha);
     d->blob_len = len;
     d->model = TL_MODEL_OK;
@@ -98,19 +134,20 @@ static void load_model(tl_device *d) {
 }
 
 void tl_device_init(tl_device *d, const tl_transport *tp, const tl_partition *part,
-                    const tl_device_cfg *cfg, uint8_t *arena, uint64_t arena_cap) {
+                    const tl_device_cfg *cfg, const tl_allocator *mem) {
     memset(d, 0, sizeof *d);
     d->tp = *tp;
     d->part = *part;
     d->cfg = *cfg;
-    d->arena = arena;
-    uint64_t budget = cfg->ram_total > TL_IO_BUFFER_BYTES ? cfg->ram_total - TL_IO_BUFFER_BYTES : 0;
-    d->arena_cap = arena_cap < budget ? arena_cap : budget;
+    if (!d->cfg.yield_us) d->cfg.yield_us = TL_YIELD_US;
+    d->mem = *mem;
     d->model_msg = "not loaded";
+    d->end_reason = "";
 }
 
 void tl_device_boot(tl_device *d) {
     d->gen_active = 0;
+    d->prefilling = 0;
     d->up_active = 0;
     d->stop_id = 0;
     d->in_len = 0;
@@ -132,12 +169,34 @@ static void finish_gen(tl_device *d, const char *reason) {
     tl_w_u64(&w, "prompt_us", d->gen_prompt_us);
     tl_w_str(&w, "reason", reason);
     send(d, &w);
+    d->end_id = d->gen_id;
+    d->end_n = d->engine.n_generated;
+    d->end_us = now_us(d) - d->gen_t0;
+    d->end_prompt_us = d->gen_prompt_us;
+    d->end_reason = reason;
     d->gen_active = 0;
+    d->prefilling = 0;
 }
 
 static void drain_input(tl_device *d) {
     int c;
     while (!d->reset_pending && (c = d->tp.read_byte(d->tp.ctx)) >= 0) tl_device_feed(d, (uint8_t)c);
+}
+
+/* One prompt token (all but the last run before the first sample), so STOP and the yield hook get
+   their turn between prompt tokens too. */
+static void prefill_step(tl_device *d) {
+    int more = 0;
+    if (tl_engine_prefill(&d->engine, &more) != TL_OK) {
+        send_err(d, d->gen_id, "bad_arg", "prompt step failed");
+        d->gen_active = 0;
+        d->prefilling = 0;
+        return;
+    }
+    if (!more) {
+        d->prefilling = 0;
+        d->gen_prompt_us = now_us(d) - d->gen_t0;
+    }
 }
 
 static void gen_step(tl_device *d) {
@@ -258,7 +317,8 @@ static void cmd_info(tl_device *d, uint64_t id) {
     tl_w_str(&w, "blob_sha", sha);
     tl_w_u64(&w, "ram", ram);
     tl_w_u64(&w, "flash", d->blob_len);
-    tl_w_u64(&w, "heap", d->cfg.ram_total > ram ? d->cfg.ram_total - ram : 0);
+    tl_w_u64(&w, "heap", d->mem.free_bytes(d->mem.ctx));
+    tl_w_u64(&w, "heap_block", d->mem.largest_free(d->mem.ctx));
     tl_w_str(&w, "board", d->cfg.board);
     send(d, &w);
 }
@@ -336,12 +396,30 @@ static void cmd_gen(tl_device *d, const tl_msg *m, uint64_t id) {
     }
     d->gen_id = id;
     d->gen_t0 = now_us(d);
-    if (tl_engine_begin(e, &p, e->tokens, n) != TL_OK) {
+    if (tl_engine_start(e, &p, e->tokens, n) != TL_OK) {
         send_err(d, id, "bad_arg", "prompt rejected");
         return;
     }
-    d->gen_prompt_us = now_us(d) - d->gen_t0;
+    d->gen_prompt_us = 0;
     d->gen_active = 1;
+    d->prefilling = 1;
+}
+
+/* STATE: what the board is doing, so a host that lost an END line (cut by a log line or a bad
+   cable) learns the generation ended, with the END's numbers, instead of waiting out its deadline. */
+static void cmd_state(tl_device *d, uint64_t id) {
+    tl_writer w;
+    begin_line(d, &w, "STATE", id);
+    tl_w_u64(&w, "busy", (uint64_t)d->gen_active);
+    tl_w_u64(&w, "gen", d->gen_active ? d->gen_id : d->end_id);
+    tl_w_u64(&w, "n", d->gen_active ? d->engine.n_generated : d->end_n);
+    if (!d->gen_active && d->end_id) {
+        tl_w_u64(&w, "us", d->end_us);
+        tl_w_u64(&w, "prompt_us", d->end_prompt_us);
+        tl_w_str(&w, "reason", d->end_reason);
+    }
+    tl_w_str(&w, "model", d->model == TL_MODEL_OK ? "ok" : d->model == TL_MODEL_BAD ? "bad" : "none");
+    send(d, &w);
 }
 
 /* PROMPT: the first part of a prompt too long for one GEN line; its ids go to token offset `off`
@@ -402,6 +480,7 @@ static void cmd_upbegin(tl_device *d, const tl_msg *m, uint64_t id) {
     d->up_active = 1;
     d->up_size = (uint32_t)size;
     d->up_next = 0;
+    d->up_erased = 0;
     tl_writer w;
     begin_line(d, &w, "OK", id);
     tl_w_u64(&w, "chunk", TL_UPLOAD_CHUNK);
@@ -432,6 +511,16 @@ static void cmd_updata(tl_device *d, const tl_msg *m, uint64_t id) {
     if (off + n > d->up_size) {
         send_err(d, id, "size", "chunk goes past the announced size");
         return;
+    }
+    if (off == d->up_next && d->part.erase && off + n > d->up_erased) { /* erase just ahead of the data */
+        uint32_t sector = d->part.sector ? d->part.sector : 4096u;
+        uint64_t upto = ((uint64_t)off + n + sector - 1u) / sector * sector;
+        if (upto > d->part.cap) upto = d->part.cap;
+        if (d->part.erase(d->part.ctx, d->up_erased, (uint32_t)upto - d->up_erased) != TL_OK) {
+            send_err(d, id, "size", "model partition erase failed");
+            return;
+        }
+        d->up_erased = (uint32_t)upto;
     }
     if (off == d->up_next) {
         if (d->part.write(d->part.ctx, (uint32_t)off, data, n) != TL_OK) {
@@ -472,8 +561,14 @@ static void cmd_upend(tl_device *d, const tl_msg *m, uint64_t id) {
         send_err(d, id, "hash", "sha256 of the written blob does not match");
         return;
     }
-    if (check_region(d, &d->probe, staged, d->up_size, &msg) != TL_OK) {
+    tl_blob b;
+    if (check_region(d, &b, staged, d->up_size, &msg) != TL_OK) {
         send_err(d, id, "bad_blob", msg);
+        return;
+    }
+    if (place_blocks(d, &b, &msg) != TL_OK) { /* the new model's blocks must fit before it replaces */
+        send_err(d, id, "bad_blob", msg);
+        load_model(d); /* the old model gets its blocks back (on an in-place partition: none) */
         return;
     }
     if (d->part.commit(d->part.ctx, d->up_size) != TL_OK) {
@@ -509,6 +604,8 @@ static void handle_line(tl_device *d, const char *line, uint32_t len) {
             finish_gen(d, "stop");
             send_ok(d, id);
         }
+    } else if (strcmp(m.type, "STATE") == 0) {
+        cmd_state(d, id);
     } else if (strcmp(m.type, "INFO") == 0) {
         cmd_info(d, id);
     } else if (strcmp(m.type, "GEN") == 0) {
@@ -554,9 +651,17 @@ int tl_device_poll(tl_device *d) {
         return TL_POLL_RESET;
     }
     if (d->gen_active) {
-        gen_step(d);
+        if (d->prefilling) prefill_step(d);
+        else gen_step(d);
+        uint64_t now = now_us(d);
+        if (d->tp.yield && now - d->last_yield >= d->cfg.yield_us) {
+            d->tp.yield(d->tp.ctx);
+            d->n_yields++;
+            d->last_yield = now_us(d);
+        }
         return TL_POLL_BUSY;
     }
     if (d->tp.wait) d->tp.wait(d->tp.ctx, 100000);
+    d->last_yield = now_us(d); /* idle: the wait gave the OS its time */
     return TL_POLL_IDLE;
 }

@@ -56,10 +56,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!fk.region || !fk.staging) return 0;
     memset(fk.region, 0xFF, 16);
     if (model_len) memcpy(fk.region, model, model_len);
-    tl_transport tp = {&fk, f_read, f_write, f_time, NULL, NULL, NULL};
-    tl_partition part = {&fk, CAP, 0, f_active, f_begin, f_write_part, f_staged, f_commit};
-    tl_device_cfg cfg = {"fuzz", 1u << 22, 0, 0};
-    tl_device_init(&dev, &tp, &part, &cfg, arena, sizeof arena);
+    tl_transport tp = {&fk, f_read, f_write, f_time, NULL, NULL, NULL, NULL};
+    tl_partition part = {&fk, CAP, 0, f_active, f_begin, f_write_part, f_staged, f_commit, 0, NULL};
+    tl_device_cfg cfg = {"fuzz", 0, 0, 0};
+    static tl_regions heap;
+    uint32_t size = sizeof arena;
+    tl_regions_init(&heap, arena, &size, 1);
+    tl_allocator mem = tl_regions_allocator(&heap);
+    tl_device_init(&dev, &tp, &part, &cfg, &mem);
     tl_device_boot(&dev);
     for (size_t i = 0; i < size; i++) {
         tl_device_feed(&dev, data[i]);

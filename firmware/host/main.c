@@ -2,8 +2,12 @@
    with a file standing in for the model partition. Also a --bench mode (no protocol) for callgrind.
 
    tinylm-board --blob PATH [--stdio] [--us-per-token N] [--boot-banner] [--ram BYTES] [--board NAME]
-                [--ctx N] [--partition-size BYTES] [--flood N [--flood-rate LINES_PER_S]] [--chaos N]
-                [--parent-fd FD]
+                [--heap B1,B2,...] [--ctx N] [--partition-size BYTES] [--flood N [--flood-rate LINES_PER_S]]
+                [--chaos N] [--drop-end N] [--parent-fd FD]
+
+   --ram BYTES: one heap region of BYTES - 1024 (the protocol buffers are the rest); --heap: the heap
+   as separate regions of these sizes, as a chip has them (engine/config/budget.py BOARDS), so the
+   model's blocks must each fit one region. --drop-end N: every N-th @END line is never sent.
    tinylm-board --flash-image PATH --offset 0x110000 ...
    tinylm-board --blob PATH --bench N --prompt-ids 1,2,3 [--temp T --topp P --seed S] */
 #define _XOPEN_SOURCE 600
@@ -28,7 +32,8 @@ typedef struct {
     const char *blob_path, *image_path, *board, *prompt_ids;
     uint64_t offset, part_size, ram;
     uint32_t us_per_token, ctx, bench;
-    uint32_t flood, flood_rate, chaos;
+    uint32_t flood, flood_rate, chaos, drop_end;
+    const char *heap;
     int stdio, banner, parent_fd;
     float temp, topp;
     uint64_t seed;
@@ -38,7 +43,8 @@ static int usage(const char *why) {
     fprintf(stderr, "tinylm-board: %s\n"
             "usage: tinylm-board (--blob PATH | --flash-image PATH --offset OFF) [--stdio] [--us-per-token N]\n"
             "       [--boot-banner] [--ram BYTES] [--board NAME] [--ctx N] [--partition-size BYTES]\n"
-            "       [--flood N [--flood-rate LINES_PER_S]] [--chaos N] [--parent-fd FD]\n"
+            "       [--heap B1,B2,...] [--flood N [--flood-rate LINES_PER_S]] [--chaos N] [--drop-end N]\n"
+            "       [--parent-fd FD]\n"
             "       [--bench N --prompt-ids a,b,c [--temp T] [--topp P] [--seed S]]\n", why);
     return 2;
 }
@@ -70,8 +76,15 @@ static const uint8_t *fp_active(void *ctx) {
 }
 
 static tl_err fp_begin(void *ctx, uint32_t size) {
+    (void)ctx; /* the device erases ahead of the data (fp_erase), as on the ESP32 */
+    (void)size;
+    return TL_OK;
+}
+
+static tl_err fp_erase(void *ctx, uint32_t off, uint32_t n) {
     file_partition *p = ctx;
-    memset(p->staging, 0xFF, size); /* erased flash */
+    if ((uint64_t)off + n > p->cap || off % 4096u != 0) return TL_E_IO;
+    memset(p->staging + off, 0xFF, n); /* erased flash */
     return TL_OK;
 }
 
@@ -166,6 +179,7 @@ typedef struct {
     const char *board;
     uint64_t offset;
     uint32_t chaos;    /* every N tokens: garbage, a cut and a corrupted protocol line, a boot banner */
+    uint32_t drop_end, n_end; /* every drop_end-th @END line is lost (0 = none) */
     uint32_t flood, flood_rate;         /* lines per boot, lines/s (0 = as fast as the port takes them) */
     uint32_t flood_sent;                /* numbered lines sent since the last boot */
     uint64_t flood_t0;                  /* io_time() of the boot that started the flood */
@@ -206,6 +220,7 @@ static int io_read(void *ctx) {
 
 static void io_write(void *ctx, const uint8_t *d, uint32_t n) {
     host_io *io = ctx;
+    if (io->drop_end && n > 4 && memcmp(d, "@END", 4) == 0 && ++io->n_end % io->drop_end == 0) return;
     while (n > 0) {
         ssize_t w = write(io->out_fd, d, n);
         if (w < 0) {
@@ -440,6 +455,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--flash-image")) o.image_path = v;
         else if (!strcmp(a, "--board")) o.board = v;
         else if (!strcmp(a, "--prompt-ids")) o.prompt_ids = v;
+        else if (!strcmp(a, "--heap")) o.heap = v;
         else if (!strcmp(a, "--temp")) o.temp = strtof(v, NULL);
         else if (!strcmp(a, "--topp")) o.topp = strtof(v, NULL);
         else if (parse_num(v, &num)) return usage("bad number");
@@ -452,6 +468,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--flood")) o.flood = (uint32_t)num;
         else if (!strcmp(a, "--flood-rate")) o.flood_rate = (uint32_t)num;
         else if (!strcmp(a, "--chaos")) o.chaos = (uint32_t)num;
+        else if (!strcmp(a, "--drop-end")) o.drop_end = (uint32_t)num;
         else if (!strcmp(a, "--parent-fd")) o.parent_fd = (int)num;
         else if (!strcmp(a, "--seed")) o.seed = num;
         else return usage("unknown option");
@@ -463,11 +480,28 @@ int main(int argc, char **argv) {
 
     static file_partition fp;
     if (fp_open(&fp, &o) != 0) return usage("cannot open the model partition");
-    uint64_t arena_cap = o.ram > TL_IO_BUFFER_BYTES ? o.ram - TL_IO_BUFFER_BYTES : 0;
-    if (arena_cap > 256ull * 1024 * 1024) arena_cap = 256ull * 1024 * 1024;
+    uint32_t sizes[TL_MAX_REGIONS], n_regions = 0;
+    uint64_t arena_cap = 0;
+    if (o.heap) { /* --heap 139264,110592,...: a chip's separate heap regions */
+        for (const char *s = o.heap; *s && n_regions < TL_MAX_REGIONS;) {
+            char *end;
+            unsigned long long v = strtoull(s, &end, 0);
+            if (end == s || v > 0x7FFFFFFFull) return usage("--heap: comma-separated region sizes");
+            sizes[n_regions++] = (uint32_t)v;
+            arena_cap += v;
+            s = *end == ',' ? end + 1 : end;
+        }
+    } else {
+        arena_cap = o.ram > TL_IO_BUFFER_BYTES ? o.ram - TL_IO_BUFFER_BYTES : 0;
+        if (arena_cap > 256ull * 1024 * 1024) arena_cap = 256ull * 1024 * 1024;
+        sizes[n_regions++] = (uint32_t)arena_cap;
+    }
     uint8_t *arena = malloc(arena_cap + 16); /* the board's heap: allocated once, never again */
     if (!arena) return usage("cannot allocate the board RAM");
     if (o.bench) return run_bench(&o, &fp, arena, arena_cap);
+    static tl_regions heap;
+    tl_regions_init(&heap, arena, sizes, n_regions);
+    tl_allocator mem = tl_regions_allocator(&heap);
 
     static host_io io;
     clock_gettime(CLOCK_MONOTONIC, &io.t0);
@@ -475,6 +509,7 @@ int main(int argc, char **argv) {
     io.board = o.board;
     io.offset = o.offset;
     io.chaos = o.chaos;
+    io.drop_end = o.drop_end;
     io.flood = o.flood;
     io.flood_rate = o.flood_rate;
     io.parent_fd = o.parent_fd;
@@ -494,11 +529,11 @@ int main(int argc, char **argv) {
         printf("PTY %s\n", name);
         fflush(stdout);
     }
-    tl_transport tp = {&io, io_read, io_write, io_time, no_instret, io_wait, io_noise};
-    tl_partition part = {&fp, fp.cap, 0, fp_active, fp_begin, fp_write, fp_staged, fp_commit};
-    tl_device_cfg cfg = {o.board, o.ram, o.ctx, o.us_per_token};
+    tl_transport tp = {&io, io_read, io_write, io_time, no_instret, io_wait, io_noise, NULL};
+    tl_partition part = {&fp, fp.cap, 0, fp_active, fp_begin, fp_write, fp_staged, fp_commit, 4096, fp_erase};
+    tl_device_cfg cfg = {o.board, o.ctx, o.us_per_token, 0};
     static tl_device dev;
-    tl_device_init(&dev, &tp, &part, &cfg, arena, arena_cap);
+    tl_device_init(&dev, &tp, &part, &cfg, &mem);
     if (!io.pty) {
         boot_banner(&io);
         tl_device_boot(&dev);

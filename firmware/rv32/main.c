@@ -67,10 +67,15 @@ void _exit(int code) { rv32_power_off(code); }
 
 int main(void) {
     static const char banner[] = "rv32 virt: tinylm firmware " TL_FW_VERSION "\r\n";
-    tl_transport tp = {NULL, rv_read, rv_write, rv_time, rv_instret, NULL, NULL};
-    tl_partition part = {NULL, TL_RV32_PART_SIZE, 1, part_active, part_begin, part_write, part_active, part_commit};
-    tl_device_cfg cfg = {"rv32", TL_RV32_RAM + TL_IO_BUFFER_BYTES, 0, 0};
-    tl_device_init(&dev, &tp, &part, &cfg, arena, sizeof arena);
+    tl_transport tp = {NULL, rv_read, rv_write, rv_time, rv_instret, NULL, NULL, NULL};
+    tl_partition part = {NULL, TL_RV32_PART_SIZE, 1, part_active, part_begin, part_write, part_active, part_commit,
+                         0, NULL};
+    tl_device_cfg cfg = {"rv32", 0, 0, 0};
+    static tl_regions heap;
+    uint32_t size = sizeof arena;
+    tl_regions_init(&heap, arena, &size, 1);
+    tl_allocator mem = tl_regions_allocator(&heap);
+    tl_device_init(&dev, &tp, &part, &cfg, &mem);
     rv_write(NULL, (const uint8_t *)banner, sizeof banner - 1);
     tl_device_boot(&dev);
     for (;;) {

@@ -10,6 +10,7 @@
 #include "../core/crc.h"
 #include "../core/device.h"
 #include "../core/engine.h"
+#include "../core/heap.h"
 #include "../core/intmode.h"
 #include "../core/kernels.h"
 #include "../core/protocol.h"
@@ -395,6 +396,196 @@ static void test_intmode(void) {
     CHECK(tl_pow2f(-127) == 0.0f && tl_pow2f(0) == 1.0f && tl_pow2f(-126) == 1.17549435e-38f, "pow2f");
 }
 
+
+/* --- the device loop on a fake board: a clock that advances a fixed step per reading ----------------- */
+
+typedef struct {
+    char in[4096];
+    uint32_t in_len, in_pos;
+    char out[1 << 16];
+    uint32_t out_len;
+    uint64_t clock, tick;      /* µs; every time_us() call advances tick */
+    uint64_t yields[512];      /* clock at each yield */
+    uint32_t n_yields, toks_at_first_yield;
+    uint8_t flash[1 << 16], staging[1 << 16];
+    uint32_t erased[64][2];    /* erase calls (off, n) */
+    uint32_t n_erased, written_unerased;
+} fake_board;
+
+static int fb_read(void *c) {
+    fake_board *f = c;
+    return f->in_pos < f->in_len ? (uint8_t)f->in[f->in_pos++] : -1;
+}
+static void fb_write(void *c, const uint8_t *d, uint32_t n) {
+    fake_board *f = c;
+    if (f->out_len + n < sizeof f->out) memcpy(f->out + f->out_len, d, n), f->out_len += n;
+    f->out[f->out_len] = '\0';
+}
+static uint64_t fb_time(void *c) { fake_board *f = c; return f->clock += f->tick; }
+static void fb_yield(void *c) {
+    fake_board *f = c;
+    if (f->n_yields < 512) f->yields[f->n_yields] = f->clock;
+    if (f->n_yields == 0) f->toks_at_first_yield = strstr(f->out, "@TOK") != NULL;
+    f->n_yields++;
+}
+static const uint8_t *fb_active(void *c) { return ((fake_board *)c)->flash; }
+static const uint8_t *fb_staged(void *c) { return ((fake_board *)c)->staging; }
+static tl_err fb_begin(void *c, uint32_t size) { (void)c; (void)size; return TL_OK; }
+static tl_err fb_erase(void *c, uint32_t off, uint32_t n) {
+    fake_board *f = c;
+    if (f->n_erased < 64) f->erased[f->n_erased][0] = off, f->erased[f->n_erased][1] = n;
+    f->n_erased++;
+    memset(f->staging + off, 0xFF, n);
+    return TL_OK;
+}
+static tl_err fb_pwrite(void *c, uint32_t off, const uint8_t *d, uint32_t n) {
+    fake_board *f = c;
+    for (uint32_t i = 0; i < n; i++) f->written_unerased += f->staging[off + i] != 0xFF; /* NOR: erase first */
+    memcpy(f->staging + off, d, n);
+    return TL_OK;
+}
+static tl_err fb_commit(void *c, uint32_t size) {
+    fake_board *f = c;
+    memcpy(f->flash, f->staging, size);
+    return TL_OK;
+}
+
+static void fb_send(fake_board *f, const char *type, const char *k1, const char *v1, uint64_t id) {
+    tl_writer w;
+    tl_w_begin(&w, f->in + f->in_len, (uint32_t)(sizeof f->in - f->in_len), type);
+    tl_w_u64(&w, "id", id);
+    if (k1) tl_w_str(&w, k1, v1);
+    f->in_len += tl_w_end(&w);
+}
+
+static tl_device fb_dev;
+static uint8_t fb_ram[1 << 18] __attribute__((aligned(16)));
+
+static void fb_boot(fake_board *f, const uint32_t *regions, uint32_t n_regions, uint32_t yield_us) {
+    static tl_regions heap;
+    tl_regions_init(&heap, fb_ram, regions, n_regions);
+    tl_allocator mem = tl_regions_allocator(&heap);
+    tl_transport tp = {f, fb_read, fb_write, fb_time, NULL, NULL, NULL, fb_yield};
+    tl_partition part = {f, sizeof f->flash, 0, fb_active, fb_begin, fb_pwrite, fb_staged, fb_commit, 4096, fb_erase};
+    tl_device_cfg cfg = {"test", 0, 0, yield_us};
+    tl_device_init(&fb_dev, &tp, &part, &cfg, &mem);
+    tl_device_boot(&fb_dev);
+}
+
+/* runs the loop until it goes idle (at most `limit` polls); returns the polls */
+static int fb_run(int limit) {
+    int k = 0;
+    while (k < limit && tl_device_poll(&fb_dev) != TL_POLL_IDLE) k++;
+    return k;
+}
+
+static void test_device(void) {
+    static fake_board f;
+    memset(&f, 0, sizeof f);
+    uint32_t n = make_blob(f.flash, sizeof f.flash, &TF);
+    const char *msg;
+    tl_blob blob;
+    CHECK(tl_blob_parse(&blob, f.flash, n, &msg) == TL_OK, "device blob: %s", msg);
+    tl_plan plan;
+    CHECK(tl_engine_plan(&blob, 0, &plan) == TL_OK, "plan");
+    CHECK(plan.bytes[TL_BLOCK_KV] == 4 * 2 * 2 * 32 * 8 && plan.bytes[TL_BLOCK_ACT] == 4 * (4 * 16 + 2 * 40 + 4 * 32 + 256) &&
+          plan.bytes[TL_BLOCK_SCRATCH] == 8 * 256 + 4 * 32, "blocks: kv %u act %u scratch %u",
+          (unsigned)plan.bytes[0], (unsigned)plan.bytes[1], (unsigned)plan.bytes[2]);
+    CHECK(plan.bytes[0] + plan.bytes[1] + plan.bytes[2] + TL_IO_BUFFER_BYTES == tl_engine_ram_needed(&blob, 0),
+          "blocks add up to the RAM figure");
+
+    /* the blocks go one per region, largest first: 3 regions just big enough fit, total RAM alone does not */
+    uint32_t split[3] = {plan.bytes[2], plan.bytes[1], plan.bytes[0]};
+    fb_boot(&f, split, 3, 0);
+    CHECK(fb_dev.model == TL_MODEL_OK, "model fits three separate regions: %s", fb_dev.model_msg);
+    uint32_t short_kv[3] = {plan.bytes[0] - 4, plan.bytes[1], plan.bytes[2]}; /* total is enough */
+    fb_boot(&f, short_kv, 3, 0);
+    char want[160];
+    snprintf(want, sizeof want, "ram: largest free block %u B < needed %u B (kv_cache)", (unsigned)(plan.bytes[0] - 4),
+             (unsigned)plan.bytes[0]);
+    CHECK(fb_dev.model == TL_MODEL_BAD && strncmp(fb_dev.model_msg, want, strlen(want)) == 0,
+          "a KV cache bigger than every region: '%s'", fb_dev.model_msg);
+
+    /* yield: at least every yield_us of busy time, between steps, during the prompt too */
+    uint32_t one = sizeof fb_ram;
+    f.tick = 1000; /* 1 ms per clock reading: a step reads the clock a few times */
+    fb_boot(&f, &one, 1, 20000);
+    CHECK(fb_dev.model == TL_MODEL_OK, "model ok: %s", fb_dev.model_msg);
+    f.out_len = 0;
+    fb_send(&f, "GEN", "ids", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20", 1);
+    fb_run(1000);
+    CHECK(strstr(f.out, "@END id=1") != NULL, "generation ended: %s", f.out);
+    CHECK(f.n_yields >= 3, "yields during a generation: %u", (unsigned)f.n_yields);
+    uint64_t worst = 0;
+    for (uint32_t i = 1; i < f.n_yields && i < 512; i++)
+        if (f.yields[i] - f.yields[i - 1] > worst) worst = f.yields[i] - f.yields[i - 1];
+    CHECK(worst <= 20000 + 8 * f.tick, "longest gap between yields %llu us (promised 20000 + one step)",
+          (unsigned long long)worst);
+    CHECK(worst >= 20000, "no yield before the interval has passed (gap %llu)", (unsigned long long)worst);
+    CHECK(!f.toks_at_first_yield && fb_dev.engine.n_prompt == 20, "the first yield came while the 20-token prompt ran");
+
+    /* STOP lands between prompt tokens: a 31-token prompt stopped after two polls */
+    f.out_len = 0;
+    fb_send(&f, "GEN", "ids", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31", 2);
+    tl_device_poll(&fb_dev);
+    tl_device_poll(&fb_dev);
+    CHECK(fb_dev.gen_active && fb_dev.prefilling, "still running the prompt");
+    fb_send(&f, "STOP", NULL, NULL, 3);
+    fb_run(10);
+    CHECK(strstr(f.out, "@END id=2 n=0") && strstr(f.out, "reason=stop") && strstr(f.out, "@OK id=3"),
+          "STOP during the prompt: %s", f.out);
+    CHECK(fb_dev.engine.prefilled < 5, "the prompt was not run to the end (%u)", (unsigned)fb_dev.engine.prefilled);
+
+    /* STATE repeats the last END (a host that lost it asks) */
+    f.out_len = 0;
+    fb_send(&f, "STATE", NULL, NULL, 4);
+    fb_run(10);
+    CHECK(strstr(f.out, "@STATE id=4 busy=0 gen=2 n=0 us=") && strstr(f.out, "reason=stop"), "STATE: %s", f.out);
+
+    /* upload: erased sector by sector just ahead of the data, never written unerased */
+    memset(f.staging, 0x00, sizeof f.staging); /* stale flash */
+    f.out_len = 0;
+    f.n_erased = 0;
+    uint8_t sha[32];
+    char hex[65], line[TL_LINE_MAX];
+    tl_sha256_digest(f.flash, n, sha);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+    tl_writer w;
+    tl_w_begin(&w, line, sizeof line, "UPBEGIN");
+    tl_w_u64(&w, "id", 5);
+    tl_w_u64(&w, "size", n);
+    tl_w_str(&w, "sha", hex);
+    uint32_t ln = tl_w_end(&w);
+    for (uint32_t i = 0; i < ln; i++) tl_device_feed(&fb_dev, (uint8_t)line[i]);
+    CHECK(f.n_erased == 0 && strstr(f.out, "@OK id=5"), "UPBEGIN erases nothing: %s", f.out);
+    uint64_t id = 6;
+    static uint8_t copy[1 << 16];
+    memcpy(copy, f.flash, n);
+    for (uint32_t off = 0; off < n; off += TL_UPLOAD_CHUNK, id++) {
+        uint32_t c = n - off < TL_UPLOAD_CHUNK ? n - off : TL_UPLOAD_CHUNK;
+        uint32_t crc = tl_crc32(copy + off, c);
+        uint8_t cb[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+        tl_w_begin(&w, line, sizeof line, "UPDATA");
+        tl_w_u64(&w, "id", id);
+        tl_w_u64(&w, "off", off);
+        tl_w_hex(&w, "hex", copy + off, c);
+        tl_w_hex(&w, "crc", cb, 4);
+        ln = tl_w_end(&w);
+        for (uint32_t i = 0; i < ln; i++) tl_device_feed(&fb_dev, (uint8_t)line[i]);
+        if (off == 0) CHECK(f.n_erased == 1 && f.erased[0][0] == 0 && f.erased[0][1] == 4096, "first chunk: one sector");
+    }
+    uint32_t sectors = (n + 4095) / 4096, contiguous = 1;
+    for (uint32_t i = 0; i < f.n_erased && i < 64; i++) contiguous &= f.erased[i][0] == 4096 * i && f.erased[i][1] == 4096;
+    CHECK(f.n_erased == sectors && contiguous, "%u erases of one sector each, in order (want %u)", (unsigned)f.n_erased,
+          (unsigned)sectors);
+    CHECK(f.written_unerased == 0, "no byte written to unerased flash");
+    tl_w_begin(&w, line, sizeof line, "UPEND");
+    tl_w_u64(&w, "id", id);
+    ln = tl_w_end(&w);
+    for (uint32_t i = 0; i < ln; i++) tl_device_feed(&fb_dev, (uint8_t)line[i]);
+    CHECK(strstr(f.out, "@READY") && fb_dev.model == TL_MODEL_OK, "upload committed: %s", f.out + (f.out_len > 300 ? f.out_len - 300 : 0));
+}
+
 int main(void) {
     test_crc();
     test_intmode();
@@ -404,6 +595,7 @@ int main(void) {
     test_engine();
     test_sampler();
     test_protocol();
+    test_device();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

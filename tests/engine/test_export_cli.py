@@ -40,6 +40,9 @@ def test_export_records_blob_and_refuses_what_does_not_fit(cli, workspace, stori
     assert "will not fit esp32" in r.stderr and "RAM" in r.stderr and "context_len" in r.stderr
     assert not (workspace / "experiments" / stories / "model.int8.bin").exists()
     assert cli("set", stories, "device.context_len=128").returncode == 0
+    r = cli("export", stories, "--quant", "int8")  # the float KV cache is 160 KB in one piece
+    assert r.returncode == 2 and "largest free block" in r.stderr and "kv cache" in r.stderr
+    assert cli("set", stories, "quant.int_attention=true").returncode == 0  # int8 KV cache: 60 KB
     r = cli("export", stories, "--quant", "int8")
     assert r.returncode == 0, r.stderr
     meta = json.loads((workspace / "experiments" / stories / "meta.json").read_text())

@@ -143,7 +143,9 @@ def info_fields_match(info, path, board_name="host", ram_total=1 << 30):
     assert info.int("blob_size") == len(data) == info.int("flash")
     assert info["blob_sha"] == hashlib.sha256(data).hexdigest()
     assert info.int("ram") == ram
-    assert info.int("heap") == ram_total - ram
+    # heap: the real free heap after the model's blocks (the host clamps its one region to 256 MB)
+    region = min(ram_total - budget.IO_BUFFER_BYTES, 256 << 20)
+    assert info.int("heap") == region - (ram - budget.IO_BUFFER_BYTES) == info.int("heap_block")
     assert info["board"] == board_name and info["proto"] == "1"
 
 

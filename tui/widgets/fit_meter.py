@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.config.budget import Budget, fmt_bytes
+from engine.config.budget import Budget, blocks, fmt_bytes
 
 BAR_WIDTH = 16
 
@@ -40,7 +40,14 @@ def budget_lines(b: Budget) -> list[Text]:
         head,
         bar("flash", b.blob_bytes[b.method], b.board.flash_model_bytes),
         bar("RAM", b.ram_total, b.board.ram_bytes),
+        # the chip's heap is split in regions: the biggest block must fit its largest one
+        bar("block", max(blocks(b.ram).values()), b.board.largest_block),
     ]
+    placed = b.placement
+    if not placed.ok and b.ram_total <= b.board.ram_bytes:
+        lines.append(Text(f"largest block {fmt_bytes(placed.largest_left)} < needed "
+                          f"{fmt_bytes(placed.needed)} ({placed.failed.replace('_', ' ')})",
+                          style="bold red"))
     ram = [f"{part.replace('_', ' ')} {fmt_bytes(n)}" for part, n in b.ram.items()
            if part != "total" and n]
     lines.append(Text("RAM: " + ", ".join(ram), style="dim"))

@@ -1,0 +1,2 @@
+#pragma once
+#define CONFIG_IDF_TARGET_ESP32 1
