@@ -121,7 +121,9 @@ class MetricsWatch(threading.Thread):
 def interleaved(ws, exp, rounds: int, seconds: float) -> tuple[list[float], list[float], list[float]]:
     watch = MetricsWatch(exp.folder / "metrics.jsonl")
     watch.start()
-    time.sleep(seconds / 2)  # start-up and warm-up of the run, outside every window
+    deadline = time.monotonic() + 120
+    while len(watch.records) < 3 and time.monotonic() < deadline:  # start-up and warm-up of the
+        time.sleep(0.2)  # run (data, first steps), outside every window
     without, with_app, app_cpu = [], [], []
     order = [False, True, True, False] * ((rounds + 1) // 2)
     try:
@@ -226,6 +228,9 @@ def main() -> None:
           f"{load_after[0]:.2f}")
     print("tok/s without the app: " + ", ".join(f"{v:,.0f}" for v in without))
     print("tok/s with the app:    " + ", ".join(f"{v:,.0f}" for v in with_app))
+    with_app, without = [v for v in with_app if v == v], [v for v in without if v == v]  # nan: a
+    if not with_app or not without:  # window without two records (a run slower than the window)
+        sys.exit("too few metrics records per window: give --seconds more")
     ratio = statistics.median(with_app) / statistics.median(without)
     print(f"with / without (medians) = {ratio:.2f}x; app CPU while plotting "
           f"{statistics.median(app_cpu):.1f}% of one core ({min(app_cpu):.1f}-{max(app_cpu):.1f})")
