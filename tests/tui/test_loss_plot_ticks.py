@@ -3,9 +3,11 @@ it shows changes."""
 
 from __future__ import annotations
 
+import time
+
 from textual.app import App, ComposeResult
 
-from tui.widgets.loss_plot import LossPlot, fmt_step, step_ticks
+from tui.widgets.loss_plot import LossPlot, decimate, fmt_step, step_ticks
 
 
 def test_step_ticks_are_round_and_inside_the_range():
@@ -35,3 +37,36 @@ async def test_figure_is_built_once_per_change():
         plot.add_points("train", [4], [1.4])
         await pilot.pause(0.6)
         assert plot._cache is not built and plot._cache[0][0] == plot._version
+
+
+def test_decimate_keeps_each_runs_extremes_in_step_order():
+    xs = list(range(10_000))
+    ys = [1.0] * 10_000
+    ys[4321], ys[777] = 9.0, -5.0  # a spike and a dip: every-k-th picking would lose both
+    dx, dy = decimate(xs, ys, 60)
+    assert len(dx) <= 120 and dx == sorted(dx)
+    points = set(zip(dx, dy, strict=True))
+    assert (4321, 9.0) in points and (777, -5.0) in points
+    assert decimate(xs[:100], ys[:100], 60) == (xs[:100], ys[:100])  # few points: untouched
+
+
+async def test_a_toggle_redraws_now_while_data_redraws_wait():
+    class One(App):
+        def compose(self) -> ComposeResult:
+            yield LossPlot("loss")
+
+    app = One()
+    async with app.run_test(size=(60, 16)) as pilot:
+        plot = app.query_one(LossPlot)
+        plot.set_series("train", [1, 2, 3, 4], [3.0, 2.0, 1.5, 1.4])
+        await pilot.pause(0.3)
+        plot._build_s = 0.5  # a slow machine: data redraws wait 10 s (CPU_SHARE)
+        plot._last_draw = time.monotonic()
+        version = plot._version
+        plot.add_points("train", [5], [1.3])
+        await pilot.pause(0.2)
+        assert plot._version == version and plot.pending  # throttled
+        plot.set_smoothing(0.8)
+        await pilot.pause(0.2)
+        assert plot._version == version + 1 and not plot.pending  # drawn at once, with the point
+        assert plot._cache is not None and plot._cache[0][0] == plot._version

@@ -8,6 +8,13 @@ interval also grows with the measured cost of the last build, keeping the plot u
 core (the app must stay light beside the training it watches). A built figure is reused until the
 data, the size or the theme changes. Smoothing is an exponential moving average, the same one people
 read in TensorBoard, applied at draw time so the raw points are never lost.
+
+A plotext build costs about linearly in points (measured: 50 points ~25 ms, 1,000 ~150 ms, 5,000
+~600 ms at 120x28 on this machine kind), and a long run logs thousands: each series is cut to the
+lowest and highest value of each pair of columns before it is drawn (`decimate`), which the eye
+cannot tell from the whole. A toggle the user pressed redraws at once (the throttle is for data);
+a plot coming back into view shows the figure it has and brings it up to date right after, so a tab
+switch is not held up by a build.
 """
 
 from __future__ import annotations
@@ -40,6 +47,27 @@ def ema(values: list[float], weight: float) -> list[float]:
         norm = weight * norm + (1 - weight)
         out.append(avg / norm)
     return out
+
+
+def decimate(xs: list[float], ys: list[float], buckets: int) -> tuple[list[float], list[float]]:
+    """At most 2 * `buckets` points: per run of consecutive points, its lowest and its highest, in
+    step order (spikes survive, unlike taking every k-th point)."""
+    n = len(xs)
+    if n <= 2 * buckets or buckets < 1:
+        return xs, ys
+    out_x: list[float] = []
+    out_y: list[float] = []
+    for b in range(buckets):
+        lo, hi = b * n // buckets, (b + 1) * n // buckets
+        if hi <= lo:
+            continue
+        chunk = range(lo, hi)
+        i_min = min(chunk, key=ys.__getitem__)
+        i_max = max(chunk, key=ys.__getitem__)
+        for i in sorted({i_min, i_max}):
+            out_x.append(xs[i])
+            out_y.append(ys[i])
+    return out_x, out_y
 
 
 def step_ticks(lo: float, hi: float, most: int = 7) -> list[int]:
@@ -82,6 +110,8 @@ class LossPlot(PlotextPlot):
         self._version = 0  # bumped by each _draw: the cached figure is for one version
         self._cache: tuple[tuple[Any, ...], Any] | None = None
         self._pending = False
+        self._timer: Any = None  # the throttled redraw waiting, if any
+        self._shown_at: int | None = None  # set when the plot comes into view
 
     # ---- data ----------------------------------------------------------------------------------------
 
@@ -102,8 +132,9 @@ class LossPlot(PlotextPlot):
         self.request_redraw()
 
     def set_smoothing(self, weight: float) -> None:
+        """A key the user pressed: drawn now, not at the data's throttled pace."""
         self.smoothing = min(max(weight, 0.0), 0.99)
-        self.request_redraw()
+        self.redraw_now()
 
     # ---- drawing -------------------------------------------------------------------------------------
 
@@ -124,12 +155,29 @@ class LossPlot(PlotextPlot):
         if wait <= 0:
             self.call_later(self._draw)
         else:
-            self.set_timer(wait, self._draw)
+            self._timer = self.set_timer(wait, self._draw)
+
+    def redraw_now(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._pending = True
+        self.call_later(self._draw)
+
+    def on_show(self) -> None:
+        self._shown_at = self._version
 
     def render(self) -> Any:
         key = (self._version, self.title, self.size.width, self.size.height, self.app.theme)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
+        if (self._shown_at is not None and self._cache is not None
+                and self._cache[0][1:] == key[1:]):
+            # back in view with newer data: this frame shows the figure we have, the next the new one
+            self._shown_at = None
+            self.call_after_refresh(self.refresh)
+            return self._cache[1]
+        self._shown_at = None
         start = time.perf_counter()
         figure = super().render()
         self._build_s = time.perf_counter() - start
@@ -138,6 +186,7 @@ class LossPlot(PlotextPlot):
 
     def _draw(self) -> None:
         self._pending = False
+        self._timer = None
         self._version += 1
         self._last_draw = time.monotonic()
         plt = self.plt
@@ -151,10 +200,11 @@ class LossPlot(PlotextPlot):
                 continue
             smoothed = s.smooth and self.smoothing and len(s.values) > 2
             values = ema(s.values, self.smoothing) if smoothed else s.values
+            steps, values = decimate(s.steps, values, max(8, (self.size.width or 100) // 2))
             kwargs = {"label": name, "marker": s.marker}
             if s.color:
                 kwargs["color"] = s.color
-            plt.plot(s.steps, values, **kwargs)
+            plt.plot(steps, values, **kwargs)
             drawn = True
         if drawn:
             lo = min(s.steps[0] for s in self.series.values() if s.steps)

@@ -33,30 +33,17 @@ SERIES_COLORS = [(0, 175, 255), (255, 160, 0), (190, 120, 255), (0, 210, 170), (
 
 
 class SeriesPlot(LossPlot):
-    """LossPlot with time on the x axis (seconds since the monitor started), whose figure is built
-    once per redraw: PlotextPlot builds it on every render, and a live log beside it makes the
-    screen lay out several times a second — each of those would cost a plotext build (~20-100 ms)
-    on the event loop."""
+    """LossPlot with time on the x axis (seconds since the monitor started). LossPlot reuses its
+    built figure until the data, size or theme change: a live log beside it makes the screen lay
+    out several times a second, and a plotext build per layout would cost 20-100 ms each."""
 
     DEFAULT_CSS = """
     SeriesPlot { height: 10; min-height: 6; }
     """
 
-    def __init__(self, title: str = "", *, id: str | None = None) -> None:
-        super().__init__(title, id=id)
-        self._draws = 0
-        self._built: tuple[tuple[int, int, int, str], Any] | None = None
-
     def _draw(self) -> None:
         super()._draw()
         self.plt.xlabel("seconds")  # drawn at the next render, after super()'s refresh request
-        self._draws += 1
-
-    def render(self) -> Any:
-        key = (self._draws, self.size.width, self.size.height, self.app.theme)
-        if self._built is None or self._built[0] != key:
-            self._built = (key, super().render())
-        return self._built[1]
 
 
 class MonitorLog(Log):
