@@ -60,8 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tl_partition part = {&fk, CAP, 0, f_active, f_begin, f_write_part, f_staged, f_commit, 0, NULL};
     tl_device_cfg cfg = {"fuzz", 0, 0, 0};
     static tl_regions heap;
-    uint32_t size = sizeof arena;
-    tl_regions_init(&heap, arena, &size, 1);
+    uint32_t arena_size = sizeof arena;
+    tl_regions_init(&heap, arena, &arena_size, 1);
     tl_allocator mem = tl_regions_allocator(&heap);
     tl_device_init(&dev, &tp, &part, &cfg, &mem);
     tl_device_boot(&dev);
