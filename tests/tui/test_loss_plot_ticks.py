@@ -10,6 +10,11 @@ from textual.app import App, ComposeResult
 from tui.widgets.loss_plot import LossPlot, decimate, fmt_step, step_ticks
 
 
+class OnePlot(App):
+    def compose(self) -> ComposeResult:
+        yield LossPlot("loss")
+
+
 def test_step_ticks_are_round_and_inside_the_range():
     assert step_ticks(25, 600) == [100, 200, 300, 400, 500, 600]
     assert step_ticks(0, 150) == [0, 50, 100, 150]
@@ -20,11 +25,7 @@ def test_step_ticks_are_round_and_inside_the_range():
 
 
 async def test_figure_is_built_once_per_change():
-    class One(App):
-        def compose(self) -> ComposeResult:
-            yield LossPlot("loss")
-
-    app = One()
+    app = OnePlot()
     async with app.run_test(size=(60, 16)) as pilot:
         plot = app.query_one(LossPlot)
         plot.set_series("train", [1, 2, 3], [3.0, 2.0, 1.5])
@@ -51,11 +52,7 @@ def test_decimate_keeps_each_runs_extremes_in_step_order():
 
 
 async def test_a_toggle_redraws_now_while_data_redraws_wait():
-    class One(App):
-        def compose(self) -> ComposeResult:
-            yield LossPlot("loss")
-
-    app = One()
+    app = OnePlot()
     async with app.run_test(size=(60, 16)) as pilot:
         plot = app.query_one(LossPlot)
         plot.set_series("train", [1, 2, 3, 4], [3.0, 2.0, 1.5, 1.4])
