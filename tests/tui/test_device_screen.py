@@ -401,6 +401,7 @@ async def test_chat_three_columns_greedy_history_and_stop(demo):
         assert "device = reference for all 12 tokens" in verdict
         stats = text_of(cols.query_one("#stats-device", Static))
         assert "12 tokens" in stats and "ms/token" in stats and "tok/s" in stats
+        assert stats.rstrip().endswith("· max tokens"), stats  # why it ended, in words
 
         # the engine wrote the transcript; the history shows the new turn
         day = sorted((store.folder(DEMO) / "chats").glob("*.jsonl"))[-1]
