@@ -79,6 +79,12 @@ def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
         fields = checkpoint_fields(path, with_config=True)
         if isinstance(fields.get("config"), dict):
             check_checkpoint(exp, fields, path)
+        max_steps = exp.config.train.max_steps
+        if isinstance(fields.get("step"), int) and fields["step"] >= max_steps:
+            # the run would start (seconds of torch import), find nothing to do, and say "done"
+            raise UserError(f"'{exp.name}' already trained its {max_steps} steps "
+                            f"(train.max_steps): raise it (`tinylm set {exp.name} "
+                            f"train.max_steps={max_steps * 2}`, or e in the app), then resume")
     info = read_lock(exp.folder)
     if info is not None and info.is_alive():
         raise LockHeld(f"'{exp.name}' is already running (pid {info.pid}); "
