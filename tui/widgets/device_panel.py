@@ -56,7 +56,7 @@ class DevicePanel(Vertical):
     DevicePanel { height: 1fr; }
     DevicePanel > #dev-status { height: 1; padding: 0 1; background: $boost; }
     DevicePanel > #dev-body { height: 1fr; }
-    DevicePanel #dev-left { width: 46; border-right: vkey $primary-darken-2; }
+    DevicePanel #dev-left { width: 46; max-width: 38%; border-right: vkey $primary-darken-2; }
     DevicePanel #dev-left > .dev-heading { padding: 0 1; text-style: bold; color: $accent; }
     DevicePanel #dev-exp { margin: 0 1; }
     DevicePanel #dev-tabs { width: 1fr; }
