@@ -148,7 +148,8 @@ def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
             out(f"virtual board (download mode) on {board.port} ({board.chip}, flash image "
                 f"{board.flash_image}; `tinylm flash NAME --port {board.port}`; Ctrl-C stops it)")
             sys.stdout.flush()
-            stop_signals = {signal.SIGINT, signal.SIGTERM}
+            # Ctrl-C, a kill, or its terminal closed (SIGHUP): the board stops and cleans up
+            stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
             signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
             signal.sigwait(stop_signals)
         finally:

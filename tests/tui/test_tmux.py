@@ -33,7 +33,7 @@ from typing import Callable
 import pytest
 
 from engine.blob.export import export
-from engine.device.boards import running_boards
+from engine.device.boards import registry_dir, running_boards
 from engine.store.experiments import Store
 from tests.conftest import REPO
 from tests.tui.helpers import TINY, cli_env, copy_demo, make
@@ -222,6 +222,7 @@ def test_device_journey_in_a_real_terminal(ws, trained):
         banner = tmux.wait(lambda s: "virtual board (download mode) on /dev/" in s, target="board",
                            what="the download-mode board's banner")
         pty = re.search(r"on (/dev/\S+)", banner).group(1)
+        image_dir = Path(re.search(r"flash image (\S+?);", banner).group(1)).parent
 
         tmux.wait(lambda s: " tiny " in s and "KB int8" in row_of(s, "tiny"), what="home")
         tmux.keys("D")
@@ -271,8 +272,16 @@ def test_device_journey_in_a_real_terminal(ws, trained):
         while app_pid(ws) is not None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert app_pid(ws) is None, f"q did not end the app:\n{tmux.screen()}"
+
+        tmux("kill-window", "-t", "app:board")  # its terminal closed: the board stops, cleaned up
+        entries = lambda: list(registry_dir(ws).glob("*.json"))  # noqa: E731
+        deadline = time.monotonic() + 15
+        while (entries() or image_dir.exists()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not entries() and not image_dir.exists(), \
+            "the board left its registry entry or flash image behind when its terminal closed"
     finally:
         tmux.close()
         kill_app(ws)
-        for board in running_boards(ws):  # normally gone with its terminal
-            os.kill(board.pid, signal.SIGKILL)
+        for board in running_boards(ws):  # a failed test: end it, let it clean its flash image
+            os.kill(board.pid, signal.SIGTERM)
