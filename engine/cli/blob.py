@@ -125,7 +125,8 @@ def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
         try:
             out(banner.format(port=board.port))
             sys.stdout.flush()
-            stop_signals = {signal.SIGINT, signal.SIGTERM}
+            # Ctrl-C, a kill, or its terminal closed (SIGHUP): the board stops and cleans up
+            stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
             # blocked, then waited for: Ctrl-C or a kill both end here and the board is stopped
             signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
             signal.sigwait(stop_signals)

@@ -7,6 +7,7 @@ flags, draws the progress bar on stderr and prints the outcome."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -137,13 +138,22 @@ def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
                         "yet; start it, then `tinylm flash NAME --port <its pty>`")
     board = DownloadModeBoard(Path(args.flash_image) if args.flash_image else None,
                               chip=args.chip or "esp32", boot_banner=args.boot_banner)
+    from engine.device import boards
+
     with board:
-        out(f"virtual board (download mode) on {board.port} ({board.chip}, flash image "
-            f"{board.flash_image}; `tinylm flash NAME --port {board.port}`; Ctrl-C stops it)")
-        sys.stdout.flush()
-        stop_signals = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-        signal.sigwait(stop_signals)
+        # listed by `tinylm ports` and the app's port picker while it runs, as app-mode boards are
+        entry = boards.register(ws.root, boards.BoardEntry(
+            pid=os.getpid(), port=board.port, kind="download", started=time.time()))
+        try:
+            out(f"virtual board (download mode) on {board.port} ({board.chip}, flash image "
+                f"{board.flash_image}; `tinylm flash NAME --port {board.port}`; Ctrl-C stops it)")
+            sys.stdout.flush()
+            # Ctrl-C, a kill, or its terminal closed (SIGHUP): the board stops and cleans up
+            stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            signal.sigwait(stop_signals)
+        finally:
+            boards.unregister(entry)
     return 0
 
 

@@ -19,7 +19,8 @@ REGISTRY = Path(".tinylm") / "boards"
 class BoardEntry:
     pid: int  # the `tinylm board` process
     port: str  # what --port takes to reach it (/dev/pts/N, socket://127.0.0.1:PORT)
-    kind: str  # "virtual" (host firmware on a pty) or "rv32" (qemu)
+    kind: str  # "virtual" (host firmware on a pty), "rv32" (qemu) or "download" (a virtual ESP32
+    #            started in its ROM bootloader: esptool flashes it, then it runs the firmware)
     experiment: str = ""  # whose blob it serves ("" for --blob / --flash-image)
     blob_sha: str = ""  # sha256 of the blob it serves ("" when unknown)
     started: float = 0.0  # time.time() at start

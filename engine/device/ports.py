@@ -34,6 +34,11 @@ USB_IDS: dict[tuple[int, int], tuple[str, str]] = {
 }
 ESPRESSIF_VID = 0x303A
 
+BOARD_LABELS = {  # a running `tinylm board`, by its registry kind
+    "virtual": "virtual board (host firmware)",
+    "rv32": "emulated rv32 board (qemu)",
+    "download": "virtual ESP32 started in download mode (esptool flashes it)",
+}
 PSEUDO_PORTS = {
     "virtual": "virtual board: the host firmware on a pty, started for the command",
     "rv32": "emulated board: the rv32 firmware under qemu, started for the command",
@@ -51,6 +56,7 @@ class PortInfo:
     description: str = ""  # what the OS reports (product string)
     reset: str = ""  # "dtr-rts", "usb-jtag", "none" (real ports), "protocol" (@RESET)
     process: int | None = None  # the `tinylm board` serving it
+    board: str = ""  # a `tinylm board`'s kind: "virtual", "rv32" or "download" (flashed by esptool)
     experiment: str = ""
     blob_sha: str = ""
 
@@ -94,11 +100,11 @@ def list_ports(workspace_root: Path | None = None) -> list[PortInfo]:
     ports = serial_ports()
     if workspace_root is not None:
         for b in running_boards(workspace_root):
-            what = "virtual board (host firmware)" if b.kind == "virtual" else \
-                "emulated rv32 board (qemu)"
+            what = BOARD_LABELS.get(b.kind, f"{b.kind} board")
             ports.append(PortInfo(device=b.port, kind="board",
                                   label=f"{what} of `tinylm board` pid {b.pid}", reset="protocol",
-                                  process=b.pid, experiment=b.experiment, blob_sha=b.blob_sha))
+                                  process=b.pid, experiment=b.experiment, blob_sha=b.blob_sha,
+                                  board=b.kind))
     ports += [PortInfo(device=name, kind="pseudo", label=text, reset="protocol")
               for name, text in PSEUDO_PORTS.items()]
     return ports

@@ -66,10 +66,12 @@ def check_run_options(jobs: int = 1, nproc: int = 1, lora: int = 0) -> None:
 
 
 def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
-                   init_from: str | None = None, lora: int = 0, nproc: int = 1) -> subprocess.Popen:
+                   init_from: str | None = None, lora: int = 0, nproc: int = 1,
+                   refuse_finished: bool = True) -> subprocess.Popen:
     """Launch the train subprocess detached; refuses if the experiment is already running, and
     validates config.toml here first: a hand-edited config that does not parse is exit 2 naming the
-    key, not a failed background run."""
+    key, not a failed background run. A resume of a run already at train.max_steps is refused too
+    (`refuse_finished`; the queue passes False: there the run just ends as done, not failed)."""
     check_run_options(nproc=nproc, lora=lora)
     exp.config  # noqa: B018  (parses and validates; raises ConfigError)
     if resume and exp.path("ckpt.pt").exists():
@@ -79,6 +81,12 @@ def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
         fields = checkpoint_fields(path, with_config=True)
         if isinstance(fields.get("config"), dict):
             check_checkpoint(exp, fields, path)
+        max_steps = exp.config.train.max_steps
+        if refuse_finished and isinstance(fields.get("step"), int) and fields["step"] >= max_steps:
+            # the run would start (seconds of torch import), find nothing to do, and say "done"
+            raise UserError(f"'{exp.name}' already trained its {max_steps} steps "
+                            f"(train.max_steps): raise it (`tinylm set {exp.name} "
+                            f"train.max_steps={max_steps * 2}`, or e in the app), then resume")
     info = read_lock(exp.folder)
     if info is not None and info.is_alive():
         raise LockHeld(f"'{exp.name}' is already running (pid {info.pid}); "
@@ -294,8 +302,8 @@ def drain_queue(store: Store, ws: Workspace, poll_s: float = 0.5) -> None:
                     exp = store.load(entry["name"])
                     if exp.meta.get("status") != "queued":
                         continue  # removed or started by hand meanwhile
-                    running[entry["name"]] = start_training(exp, ws, resume=entry.get("resume",
-                                                                                        False))
+                    running[entry["name"]] = start_training(
+                        exp, ws, resume=entry.get("resume", False), refuse_finished=False)
                 except (UserError, OSError) as e:
                     try:
                         store.load(entry["name"]).update_meta(status="failed", error=str(e))

@@ -231,6 +231,8 @@ def test_resume_from_scratch_says_so_and_the_damaged_checkpoint_hint_works(tl, w
     assert code == 0, err
     assert "'s' has no checkpoint yet, so there is nothing to resume: training it from step 0" in out
     assert "resumed" not in out and "s: done at step 10" in out
+    code, _, err = tl("resume", "s")  # nothing left to do: said before a run is started
+    assert code == 2 and "already trained its 10 steps" in err and "train.max_steps=20" in err
     best_step = load_checkpoint(exp.path("best.pt"))["step"]
     data = exp.path("ckpt.pt").read_bytes()
     exp.path("ckpt.pt").write_bytes(data[: len(data) // 2])

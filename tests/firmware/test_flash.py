@@ -5,6 +5,7 @@ then the host firmware booted from that image on the same pty. No mocks."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import struct
@@ -240,6 +241,8 @@ def test_cli_board_download_mode_then_flash_and_a_wrong_chip(board, ws_with_blob
             line = proc.stdout.readline()
             assert line.startswith("virtual board (download mode) on /dev/pts/"), line
             ports[chip] = line.split(" on ")[1].split(" ")[0]
+        listed = json.loads(run_cli(ws, "ports", "--json").stdout)  # the registry has them
+        assert {p["device"] for p in listed if p["board"] == "download"} == set(ports.values())
         ok = run_cli(ws, "flash", "tiny", "--port", ports["esp32"])
         assert ok.returncode == 0, ok.stderr
         assert "verified on the board" in ok.stdout and "KB/s" in ok.stderr
@@ -252,3 +255,4 @@ def test_cli_board_download_mode_then_flash_and_a_wrong_chip(board, ws_with_blob
         for proc in procs.values():
             proc.send_signal(signal.SIGINT)
             proc.wait(10)
+    assert not any(p["board"] for p in json.loads(run_cli(ws, "ports", "--json").stdout))

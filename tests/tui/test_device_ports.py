@@ -32,3 +32,13 @@ def test_typed_ports() -> None:
     assert parse_typed("/dev/ttyUSB0").kind == "serial"
     with pytest.raises(UserError, match="socket://host:port"):
         parse_typed("socket://nohost")
+
+
+def test_download_mode_board_listed_and_flashed_through_esptool(tmp_path: Path) -> None:
+    """`tinylm board --download-mode` in another terminal: the picker lists it as a port esptool
+    writes to (a ROM bootloader has no protocol upload), not as a board the tab starts."""
+    register(tmp_path, BoardEntry(pid=os.getpid(), port="/dev/pts/78", kind="download",
+                                  started=time.time()))
+    (rom,) = [c for c in list_ports(tmp_path) if c.value == "/dev/pts/78"]
+    assert rom.kind == "serial" and not rom.pseudo
+    assert rom.label == "/dev/pts/78  ESP32 in download mode"

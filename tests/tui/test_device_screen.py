@@ -203,6 +203,21 @@ async def test_connect_info_reset_tabs_quant_palette_restart_disconnect(demo):
 
 @pytest.mark.skipif(shutil.which(RV_CC) is None or shutil.which(QEMU) is None,
                     reason="rv32 toolchain / qemu not installed (CI installs them)")
+async def test_port_list_follows_boards_started_elsewhere(demo):
+    """A board plugged in (or a `tinylm board` started in another terminal) after the tab opened
+    shows up without a key; the highlighted port stays where the user put it."""
+    store, ws = demo
+    ports = list(PSEUDO)
+    async with DeviceHost(store, ws, DEMO, ports=lambda: list(ports)).run_test(size=SIZE) as pilot:
+        panel = await opened(pilot)
+        await until(pilot, lambda: panel.picker.highlighted is not None, "a port highlighted")
+        panel.picker.select("rv32")
+        ports.insert(0, PortChoice("/dev/pts/99", "/dev/pts/99  ESP32 in download mode", "serial"))
+        await until(pilot, lambda: "/dev/pts/99" in [c.value for c in panel.picker.choices],
+                    "the new port listed", timeout=15)
+        assert panel.picker.highlighted.value == "rv32"
+
+
 async def test_rv32_board_shows_instructions_and_the_esp32c3_projection(demo):
     store, ws = demo
     async with DeviceHost(store, ws, DEMO).run_test(size=SIZE) as pilot:
@@ -386,6 +401,7 @@ async def test_chat_three_columns_greedy_history_and_stop(demo):
         assert "device = reference for all 12 tokens" in verdict
         stats = text_of(cols.query_one("#stats-device", Static))
         assert "12 tokens" in stats and "ms/token" in stats and "tok/s" in stats
+        assert stats.rstrip().endswith("· max tokens"), stats  # why it ended, in words
 
         # the engine wrote the transcript; the history shows the new turn
         day = sorted((store.folder(DEMO) / "chats").glob("*.jsonl"))[-1]
@@ -393,6 +409,12 @@ async def test_chat_three_columns_greedy_history_and_stop(demo):
         assert last["prompt"] == "Once upon a time"
         assert last["streams"]["device"]["ids"] == last["streams"]["reference"]["ids"]
         await until(pilot, lambda: len(panel.chat.turns) == turns_before + 1, "the history")
+
+        # esc leaves the prompt (the panel's letter keys work again); t on the Chat tab comes back
+        await keys(pilot, "escape")
+        await until(pilot, lambda: not prompt.has_focus, "esc left the prompt")
+        await keys(pilot, "t")
+        await until(pilot, lambda: prompt.has_focus, "t on the Chat tab focused the prompt")
 
         # esc stops all three (the numpy reference is the slow one: it is still running)
         panel.chat.knobs.set(temperature=0.8, max_tokens=120)

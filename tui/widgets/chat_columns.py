@@ -21,6 +21,8 @@ from textual.widgets import Static
 STREAMS = ("torch", "reference", "device")
 TITLES = {"torch": "PyTorch", "reference": "Reference", "device": "Device"}
 MARK = {"reference": "bold black on yellow", "device": "bold white on red"}
+# why a stream ended (the engine's and the firmware's short codes), in words under its column
+END_REASONS = {"max": "max tokens", "eos": "end of text", "ctx": "context full", "stop": "stopped"}
 
 
 @dataclass
@@ -135,7 +137,7 @@ class ChatColumns(Vertical):
             c.stats = stream_stats(r.first_token_s, r.ms_per_token, r.tok_per_s, len(r.ids),
                                    r.board_tok_per_s if s == "device" else None)
             if r.reason:
-                c.stats += f" · {r.reason}"
+                c.stats += f" · {END_REASONS.get(r.reason, r.reason)}"
             self._draw_column(s)
         self.verdict(verdict_text(result.divergence, result.float_divergence, result.params,
                                   len(result.streams["reference"].ids), result.stopped))

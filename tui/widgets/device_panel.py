@@ -48,6 +48,7 @@ from .serial_monitor import SerialMonitor
 FLUSH_S = 0.1  # the monitor takes what arrived ~10 times a second
 FLASHABLE = ("esp32", "esp32-s3", "esp32-c3")
 SERIES_POINTS = 600  # points kept per `label:value` series for the plot
+PORTS_EVERY_S = 2.0  # the port list follows boards plugged in or started elsewhere (`tinylm board`)
 
 
 class DevicePanel(Vertical):
@@ -55,7 +56,7 @@ class DevicePanel(Vertical):
     DevicePanel { height: 1fr; }
     DevicePanel > #dev-status { height: 1; padding: 0 1; background: $boost; }
     DevicePanel > #dev-body { height: 1fr; }
-    DevicePanel #dev-left { width: 46; border-right: vkey $primary-darken-2; }
+    DevicePanel #dev-left { width: 46; max-width: 38%; border-right: vkey $primary-darken-2; }
     DevicePanel #dev-left > .dev-heading { padding: 0 1; text-style: bold; color: $accent; }
     DevicePanel #dev-exp { margin: 0 1; }
     DevicePanel #dev-tabs { width: 1fr; }
@@ -75,6 +76,9 @@ class DevicePanel(Vertical):
                 tooltip="Which blob: f32, int8 or ternary"),
         Binding("m", "show_monitor", "Monitor", id="device.monitor"),
         Binding("t", "show_chat", "Chat", id="device.chat", tooltip="Chat tab, prompt focused"),
+        # on the Chat tab `t` is hidden (the tab is open) but still goes back to the prompt
+        Binding("t", "focus_prompt", "Prompt", id="device.prompt", show=False,
+                tooltip="Back to the chat prompt (after esc left it)"),
         Binding("space", "pause", "Pause", id="device.pause", key_display="␣",
                 tooltip="Pause / resume the monitor (lines are still counted and saved)"),
         Binding("slash", "filter", "Filter", id="device.filter",
@@ -126,6 +130,7 @@ class DevicePanel(Vertical):
         self.chatting = False
         self.last_turn: Any = None  # the TurnResult of the last turn that ran (None if it failed)
         self._timer: Any = None
+        self._ports_seen = False  # the first listing highlights the default port; later ones keep
 
     def compose(self) -> ComposeResult:
         yield Static("", id="dev-status")
@@ -178,6 +183,7 @@ class DevicePanel(Vertical):
         if self.exp_name in names:
             select.value = self.exp_name
         self._list_ports()
+        self.set_interval(PORTS_EVERY_S, self._poll_ports)
         if self.exp_name:
             self._load_target(self.exp_name)
         else:
@@ -253,13 +259,18 @@ class DevicePanel(Vertical):
 
     # ---- ports and the session -------------------------------------------------------------------
 
+    def _poll_ports(self) -> None:
+        """Only while someone can see the list (not under another screen or in a hidden tab)."""
+        if self.screen.is_current and self.picker.is_on_screen:
+            self._list_ports()
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="dev-ports")
     def _list_ports(self) -> None:
         self.post_message(PortsListed(self.ports_source()))
 
     @on(PortsListed)
     def _ports_listed(self, event: PortsListed) -> None:
-        first = not self.picker.choices or self.picker.choices == list(PSEUDO)
+        first, self._ports_seen = not self._ports_seen, True
         self.picker.set_ports(event.ports)
         if first:  # start on the port the experiment (or the workspace) names
             self.picker.select(self.target.port if self.target and self.target.port
@@ -525,6 +536,8 @@ class DevicePanel(Vertical):
             return tab != "dev-monitor"
         if action == "show_chat":
             return tab != "dev-chat"
+        if action == "focus_prompt":
+            return tab == "dev-chat"
         if action == "stop":
             return self.chatting or self.flashing or isinstance(self.app.focused, Input)
         if action in ("info", "reset_board"):
@@ -582,6 +595,9 @@ class DevicePanel(Vertical):
     def action_show_chat(self) -> None:
         self.query_one(TabbedContent).active = "dev-chat"
         self.call_after_refresh(self.chat.focus_prompt)  # focusable once the pane is shown
+
+    def action_focus_prompt(self) -> None:
+        self.chat.focus_prompt()
 
     def action_pause(self) -> None:
         self.monitor.toggle_pause()

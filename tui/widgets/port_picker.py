@@ -43,7 +43,10 @@ class PortPicker(Vertical):
                     compact=True)
 
     def set_ports(self, choices: list[PortChoice]) -> None:
-        """Replace the list, keeping the highlighted port if it is still there."""
+        """Replace the list, keeping the highlighted port if it is still there (the same list
+        again, as the panel's periodic refresh mostly finds, changes nothing)."""
+        if list(choices) == self.choices:
+            return
         options = self.query_one(OptionList)
         current = self.highlighted
         self.choices = list(choices)

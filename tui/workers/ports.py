@@ -43,6 +43,9 @@ PSEUDO_KINDS = {p.kind for p in PSEUDO}
 
 def from_info(info: PortInfo) -> PortChoice:
     """One picker line for a port the engine found (its pseudo ports are the app's PSEUDO)."""
+    if info.kind == "board" and info.board == "download":
+        # a ROM bootloader: flashed through esptool like a serial port, then it runs the firmware
+        return PortChoice(info.device, f"{info.device}  ESP32 in download mode", "serial")
     if info.kind == "board":
         return PortChoice(info.device, f"{info.device}  {info.label}", "board")
     ids = f" {info.usb_id}" if info.usb_id else ""
