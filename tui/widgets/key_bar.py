@@ -129,9 +129,9 @@ class KeyBar(Widget, can_focus=False):
             lines, placed, _ = self._lay_out(chunks, pieces, palette, gap=1)
         if palette is not None:
             last = lines[-1]
-            width = self.size.width - last.cell_len - self._palette_width(palette)
-            if width >= 0:
-                last.append(" " * width)
+            pad = self.size.width - last.cell_len - self._palette_width(palette)
+            if pad >= 0:
+                last.append(" " * (pad + 1))
                 piece = self._piece(palette, key_style, desc_style, dim)
                 placed.append(_Placed(self.rows - 1, last.cell_len, last.cell_len + piece.cell_len,
                                       palette))
@@ -141,7 +141,8 @@ class KeyBar(Widget, can_focus=False):
 
     @staticmethod
     def _palette_width(palette: KeyItem) -> int:
-        return len(palette.display) + len(palette.description) + 2
+        """Its cells with a space before it and one after (the screen's right edge)."""
+        return len(palette.display) + 1 + len(palette.description) + 2
 
     def _lay_out(self, chunks: list[list[KeyItem]], pieces: list[list[Text]],
                  palette: KeyItem | None, gap: int) -> tuple[list[Text], list[_Placed], bool]:
