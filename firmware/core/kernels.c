@@ -783,11 +783,259 @@ static void matmul_t2(float *out, const tl_tensor *W, tl_qvec *qx) {
     matmul_t2_rows(out, W, qx, i);
 }
 
+/* --- ternary, base-3 (TL_Q_TERNARY5, format 2.0) --------------------------------------------- */
+
+/* Byte -> its 5 weights (digit i of the byte = weight i: 0 -> 0, 1 -> +1, 2 -> -1), plus 3 zero bytes
+   so an entry is one 8-byte copy. The same exact products as the 2-bit packing: only storage differs. */
+#define T3D(b, p) ((((b) / (p)) % 3) == 1 ? 1 : (((b) / (p)) % 3) == 2 ? -1 : 0)
+#define T3E(b) {T3D(b, 1), T3D(b, 3), T3D(b, 9), T3D(b, 27), T3D(b, 81), 0, 0, 0}
+#define T3E3(b) T3E(b), T3E((b) + 1), T3E((b) + 2)
+#define T3E9(b) T3E3(b), T3E3((b) + 3), T3E3((b) + 6)
+#define T3E27(b) T3E9(b), T3E9((b) + 9), T3E9((b) + 18)
+#define T3E81(b) T3E27(b), T3E27((b) + 27), T3E27((b) + 54)
+static const int8_t T3_LUT[243][8] = {T3E81(0), T3E81(81), T3E81(162)};
+
+/* sum t[col0 + k] * x[k], k < n, for a base-3 row (exact). */
+static int32_t dot_t3(const uint8_t *w, uint32_t col0, const int8_t *x, uint32_t n) {
+    int32_t s = 0;
+    uint32_t k = 0, c = col0;
+    for (; k < n && c % 5u; k++, c++) s += T3_LUT[w[c / 5u]][c % 5u] * x[k];
+    for (; k + 5 <= n; k += 5, c += 5) {
+        const int8_t *t = T3_LUT[w[c / 5u]];
+        s += t[0] * x[k] + t[1] * x[k + 1] + t[2] * x[k + 2] + t[3] * x[k + 3] + t[4] * x[k + 4];
+    }
+    for (; k < n; k++, c++) s += T3_LUT[w[c / 5u]][c % 5u] * x[k];
+    return s;
+}
+
+/* Rows [i0, rows): one row at a time, as matmul_t2_rows. */
+static void matmul_t3_rows(float *out, const tl_tensor *W, const tl_qvec *qx, uint32_t i0) {
+    uint32_t n = W->cols, gs = qx->group;
+    xdec d;
+    int32_t b = qx->imode ? t2_vec_init(&d, qx, n) : 0;
+    for (uint32_t i = i0; i < W->rows; i++) {
+        const uint8_t *w = W->t2 + (size_t)i * W->row_bytes;
+        uint64_t iacc = 0;
+        float acc = 0.0f;
+        for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+            uint32_t len = start + gs <= n ? gs : n - start;
+            int32_t isum = dot_t3(w, start, qx->q + start, len);
+            if (qx->imode)
+                iacc += t2_term(isum, &d, g, b);
+            else
+                acc = acc + (float)isum * qx->s[g];
+        }
+        out[i] = qx->imode ? TL_FMUL(int_out(iacc, b - 142), W->scales[0]) : acc * W->scales[0];
+    }
+}
+
+#ifdef TL_SSE2
+/* dst[k] = weight col0 + k of a base-3 row, k < n (dst has room for n + 7: whole bytes are 8-byte
+   copies whose 3 spare bytes the next copy overwrites). */
+static void t3_decode(int8_t *dst, const uint8_t *w, uint32_t col0, uint32_t n) {
+    uint32_t k = 0, c = col0;
+    for (; k < n && c % 5u; k++, c++) dst[k] = T3_LUT[w[c / 5u]][c % 5u];
+    for (; k + 5 <= n; k += 5, c += 5) memcpy(dst + k, T3_LUT[w[c / 5u]], 8);
+    for (; k < n; k++, c++) dst[k] = T3_LUT[w[c / 5u]][c % 5u];
+}
+
+/* 4 rows per pass: each row's group is decoded to int8 weights (T3_LUT), then t*x is the sign
+   operation (x where t = 1, -x where t = -1, 0 where t = 0) and the sums go through psadbw with the
+   +128 bias of sad16_t2. */
+static inline __m128i sign_epi8(__m128i x, __m128i t) {
+#ifdef __SSSE3__
+    return _mm_sign_epi8(x, t);
+#else
+    __m128i neg = _mm_cmplt_epi8(t, _mm_setzero_si128()), nz = _mm_cmpeq_epi8(t, _mm_setzero_si128());
+    return _mm_andnot_si128(nz, _mm_sub_epi8(_mm_xor_si128(x, neg), neg));
+#endif
+}
+
+static uint32_t matmul_t3_sse(float *out, const tl_tensor *W, const tl_qvec *qx) {
+    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, i = 0;
+    int8_t tb[4][64 + 16];
+    __m128i bias = _mm_set1_epi32(128 * (int32_t)gs), b80 = _mm_set1_epi8((char)0x80);
+    xdec d;
+    xdec_init(&d, qx, 0u);
+    int32_t base = qx->imode ? t2_vec_init(&d, qx, n) : 0;
+    for (; i + 4 <= W->rows; i += 4) {
+        const uint8_t *w = W->t2 + (size_t)i * rb;
+        __m128 acc = _mm_setzero_ps();
+        uint64_t iacc[4] = {0, 0, 0, 0};
+        uint32_t g = 0, start = 0;
+        for (; start + gs <= n; g++, start += gs) {
+            __m128i s[4];
+            for (int r = 0; r < 4; r++) {
+                t3_decode(tb[r], w + (size_t)r * rb, start, gs);
+                s[r] = _mm_setzero_si128();
+            }
+            for (uint32_t k = 0; k < gs; k += 16) {
+                __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(qx->q + start + k));
+                for (int r = 0; r < 4; r++) {
+                    __m128i t = _mm_loadu_si128((const __m128i *)(const void *)(tb[r] + k));
+                    s[r] = _mm_add_epi64(s[r], _mm_sad_epu8(_mm_xor_si128(sign_epi8(x, t), b80), _mm_setzero_si128()));
+                }
+            }
+            __m128i s01 = _mm_add_epi64(_mm_unpacklo_epi64(s[0], s[1]), _mm_unpackhi_epi64(s[0], s[1]));
+            __m128i s23 = _mm_add_epi64(_mm_unpacklo_epi64(s[2], s[3]), _mm_unpackhi_epi64(s[2], s[3]));
+            __m128i isum = _mm_castps_si128(_mm_shuffle_ps(_mm_castsi128_ps(s01), _mm_castsi128_ps(s23),
+                                                           _MM_SHUFFLE(2, 0, 2, 0)));
+            isum = _mm_sub_epi32(isum, bias);
+            if (qx->imode) {
+                int32_t is[4];
+                _mm_storeu_si128((__m128i *)(void *)is, isum);
+                for (int r = 0; r < 4; r++) iacc[r] += t2_term(is[r], &d, g, base);
+                continue;
+            }
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(isum), _mm_set1_ps(qx->s[g])));
+        }
+        if (qx->imode) {
+            for (int r = 0; r < 4; r++) {
+                if (start < n) iacc[r] += t2_term(dot_t3(w + (size_t)r * rb, start, qx->q + start, n - start), &d, g, base);
+                out[i + r] = int_out(iacc[r], base - 142) * W->scales[0];
+            }
+            continue;
+        }
+        if (start < n) {
+            float a[4];
+            _mm_storeu_ps(a, acc);
+            for (int r = 0; r < 4; r++)
+                a[r] = a[r] + (float)dot_t3(w + (size_t)r * rb, start, qx->q + start, n - start) * qx->s[g];
+            acc = _mm_loadu_ps(a);
+        }
+        _mm_storeu_ps(out + i, _mm_mul_ps(acc, _mm_set1_ps(W->scales[0])));
+    }
+    return i;
+}
+#else
+/* T3 tables (integer mode, portable kernels): as the T2 tables, turned to base-3 bytes. A byte holds
+   5 activations' weights: its table has 243 entries. Bytes may straddle a group boundary (32 and 64
+   are not multiples of 5), and each group needs its own exact sum, so a table belongs to one (group,
+   byte) pair and holds zeros for the byte's columns outside the group: group g's sum is the lookups
+   of the bytes that touch it. A block is as many whole groups as TL_T2_TABLES tables hold (two of 32
+   columns: 7 + 7 tables); with several blocks, row sums wait in t2acc as in matmul_t2_tab. */
+#define T3_TAG 0x80000000u /* t2_cols of T3 tables, so T2 tables of the same q are never mistaken */
+
+/* tab[byte] = sum of the byte's weights times q[c] for its columns c in [lo, hi), 0 for the others.
+   Entry 27e + 9c + l (l = digits 0, 1; c = digit 2; e = digits 3, 4) is l(l) + mid(c) + h(e),
+   written 9 entries at a time from registers (the build is the cost of base-3:
+   243 entries per 5 activations, against 81 per 4 for T2 tables). */
+static void t3_build(int16_t *tab, const int8_t *q, uint32_t c0, uint32_t lo, uint32_t hi) {
+    int32_t v[5];
+    for (uint32_t i = 0; i < 5; i++) v[i] = c0 + i >= lo && c0 + i < hi ? q[c0 + i] : 0;
+    int32_t a = v[0], b = v[1];
+    const int32_t l[9] = {0, a, -a, b, a + b, b - a, -b, a - b, -a - b}; /* digits 0, 1 */
+    const int32_t mid[3] = {0, v[2], -v[2]};                             /* digit 2 */
+    const int32_t h[9] = {0, v[3], -v[3], v[4], v[3] + v[4], v[4] - v[3], -v[4], v[3] - v[4], -v[3] - v[4]};
+    for (uint32_t c = 0; c < 3; c++) {
+        int32_t m = mid[c];
+        int32_t a0 = l[0] + m, a1 = l[1] + m, a2 = l[2] + m, a3 = l[3] + m, a4 = l[4] + m;
+        int32_t a5 = l[5] + m, a6 = l[6] + m, a7 = l[7] + m, a8 = l[8] + m;
+        for (uint32_t e = 0; e < 9; e++) {
+            int16_t *p = tab + 27u * e + 9u * c;
+            int32_t x = h[e];
+            p[0] = (int16_t)(a0 + x), p[1] = (int16_t)(a1 + x), p[2] = (int16_t)(a2 + x);
+            p[3] = (int16_t)(a3 + x), p[4] = (int16_t)(a4 + x), p[5] = (int16_t)(a5 + x);
+            p[6] = (int16_t)(a6 + x), p[7] = (int16_t)(a7 + x), p[8] = (int16_t)(a8 + x);
+        }
+    }
+}
+
+/* 7 bytes, 7 tables (a group of 32 columns starts inside a byte or at one: it touches 7 of them,
+   sometimes 8); immediates stay < 2048 on rv32 with a second base 4 tables on (as t2_lookup8). */
+static inline int32_t t3_lookup7(const uint8_t *w, const int16_t *tab) {
+    const char *tb = (const char *)tab, *tb4 = tb + 4u * 2u * TL_T2_STRIDE;
+    int32_t s = 0;
+    T2_OPAQUE(tb4);
+    for (uint32_t k = 0; k < 4; k++) {
+        const char *p = tb + 2u * w[k];
+        T2_OPAQUE(p);
+        s += *(const int16_t *)(const void *)(p + k * (2u * TL_T2_STRIDE));
+    }
+    for (uint32_t k = 0; k < 3; k++) {
+        const char *p = tb4 + 2u * w[k + 4];
+        T2_OPAQUE(p);
+        s += *(const int16_t *)(const void *)(p + k * (2u * TL_T2_STRIDE));
+    }
+    return s;
+}
+static inline int32_t t3_lookup(const uint8_t *w, const int16_t *tab, uint32_t nb) {
+    return nb == 7u ? t3_lookup7(w, tab) : nb == 8u ? t2_lookup8(w, tab) : t2_lookup(w, tab, nb);
+}
+
+static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
+    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, rows = W->rows;
+    uint32_t ng = (n + gs - 1u) / gs;
+    xdec d;
+    int32_t base = t2_vec_init(&d, qx, n);
+    float sw = W->scales[0], swk = t2_scale_k(sw, base - 142);
+    for (uint32_t r0 = 0; r0 < rows; r0 += TL_T2_ROWS) {
+        uint32_t rn = rows - r0 < TL_T2_ROWS ? rows - r0 : TL_T2_ROWS;
+        for (uint32_t g0 = 0, g1; g0 < ng; g0 = g1) {
+            /* the block's groups: first byte, bytes, first table, multiplier and shift */
+            uint32_t b0[TL_T2_TABLES], nb[TL_T2_TABLES], t0[TL_T2_TABLES], m[TL_T2_TABLES], nt = 0;
+            int32_t sh[TL_T2_TABLES];
+            for (g1 = g0; g1 < ng; g1++) {
+                uint32_t lo = g1 * gs, hi = lo + gs < n ? lo + gs : n, j = g1 - g0;
+                uint32_t first = lo / 5u, cnt = (hi - 1u) / 5u + 1u - first;
+                if (nt + cnt > TL_T2_TABLES) break;
+                b0[j] = first, nb[j] = cnt, t0[j] = nt;
+                int32_t e = d.ok ? d.e[g1] : base - tl_fexp(tl_fbits(d.s[g1]));
+                m[j] = xdec_m(&d, g1);
+                sh[j] = e > 31 ? 31 : e;
+                nt += cnt;
+            }
+            uint32_t ngb = g1 - g0, single = g0 == 0 && g1 == ng;
+            if (!single || qx->t2_cols != (n | T3_TAG)) { /* a one-block matrix reuses the last tables of q */
+                for (uint32_t j = 0; j < ngb; j++) {
+                    uint32_t lo = (g0 + j) * gs, hi = lo + gs < n ? lo + gs : n;
+                    for (uint32_t k = 0; k < nb[j]; k++)
+                        t3_build(qx->t2tab + (t0[j] + k) * TL_T2_STRIDE, qx->q, 5u * (b0[j] + k), lo, hi);
+                }
+                qx->t2_cols = single ? (n | T3_TAG) : 0u;
+            }
+            const int16_t *tab1 = qx->t2tab + t0[1 % ngb] * TL_T2_STRIDE;
+            const uint8_t *w = W->t2 + (size_t)r0 * rb;
+            for (uint32_t r = 0; r < rn; r++, w += rb) {
+                int32_t bs = tl_asr32(t3_lookup(w + b0[0], qx->t2tab, nb[0]) * (int32_t)m[0], sh[0]);
+                if (ngb > 1) bs += tl_asr32(t3_lookup(w + b0[1], tab1, nb[1]) * (int32_t)m[1], sh[1]);
+                for (uint32_t j = 2; j < ngb; j++)
+                    bs += tl_asr32(t2_lookup(w + b0[j], qx->t2tab + t0[j] * TL_T2_STRIDE, nb[j]) * (int32_t)m[j], sh[j]);
+                if (single) {
+                    out[r0 + r] = t2_out(bs, base - 142, sw, swk);
+                    continue;
+                }
+                uint64_t acc = g0 ? ((uint64_t)qx->t2acc[2 * r + 1] << 32 | qx->t2acc[2 * r]) : 0u;
+                acc += (uint64_t)(int64_t)bs;
+                if (g1 < ng) {
+                    qx->t2acc[2 * r] = (uint32_t)acc, qx->t2acc[2 * r + 1] = (uint32_t)(acc >> 32);
+                } else {
+                    out[r0 + r] = t2_out((int64_t)acc, base - 142, sw, swk);
+                }
+            }
+        }
+    }
+    return rows;
+}
+#endif
+
+static void matmul_t3(float *out, const tl_tensor *W, tl_qvec *qx) {
+    uint32_t i = 0;
+#ifdef TL_SSE2
+    i = matmul_t3_sse(out, W, qx);
+#else
+    if (qx->imode && qx->t2tab) i = matmul_t3_tab(out, W, qx);
+#endif
+    matmul_t3_rows(out, W, qx, i);
+}
+
 void tl_matmul(float *out, const tl_tensor *W, const float *x, tl_qvec *qx) {
     if (W->qtype == TL_Q_F32)
         matmul_f32(out, W->f32, x, W->rows, W->cols);
     else if (W->qtype == TL_Q_INT8)
         matmul_i8(out, W, qx);
+    else if (W->qtype == TL_Q_TERNARY5)
+        matmul_t3(out, W, qx);
     else
         matmul_t2(out, W, qx);
 }

@@ -188,7 +188,7 @@ typedef struct { const char *name; int (*mutate)(uint8_t *b, uint32_t *len); con
 static uint32_t entry_off(int i) { return 128 + 32 * (uint32_t)i; }
 static int m_short(uint8_t *b, uint32_t *len) { (void)b; *len = 100; return 0; }
 static int m_magic(uint8_t *b, uint32_t *len) { (void)len; b[0] = 'X'; return 0; }
-static int m_version(uint8_t *b, uint32_t *len) { (void)len; b[4] = 2; return 0; }
+static int m_version(uint8_t *b, uint32_t *len) { (void)len; b[4] = 3; return 0; }
 static int m_hdrbytes(uint8_t *b, uint32_t *len) { (void)len; w32(b + 8, 64); return 1; }
 static int m_total(uint8_t *b, uint32_t *len) { w32(b + 84, *len + 16); return 1; }
 static int m_trailer(uint8_t *b, uint32_t *len) { w32(b + *len - 8, *len - 16); return 1; }
@@ -236,7 +236,7 @@ static void test_blob_rejects(void) {
               "malformed %s: got %d '%s', want '%s...'", cases[i].name, e, msg, cases[i].want);
     }
     memcpy(b, good, n);
-    b[4] = 2;
+    b[4] = 3;
     CHECK(tl_blob_parse(&blob, b, n, &msg) == TL_E_VERSION, "newer major is TL_E_VERSION");
     /* every truncation fails cleanly */
     int all = 1;
