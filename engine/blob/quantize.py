@@ -134,21 +134,23 @@ _POW3 = np.array([1, 3, 9, 27, 81], dtype=np.uint8)
 
 def pack_ternary5(t: np.ndarray) -> np.ndarray:
     """Base-3, 5 weights a byte (BLOB.md 2.0, qtype 3): weight j of a row is digit j%5 of byte j/5,
-    byte = sum d_i * 3^i with digit 0 = 0, 1 = +1, 2 = -1 (the 2-bit codes' values); each row packed
-    on its own, missing trailing weights digit 0. Returns uint8 [rows, ceil(cols/5)], each <= 242."""
+    byte = sum d_i * 3^i with d = t + 1 (0 = -1, 1 = 0, 2 = +1: balanced, so that a weighted sum of
+    the weights is linear in the byte's quotients floor(byte / 3^i), which the SIMD kernel uses);
+    each row packed on its own, missing trailing weights are 0 (digit 1). Returns uint8
+    [rows, ceil(cols/5)], every byte <= 242."""
     t = np.asarray(t)
     if t.ndim == 1:
         t = t.reshape(1, -1)
     rows, cols = t.shape
     nb = (cols + 4) // 5
-    digits = np.zeros((rows, nb * 5), dtype=np.uint8)
-    digits[:, :cols][t == 1] = 1
-    digits[:, :cols][t == -1] = 2
+    digits = np.ones((rows, nb * 5), dtype=np.uint8)
+    digits[:, :cols] = (t + 1).astype(np.uint8)
     return (digits.reshape(rows, nb, 5) * _POW3).sum(axis=2, dtype=np.uint16).astype(np.uint8)
 
 
 def unpack_ternary5(packed: np.ndarray, cols: int, name: str = "tensor") -> np.ndarray:
-    """Inverse of `pack_ternary5`; a byte > 242, or a non-zero digit past `cols`, is a PackingError."""
+    """Inverse of `pack_ternary5`; a byte > 242, or a padding weight past `cols` that is not 0
+    (digit 1), is a PackingError."""
     packed = np.asarray(packed, dtype=np.uint8)
     rows, nb = packed.shape
     bad = np.argwhere(packed > 242)
@@ -157,15 +159,11 @@ def unpack_ternary5(packed: np.ndarray, cols: int, name: str = "tensor") -> np.n
         raise PackingError(f"{name}: base-3 byte {k} of row {r} is {int(packed[r, k])} (at most 242 = "
                            "five digits 2): the blob is damaged or written by a buggy exporter; export "
                            "it again")
-    digits = ((packed[:, :, None] // _POW3) % 3).reshape(rows, nb * 5)
-    if np.any(digits[:, cols:]):
-        raise PackingError(f"{name}: non-zero padding digits after the last weight of a row: the blob "
-                           "is damaged; export it again")
-    t = np.zeros((rows, cols), dtype=np.int8)
-    d = digits[:, :cols]
-    t[d == 1] = 1
-    t[d == 2] = -1
-    return t
+    digits = ((packed[:, :, None] // _POW3) % 3).reshape(rows, nb * 5).astype(np.int8)
+    if np.any(digits[:, cols:] != 1):
+        raise PackingError(f"{name}: non-zero padding weights after the last weight of a row: the "
+                           "blob is damaged; export it again")
+    return (digits[:, :cols] - 1).astype(np.int8)
 
 
 def snr_db(w: Any, w_hat: Any) -> float:

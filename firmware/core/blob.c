@@ -98,15 +98,15 @@ static uint64_t implied_nbytes(uint32_t qtype, uint32_t rows, uint32_t cols, uin
     return 4ull + (uint64_t)rows * ceil_div(cols, qtype == TL_Q_TERNARY5 ? 5u : 4u);
 }
 
-/* Base-3 rows: every byte <= 242 (five digits), and a short last byte holds no digit past cols:
-   with u = cols % 5 weights used, the byte is < 3^u. */
+/* Base-3 rows: every byte <= 242 (five digits), and a short last byte (u = cols % 5 weights used)
+   holds weight 0 (digit 1) in every unused digit: floor(byte / 3^u) = 11..1 in base 3. */
 static int ternary5_rows_ok(const uint8_t *w, uint32_t rows, uint32_t cols) {
-    static const uint8_t limit[5] = {243, 3, 9, 27, 81};
-    uint32_t rb = ceil_div(cols, 5u);
+    static const uint8_t pow3[6] = {1, 3, 9, 27, 81, 243};
+    uint32_t rb = ceil_div(cols, 5u), u = cols % 5u;
     for (uint32_t r = 0; r < rows; r++, w += rb) {
         for (uint32_t k = 0; k < rb; k++)
             if (w[k] > 242u) return 0;
-        if (cols % 5u && w[rb - 1] >= limit[cols % 5u]) return 0;
+        if (u && w[rb - 1] / pow3[u] != (pow3[5u - u] - 1u) / 2u) return 0;
     }
     return 1;
 }

@@ -785,9 +785,11 @@ static void matmul_t2(float *out, const tl_tensor *W, tl_qvec *qx) {
 
 /* --- ternary, base-3 (TL_Q_TERNARY5, format 2.0) --------------------------------------------- */
 
-/* Byte -> its 5 weights (digit i of the byte = weight i: 0 -> 0, 1 -> +1, 2 -> -1), plus 3 zero bytes
-   so an entry is one 8-byte copy. The same exact products as the 2-bit packing: only storage differs. */
-#define T3D(b, p) ((((b) / (p)) % 3) == 1 ? 1 : (((b) / (p)) % 3) == 2 ? -1 : 0)
+#define T3_TAG 0x80000000u /* t2_cols of T3 tables / planes, so T2 tables of the same q are never mistaken */
+
+/* Byte -> its 5 weights (digit i of the byte = weight i + 1), plus 3 zero bytes. The same exact
+   products as the 2-bit packing: only storage differs. */
+#define T3D(b, p) ((((b) / (p)) % 3) - 1)
 #define T3E(b) {T3D(b, 1), T3D(b, 3), T3D(b, 9), T3D(b, 27), T3D(b, 81), 0, 0, 0}
 #define T3E3(b) T3E(b), T3E((b) + 1), T3E((b) + 2)
 #define T3E9(b) T3E3(b), T3E3((b) + 3), T3E3((b) + 6)
@@ -830,31 +832,75 @@ static void matmul_t3_rows(float *out, const tl_tensor *W, const tl_qvec *qx, ui
 }
 
 #ifdef TL_SSE2
-/* dst[k] = weight col0 + k of a base-3 row, k < n (dst has room for n + 7: whole bytes are 8-byte
-   copies whose 3 spare bytes the next copy overwrites). */
-static void t3_decode(int8_t *dst, const uint8_t *w, uint32_t col0, uint32_t n) {
-    uint32_t k = 0, c = col0;
-    for (; k < n && c % 5u; k++, c++) dst[k] = T3_LUT[w[c / 5u]][c % 5u];
-    for (; k + 5 <= n; k += 5, c += 5) memcpy(dst + k, T3_LUT[w[c / 5u]], 8);
-    for (; k < n; k++, c++) dst[k] = T3_LUT[w[c / 5u]][c % 5u];
+/* 4 rows per pass, without decoding a digit. With d_i = t_i + 1 the digits of byte b and
+   q_i = floor(b / 3^i) (q_5 = 0): d_i = q_i - 3 q_(i+1), so for 5 activations x_i
+   sum t_i x_i = sum d_i x_i - sum x_i = q_0 x_0 + sum_(i>=1) q_i (x_i - 3 x_(i-1)) - sum x_i.
+   Per group, the activations are laid out once per vector as 5 planes y_i[k] over the 8 (group 64:
+   16) bytes that touch the group (x outside the group counts as 0, so a byte shared with the next
+   group adds only its own columns); a row's group sum is then 4 pmulhuw (q_i = b * magic >> 16,
+   exact for b < 243) and 5 pmaddwd over one 8-byte load, minus the group's sum of x. Exact: every
+   product and sum is an integer well inside int32. */
+#define T3_MAXG 64u
+typedef struct {
+    int16_t y[T3_MAXG][2][5][8]; /* [group][8-byte half][plane i][byte] */
+    int32_t sx[T3_MAXG];         /* sum of the group's activations */
+    uint32_t k0[T3_MAXG];        /* first byte that touches the group */
+    const int8_t *owner;         /* the q these planes are of (valid while its t2_cols says so) */
+} t3_planes;
+
+static void t3_planes_init(t3_planes *P, const int8_t *q, uint32_t n, uint32_t gs, uint32_t ng) {
+    uint32_t halves = gs > 32u ? 2u : 1u;
+    for (uint32_t g = 0; g < ng; g++) {
+        uint32_t lo = g * gs, hi = lo + gs < n ? lo + gs : n, k0 = lo / 5u;
+        int32_t xm[1 + 80] = {0}, sx = 0; /* xm[1 + j]: column 5 k0 + j if in the group, else 0 */
+        for (uint32_t c = lo; c < hi; c++) {
+            xm[1u + c - 5u * k0] = q[c];
+            sx += q[c];
+        }
+        P->sx[g] = sx, P->k0[g] = k0;
+        for (uint32_t h = 0; h < halves; h++)
+            for (uint32_t i = 0; i < 5; i++)
+                for (uint32_t k = 0; k < 8; k++) {
+                    uint32_t j = 5u * (8u * h + k) + i;
+                    P->y[g][h][i][k] = (int16_t)(xm[1u + j] - (i ? 3 * xm[j] : 0));
+                }
+    }
 }
 
-/* 4 rows per pass: each row's group is decoded to int8 weights (T3_LUT), then t*x is the sign
-   operation (x where t = 1, -x where t = -1, 0 where t = 0) and the sums go through psadbw with the
-   +128 bias of sad16_t2. */
-static inline __m128i sign_epi8(__m128i x, __m128i t) {
-#ifdef __SSSE3__
-    return _mm_sign_epi8(x, t);
-#else
-    __m128i neg = _mm_cmplt_epi8(t, _mm_setzero_si128()), nz = _mm_cmpeq_epi8(t, _mm_setzero_si128());
-    return _mm_andnot_si128(nz, _mm_sub_epi8(_mm_xor_si128(x, neg), neg));
-#endif
+/* sum of the 4 int32 lanes of the products of 8 bytes at w (zero-extended) with the planes */
+static inline __m128i t3_dot8(__m128i b, const int16_t (*y)[8]) {
+    const __m128i m3 = _mm_set1_epi16(21846), m9 = _mm_set1_epi16(7282), m27 = _mm_set1_epi16(2428),
+                  m81 = _mm_set1_epi16(810);
+#define YP(i) _mm_loadu_si128((const __m128i *)(const void *)y[i])
+    __m128i s = _mm_madd_epi16(b, YP(0));
+    s = _mm_add_epi32(s, _mm_madd_epi16(_mm_mulhi_epu16(b, m3), YP(1)));
+    s = _mm_add_epi32(s, _mm_madd_epi16(_mm_mulhi_epu16(b, m9), YP(2)));
+    s = _mm_add_epi32(s, _mm_madd_epi16(_mm_mulhi_epu16(b, m27), YP(3)));
+    s = _mm_add_epi32(s, _mm_madd_epi16(_mm_mulhi_epu16(b, m81), YP(4)));
+#undef YP
+    return s;
 }
 
-static uint32_t matmul_t3_sse(float *out, const tl_tensor *W, const tl_qvec *qx) {
-    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, i = 0;
-    int8_t tb[4][64 + 16];
-    __m128i bias = _mm_set1_epi32(128 * (int32_t)gs), b80 = _mm_set1_epi8((char)0x80);
+/* 8 bytes of a row from byte k on, zero-extended to 16 bits; bytes past `end` read as 0 (their
+   planes are 0 anyway; this only keeps the load inside the tensor). */
+static inline __m128i t3_load8(const uint8_t *p, const uint8_t *end) {
+    if (p + 8 <= end) return _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(const void *)p), _mm_setzero_si128());
+    uint8_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < 8 && p + k < end; k++) tmp[k] = p[k];
+    return _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(const void *)tmp), _mm_setzero_si128());
+}
+
+static uint32_t matmul_t3_sse(float *out, const tl_tensor *W, tl_qvec *qx) {
+    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, ng = (n + gs - 1u) / gs, i = 0;
+    if (ng > T3_MAXG) return 0; /* matmul_t3_rows */
+    static t3_planes P; /* 10 KB, off the stack; reused by the matrices that share q (q/k/v, w1/w3) */
+    if (P.owner != qx->q || qx->t2_cols != (n | T3_TAG)) {
+        t3_planes_init(&P, qx->q, n, gs, ng);
+        P.owner = qx->q;
+        qx->t2_cols = n | T3_TAG; /* tl_quantize clears it */
+    }
+    const uint8_t *end = W->t2 + (size_t)W->rows * rb;
+    uint32_t halves = gs > 32u ? 2u : 1u;
     xdec d;
     xdec_init(&d, qx, 0u);
     int32_t base = qx->imode ? t2_vec_init(&d, qx, n) : 0;
@@ -862,25 +908,24 @@ static uint32_t matmul_t3_sse(float *out, const tl_tensor *W, const tl_qvec *qx)
         const uint8_t *w = W->t2 + (size_t)i * rb;
         __m128 acc = _mm_setzero_ps();
         uint64_t iacc[4] = {0, 0, 0, 0};
-        uint32_t g = 0, start = 0;
-        for (; start + gs <= n; g++, start += gs) {
+        for (uint32_t g = 0; g < ng; g++) {
             __m128i s[4];
-            for (int r = 0; r < 4; r++) {
-                t3_decode(tb[r], w + (size_t)r * rb, start, gs);
-                s[r] = _mm_setzero_si128();
-            }
-            for (uint32_t k = 0; k < gs; k += 16) {
-                __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(qx->q + start + k));
+            if (w + 4u * rb + 16u <= end) /* not the last rows: every load stays inside the tensor */
                 for (int r = 0; r < 4; r++) {
-                    __m128i t = _mm_loadu_si128((const __m128i *)(const void *)(tb[r] + k));
-                    s[r] = _mm_add_epi64(s[r], _mm_sad_epu8(_mm_xor_si128(sign_epi8(x, t), b80), _mm_setzero_si128()));
+                    const uint8_t *p = w + (size_t)r * rb + P.k0[g];
+                    s[r] = t3_dot8(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(const void *)p),
+                                                     _mm_setzero_si128()), P.y[g][0]);
+                    if (halves == 2u)
+                        s[r] = _mm_add_epi32(s[r], t3_dot8(_mm_unpacklo_epi8(_mm_loadl_epi64(
+                            (const __m128i *)(const void *)(p + 8)), _mm_setzero_si128()), P.y[g][1]));
                 }
-            }
-            __m128i s01 = _mm_add_epi64(_mm_unpacklo_epi64(s[0], s[1]), _mm_unpackhi_epi64(s[0], s[1]));
-            __m128i s23 = _mm_add_epi64(_mm_unpacklo_epi64(s[2], s[3]), _mm_unpackhi_epi64(s[2], s[3]));
-            __m128i isum = _mm_castps_si128(_mm_shuffle_ps(_mm_castsi128_ps(s01), _mm_castsi128_ps(s23),
-                                                           _MM_SHUFFLE(2, 0, 2, 0)));
-            isum = _mm_sub_epi32(isum, bias);
+            else
+                for (int r = 0; r < 4; r++) {
+                    const uint8_t *p = w + (size_t)r * rb + P.k0[g];
+                    s[r] = t3_dot8(t3_load8(p, end), P.y[g][0]);
+                    if (halves == 2u) s[r] = _mm_add_epi32(s[r], t3_dot8(t3_load8(p + 8, end), P.y[g][1]));
+                }
+            __m128i isum = _mm_sub_epi32(hsum4_epi32(s[0], s[1], s[2], s[3]), _mm_set1_epi32(P.sx[g]));
             if (qx->imode) {
                 int32_t is[4];
                 _mm_storeu_si128((__m128i *)(void *)is, isum);
@@ -890,18 +935,8 @@ static uint32_t matmul_t3_sse(float *out, const tl_tensor *W, const tl_qvec *qx)
             acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(isum), _mm_set1_ps(qx->s[g])));
         }
         if (qx->imode) {
-            for (int r = 0; r < 4; r++) {
-                if (start < n) iacc[r] += t2_term(dot_t3(w + (size_t)r * rb, start, qx->q + start, n - start), &d, g, base);
-                out[i + r] = int_out(iacc[r], base - 142) * W->scales[0];
-            }
+            for (int r = 0; r < 4; r++) out[i + r] = int_out(iacc[r], base - 142) * W->scales[0];
             continue;
-        }
-        if (start < n) {
-            float a[4];
-            _mm_storeu_ps(a, acc);
-            for (int r = 0; r < 4; r++)
-                a[r] = a[r] + (float)dot_t3(w + (size_t)r * rb, start, qx->q + start, n - start) * qx->s[g];
-            acc = _mm_loadu_ps(a);
         }
         _mm_storeu_ps(out + i, _mm_mul_ps(acc, _mm_set1_ps(W->scales[0])));
     }
@@ -914,29 +949,33 @@ static uint32_t matmul_t3_sse(float *out, const tl_tensor *W, const tl_qvec *qx)
    byte) pair and holds zeros for the byte's columns outside the group: group g's sum is the lookups
    of the bytes that touch it. A block is as many whole groups as TL_T2_TABLES tables hold (two of 32
    columns: 7 + 7 tables); with several blocks, row sums wait in t2acc as in matmul_t2_tab. */
-#define T3_TAG 0x80000000u /* t2_cols of T3 tables, so T2 tables of the same q are never mistaken */
 
 /* tab[byte] = sum of the byte's weights times q[c] for its columns c in [lo, hi), 0 for the others.
-   Entry 27e + 9c + l (l = digits 0, 1; c = digit 2; e = digits 3, 4) is l(l) + mid(c) + h(e),
-   written 9 entries at a time from registers (the build is the cost of base-3:
-   243 entries per 5 activations, against 81 per 4 for T2 tables). */
+   Entry 27e + 9c + l (l = digits 0, 1; c = digit 2; e = digits 3, 4; digit d is weight d - 1) is
+   l(l) + mid(c) + h(e), written 9 entries at a time from registers (the build is the cost of base-3:
+   243 entries per 5 activations, against 81 per 4 for T2 tables). Unsigned arithmetic: the entries
+   are stored modulo 2^16 and are exact int16 values, so no sign extension is ever needed. */
 static void t3_build(int16_t *tab, const int8_t *q, uint32_t c0, uint32_t lo, uint32_t hi) {
-    int32_t v[5];
-    for (uint32_t i = 0; i < 5; i++) v[i] = c0 + i >= lo && c0 + i < hi ? q[c0 + i] : 0;
-    int32_t a = v[0], b = v[1];
-    const int32_t l[9] = {0, a, -a, b, a + b, b - a, -b, a - b, -a - b}; /* digits 0, 1 */
-    const int32_t mid[3] = {0, v[2], -v[2]};                             /* digit 2 */
-    const int32_t h[9] = {0, v[3], -v[3], v[4], v[3] + v[4], v[4] - v[3], -v[4], v[3] - v[4], -v[3] - v[4]};
+    uint32_t v[5];
+    if (c0 >= lo && c0 + 5u <= hi) /* the usual case: all 5 columns in the group */
+        for (uint32_t i = 0; i < 5; i++) v[i] = (uint32_t)(int32_t)q[c0 + i];
+    else
+        for (uint32_t i = 0; i < 5; i++) v[i] = c0 + i >= lo && c0 + i < hi ? (uint32_t)(int32_t)q[c0 + i] : 0u;
+    uint32_t a = v[0], b = v[1], c3 = v[3], c4 = v[4];
+    const uint32_t l[9] = {0u - a - b, 0u - b, a - b, 0u - a, 0u, a, b - a, b, a + b};
+    const uint32_t h[9] = {0u - c3 - c4, 0u - c4, c3 - c4, 0u - c3, 0u, c3, c4 - c3, c4, c3 + c4};
+    const uint32_t mid[3] = {0u - v[2], 0u, v[2]};
+    uint16_t *t = (uint16_t *)(void *)tab;
     for (uint32_t c = 0; c < 3; c++) {
-        int32_t m = mid[c];
-        int32_t a0 = l[0] + m, a1 = l[1] + m, a2 = l[2] + m, a3 = l[3] + m, a4 = l[4] + m;
-        int32_t a5 = l[5] + m, a6 = l[6] + m, a7 = l[7] + m, a8 = l[8] + m;
+        uint32_t m = mid[c];
+        uint32_t a0 = l[0] + m, a1 = l[1] + m, a2 = l[2] + m, a3 = l[3] + m, a4 = l[4] + m;
+        uint32_t a5 = l[5] + m, a6 = l[6] + m, a7 = l[7] + m, a8 = l[8] + m;
         for (uint32_t e = 0; e < 9; e++) {
-            int16_t *p = tab + 27u * e + 9u * c;
-            int32_t x = h[e];
-            p[0] = (int16_t)(a0 + x), p[1] = (int16_t)(a1 + x), p[2] = (int16_t)(a2 + x);
-            p[3] = (int16_t)(a3 + x), p[4] = (int16_t)(a4 + x), p[5] = (int16_t)(a5 + x);
-            p[6] = (int16_t)(a6 + x), p[7] = (int16_t)(a7 + x), p[8] = (int16_t)(a8 + x);
+            uint16_t *p = t + 27u * e + 9u * c;
+            uint32_t x = h[e];
+            p[0] = (uint16_t)(a0 + x), p[1] = (uint16_t)(a1 + x), p[2] = (uint16_t)(a2 + x);
+            p[3] = (uint16_t)(a3 + x), p[4] = (uint16_t)(a4 + x), p[5] = (uint16_t)(a5 + x);
+            p[6] = (uint16_t)(a6 + x), p[7] = (uint16_t)(a7 + x), p[8] = (uint16_t)(a8 + x);
         }
     }
 }

@@ -123,6 +123,22 @@ static void test_crc(void) {
     CHECK(tl_crc16(s, 9) == 0x29B1, "crc16 check value %04x", tl_crc16(s, 9));
     CHECK(tl_crc32(s, 9) == 0xCBF43926u, "crc32 check value %08x", (unsigned)tl_crc32(s, 9));
     CHECK(tl_crc32_update(tl_crc32(s, 4), s + 4, 5) == 0xCBF43926u, "crc32 chaining");
+    { /* every length and alignment the folding and slice-by-8 paths take, against the bitwise CRC */
+        static uint8_t buf[1100];
+        uint32_t x = 12345u;
+        for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)((x = x * 1103515245u + 12345u) >> 24);
+        int ok = 1;
+        for (size_t off = 0; off < 8; off++)
+            for (size_t len = 0; len + off <= sizeof buf; len += len < 200 ? 1 : 37) {
+                uint32_t c = 0xFFFFFFFFu;
+                for (size_t i = 0; i < len; i++) {
+                    c ^= buf[off + i];
+                    for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+                }
+                ok &= tl_crc32(buf + off, len) == ~c;
+            }
+        CHECK(ok, "crc32 of every length and alignment equals the bitwise CRC");
+    }
 }
 
 static void hex32(const uint8_t *d, char *out) {

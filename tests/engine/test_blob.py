@@ -88,10 +88,10 @@ def test_ternary_storage_and_precisions():
 
 
 def test_base3_packing_digits_and_round_trip():
-    # weight j of a row is digit j%5 of byte j/5: 0 -> 0, +1 -> 1, -1 -> 2; padding digits are 0
+    # weight j of a row is digit j%5 of byte j/5, digit = weight + 1; padding weights are 0 (digit 1)
     t = np.array([[1, -1, 0, 0, 1, -1, 1], [-1, -1, -1, -1, -1, 0, 0]], dtype=np.int8)
     packed = quant.pack_ternary5(t)
-    assert packed.tolist() == [[1 + 2 * 3 + 1 * 81, 2 + 1 * 3], [242, 0]]
+    assert packed.tolist() == [[2 + 0 * 3 + 1 * 9 + 1 * 27 + 2 * 81, 0 + 2 * 3 + 9 + 27 + 81], [0, 121]]
     assert np.array_equal(quant.unpack_ternary5(packed, 7), t)
     rng = np.random.default_rng(0)
     big = rng.integers(-1, 2, size=(9, 172)).astype(np.int8)
@@ -99,7 +99,7 @@ def test_base3_packing_digits_and_round_trip():
     with pytest.raises(quant.PackingError, match="243"):
         quant.unpack_ternary5(np.array([[243]], dtype=np.uint8), 5)
     with pytest.raises(quant.PackingError, match="padding"):
-        quant.unpack_ternary5(np.array([[9]], dtype=np.uint8), 2)  # digit 2 set past 2 columns
+        quant.unpack_ternary5(np.array([[4 + 9 * 12]], dtype=np.uint8), 2)  # weight 2 is -1, past 2 columns
 
 
 def test_old_2bit_ternary_blob_still_reads_with_the_same_weights():
