@@ -1,13 +1,21 @@
 """Firmware speed: the host virtual board on stories260K-shaped blobs (f32 / int8 / ternary).
 
     .venv/bin/python bench/bench_firmware.py            # tokens/s, instructions/token, rv32 projection
+    .venv/bin/python bench/bench_firmware.py --llama2c DIR   # + llama2.c run.c side by side
     .venv/bin/python bench/bench_firmware.py --fuzz 60  # also run each libFuzzer harness >= 60 s
 
-- flags: the CFLAGS of firmware/Makefile (the host board and the rv32 build use the same ones).
+- flags: the CFLAGS of firmware/Makefile (the rv32 build uses the same ones); the host board adds
+  HOST_MARCH (-march=native when the compiler takes it), printed with the CPU model.
+- peer (`--llama2c DIR`, a llama2.c checkout; without it the columns say why they are empty): run.c
+  built outside the repo at its best flags (`-Ofast -march=native`) and at `-O3`, run on the same
+  stories260K.bin + tok512.bin, greedy; instructions/token by the same callgrind difference
+  (positions 105..204 on both sides), and its whole start-up beside ours.
+- start-up: wall clock of the whole process generating one token (ours `--bench 1`: read the blob,
+  CRC-32 over all of it, check it, one token; run.c `-n 1`), best / median of 15 runs.
 - tokens/s: wall clock of `tinylm-board --bench 200` (greedy, one thread), min / median / max of 3.
 - instructions/token: valgrind --tool=callgrind, (Ir at 200 tokens - Ir at 100 tokens) / 100, so
-  start-up and the prompt cancel out. Reference point: llama2.c run.c on stories260K, greedy, gcc -O3
-  ~ 1.95 M instructions/token; targets f32 <= that, int8 <= 0.67x, ternary <= 0.5x.
+  start-up and the prompt cancel out. Targets (issue 14): <= run.c at its best flags for int8 and
+  ternary, <= 1.1x for f32.
 - rv32: the same firmware cross-built for rv32imc (portable C kernels, soft-float), run on the
   emulated board (engine/device/emulated.py: qemu-system-riscv32 -icount shift=0, reached through
   DeviceLink over socket://); `ir` of each TOK line (minstret) averaged over tokens 100..199, projected
@@ -20,12 +28,14 @@
 from __future__ import annotations
 
 import argparse
+import platform
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +48,7 @@ from engine.device.virtual import BOARD_BIN as BOARD  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "llama2c"  # stories260K + tok512, shipped (tests/conftest.py LLAMA2C)
 PROMPT = "1,403,407,261,378"  # <s> Once upon a time
-LLAMA2C_IR = 1.95e6
-TARGETS = {"f32": 1.0, "int8": 0.67, "ternary": 0.5}
+METHODS = ("f32", "int8", "ternary")
 FLASH_BYTES_PER_S = 40e6  # QSPI 80 MHz x 4 bit; the weights stream through the flash cache each token
 
 
@@ -52,7 +61,7 @@ def make_blobs(tmp: Path) -> dict[str, Path]:
     vocab = load_vocab(DATA / "tok512.model")
     cfg = config_from_llama2c(f, vocab)
     out = {}
-    for m in TARGETS:
+    for m in METHODS:
         out[m] = tmp / f"stories260K_{m}.blob"
         write_blob(out[m], cfg, state, vocab, m)
         if m != "f32":  # the same blob in integer mode (flags bit 1)
@@ -85,10 +94,58 @@ def bench_wall(blob: Path, n: int = 200) -> list[float]:
 
 
 def callgrind_ir(blob: Path, n: int, tmp: Path) -> int:
-    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p",
-                        str(BOARD), "--blob", str(blob), "--bench", str(n), "--prompt-ids", PROMPT],
+    return callgrind_cmd([str(BOARD), "--blob", str(blob), "--bench", str(n), "--prompt-ids", PROMPT], tmp)
+
+
+def callgrind_cmd(cmd: list[str], tmp: Path) -> int:
+    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p", *cmd],
                        capture_output=True, text=True, check=True)
     return int(re.search(r"Collected\s*:\s*(\d+)", r.stderr).group(1))
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def host_march() -> str:
+    r = subprocess.run(["make", "-s", "-C", str(FIRMWARE), "--no-print-directory", "-f", "Makefile",
+                        "-f", "-", "print-march"], input="print-march:\n\t@echo $(HOST_MARCH)\n",
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "(compiler default)"
+
+
+def startup_ms(cmd: list[str], n: int = 15) -> tuple[float, float]:
+    """Best and median wall clock (ms) of the whole process."""
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        ts.append((time.perf_counter() - t) * 1e3)
+    return min(ts), statistics.median(ts)
+
+
+class Peer:
+    """llama2.c's run.c, built outside the repo (a temp dir) from a checkout, at two flag sets."""
+
+    FLAGS = {"best": ["-Ofast", "-march=native"], "O3": ["-O3"]}
+
+    def __init__(self, checkout: Path, tmp: Path):
+        self.bins = {}
+        for name, flags in self.FLAGS.items():
+            out = tmp / f"run_{name}"
+            subprocess.run(["gcc", *flags, "-o", str(out), str(checkout / "run.c"), "-lm"], check=True)
+            self.bins[name] = out
+
+    def cmd(self, which: str, steps: int) -> list[str]:
+        return [str(self.bins[which]), str(DATA / "stories260K.bin"), "-z", str(DATA / "tok512.bin"),
+                "-n", str(steps), "-t", "0", "-i", "Once upon a time"]
+
+    def ir_per_token(self, which: str, tmp: Path) -> float:
+        # "<s> Once upon a time" is 5 tokens here too: steps 205 - 105 = positions 105..204, as ours
+        return (callgrind_cmd(self.cmd(which, 205), tmp) - callgrind_cmd(self.cmd(which, 105), tmp)) / 100
 
 
 def rv32_ir(blob: Path, n: int = 200) -> float | None:
@@ -125,23 +182,46 @@ def run_fuzz(seconds: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fuzz", type=int, default=0, metavar="SECONDS", help="run each fuzzer this long (>= 60)")
+    ap.add_argument("--fuzz", type=int, default=0, metavar="SECONDS",
+                    help="run each fuzzer this long (>= 60)")
     ap.add_argument("--no-rv32", action="store_true", help="skip the qemu projection")
+    ap.add_argument("--llama2c", type=Path, metavar="DIR", help="a llama2.c checkout: run.c side by side")
     args = ap.parse_args()
     subprocess.run(["make", "-C", str(FIRMWARE), "host"], check=True, capture_output=True)
-    print(f"flags: {cflags()}  (host x86-64 gcc: SSE2 kernels; rv32: the same flags, portable C)")
+    print(f"CPU: {cpu_model()}")
+    print(f"flags: {cflags()} + {host_march()}  (host gcc: SSE2/SSSE3 kernels; rv32: CFLAGS, portable C)")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         blobs = make_blobs(tmp)
-        print(f"{'quant':12} {'blob B':>9} {'RAM B':>7} {'tok/s min/med/max':>20} {'instr/tok':>11} {'vs run.c':>9}"
-              f" {'target':>10} {'rv32 ir/tok':>12} {'C3 ms/tok':>10} {'C3 tok/s':>9} {'flash ms':>9}")
+        peer = None
+        if args.llama2c is None:
+            print("run.c: no --llama2c DIR given, the peer columns are empty")
+        elif not (args.llama2c / "run.c").exists():
+            print(f"run.c: {args.llama2c}/run.c does not exist, the peer columns are empty")
+        else:
+            peer = Peer(args.llama2c, tmp)
+            run_best, run_o3 = peer.ir_per_token("best", tmp), peer.ir_per_token("O3", tmp)
+            run_start = startup_ms(peer.cmd("best", 1))
+            print(f"run.c (stories260K f32, greedy): {run_best / 1e6:.3f} M instr/token at -Ofast"
+                  f" -march=native, {run_o3 / 1e6:.3f} M at -O3; start-up {run_start[0]:.2f} ms best /"
+                  f" {run_start[1]:.2f} median")
+        print(f"{'quant':12} {'blob B':>9} {'RAM B':>7} {'tok/s min/med/max':>20} {'instr/tok':>11}"
+              f" {'run.c best':>11} {'ours/best':>10} {'ours/O3':>8} {'start ms':>9} {'run.c ms':>9}"
+              f" {'rv32 ir/tok':>12} {'C3 ms/tok':>10} {'C3 tok/s':>9} {'flash ms':>9}")
         for m, blob in blobs.items():
             tps = bench_wall(blob)
             ir = (callgrind_ir(blob, 200, tmp) - callgrind_ir(blob, 100, tmp)) / 100
-            ratio = ir / LLAMA2C_IR
-            # the host targets are for the float-accumulating kernels; integer mode is for FPU-less
-            # cores (the C3 column), its host figure is shown for completeness
-            target_txt = "-" if "+int" in m else f"{TARGETS[m]:.2f}x {'ok' if ratio <= TARGETS[m] else 'MISS'}"
+            start = startup_ms([str(BOARD), "--blob", str(blob), "--bench", "1", "--prompt-ids", "1"])
+            if peer:
+                # targets (issue 14): <= run.c at its best flags for int8/ternary, <= 1.1x for f32;
+                # integer mode is for FPU-less cores (the C3 column), its host figure is for completeness
+                goal = 1.1 if m == "f32" else 1.0
+                verdict = "" if "+int" in m else (" ok" if ir / run_best <= goal else " MISS")
+                ratio_txt = f"{ir / run_best:.2f}x{verdict}"
+                peer_txt = (f" {run_best / 1e6:9.3f} M {ratio_txt:>10} {ir / run_o3:7.2f}x {start[0]:9.2f}"
+                            f" {run_start[0]:9.2f}")
+            else:
+                peer_txt = f" {'-':>11} {'-':>10} {'-':>8} {start[0]:9.2f} {'-':>9}"
             rv = None if args.no_rv32 else rv32_ir(blob)
             size = blob.stat().st_size
             flash_ms = size / FLASH_BYTES_PER_S * 1e3
@@ -153,8 +233,8 @@ def main() -> None:
                 rv_txt = f"{'-':>12} {'-':>10} {'-':>9}"
             tps_txt = "/".join(f"{v:.0f}" for v in (tps[0], statistics.median(tps), tps[-1]))
             print(f"{m:12} {size:9d} {runtime_ram_bytes(blob):7d} {tps_txt:>20} {ir / 1e6:9.3f} M"
-                  f" {ratio:8.2f}x {target_txt:>10} {rv_txt} {flash_ms:9.2f}")
-        print(f"\nreference: llama2.c run.c stories260K greedy gcc -O3 ~ {LLAMA2C_IR / 1e6:.2f} M instr/token;"
+                  f"{peer_txt} {rv_txt} {flash_ms:9.2f}")
+        print(f"\ntargets: instr/token <= run.c at its best flags (int8, ternary), <= 1.1x (f32);"
               f" C3 projection = rv32 instructions x CPI {CPI_C3} / 160 MHz, tok/s also bounded by"
               f" streaming the blob from flash at {FLASH_BYTES_PER_S / 1e6:.0f} MB/s (flash ms column);"
               f" +int = flags bit 1 (integer mode), product target >= 50 C3 tok/s")

@@ -1,4 +1,4 @@
-"""Writer and reader of the weight blob (firmware/BLOB.md, version 1.1).
+"""Writer and reader of the weight blob (firmware/BLOB.md, versions 1.0, 1.1 and 2.0).
 
 Why the writer takes every size from `blob_layout.layout`: the fit budget, this writer and the
 firmware's boot report must agree to the byte, so none of them computes an offset on its own.
@@ -33,7 +33,7 @@ from .vocab import NO_TOKEN, Vocab, VocabError, parse_section, section_bytes
 
 F32 = np.float32
 ARCH_NAMES = {v: k for k, v in bl.ARCH_IDS.items()}
-QTYPE_NAMES = {v: k for k, v in bl.QTYPES.items()}
+QTYPE_NAMES = {v: k for k, v in bl.QTYPES.items()} | {bl.QTYPE_TERNARY5: "ternary"}
 MIN_BLOB = bl.HEADER_BYTES + bl.TRAILER_BYTES  # 136
 # header: magic, major, minor, header_bytes, arch, quant, group, dim, hidden, layers, heads, kv heads,
 # vocab, seq_len, flags, eps, theta, n_tensors, table, vocab off, vocab bytes, data off, total, reserved,
@@ -106,6 +106,7 @@ class BlobTensor:
     offset: int
     nbytes: int
     raw: memoryview
+    per_byte: int  # ternary packing: 4 (2-bit, qtype 2) or 5 (base-3, qtype 3); 4 for the others
     values: np.ndarray
     scales: np.ndarray
     _deq: np.ndarray | None = field(default=None, repr=False)
@@ -173,7 +174,8 @@ def _encode_tensor(spec: bl.TensorSpec, w: np.ndarray) -> bytes:
         q, s = quant.quantize_int8(w, spec.group)
         return s.astype("<f4").tobytes() + q.astype(np.int8).tobytes()
     t, s = quant.quantize_ternary(w)
-    return np.array([s], dtype="<f4").tobytes() + quant.pack_ternary(t).tobytes()
+    pack = quant.pack_ternary5 if spec.per_byte == 5 else quant.pack_ternary
+    return np.array([s], dtype="<f4").tobytes() + pack(t).tobytes()
 
 
 def _state_array(state: dict[str, Any], spec: bl.TensorSpec, cfg: ExperimentConfig) -> np.ndarray:
@@ -196,12 +198,14 @@ def _state_array(state: dict[str, Any], spec: bl.TensorSpec, cfg: ExperimentConf
 # ---- writer -----------------------------------------------------------------------------------------
 
 def build_blob(cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab, method: str,
-               context_len: int | None = None,
-               int_attention: bool = False) -> tuple[bytes, bl.BlobLayout]:
+               context_len: int | None = None, int_attention: bool = False,
+               ternary_per_byte: int = bl.TERNARY_PER_BYTE) -> tuple[bytes, bl.BlobLayout]:
     """The blob's bytes and its layout. `context_len` (default cfg.context_len()) sets the rows of
     the RoPE table and the header's seq_len for a transformer. `int_attention` sets flags bit 1
     (BLOB.md "Integer mode", format 1.1: int8 KV cache, integer attention, SwiGLU and matmul
-    accumulation); only for int8/ternary transformers. Without it the blob is a 1.0 blob."""
+    accumulation); only for int8/ternary transformers. Without it the blob is a 1.0 blob.
+    `ternary_per_byte` 5 (default) packs ternary matrices base-3 (format 2.0: ~20 % smaller); 4
+    writes the 2-bit packing of 1.x, for firmware older than 2.0."""
     if method not in bl.QTYPES:
         raise UserError(f"quant method {method!r}: use one of {', '.join(bl.QTYPES)}")
     if int_attention and (method == "f32" or cfg.model.arch != "transformer"):
@@ -217,11 +221,12 @@ def build_blob(cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab, metho
     if m.arch == "transformer" and ctx > m.seq_len:
         raise UserError(f"context_len {ctx} is longer than model.seq_len {m.seq_len}; use at most "
                         f"{m.seq_len}")
-    lay = bl.layout(cfg, method, piece_bytes=vocab.piece_bytes, context_len=ctx)
+    lay = bl.layout(cfg, method, piece_bytes=vocab.piece_bytes, context_len=ctx,
+                    ternary_per_byte=ternary_per_byte)
     buf = bytearray(lay.total_bytes)
     is_tf = m.arch == "transformer"
     header = _HEADER.pack(
-        bl.MAGIC, bl.VERSION_MAJOR, max(bl.VERSION_MINOR, 1) if int_attention else bl.VERSION_MINOR,
+        bl.MAGIC, lay.version_major, 1 if int_attention else 0,
         bl.HEADER_BYTES, bl.ARCH_IDS[m.arch],
         bl.QTYPES[method], cfg.quant.group_size, m.dim, m.ffn_dim() if is_tf else 0, m.n_layers,
         m.n_heads if is_tf else 0, m.n_kv_heads if is_tf else 0, vocab.size,
@@ -242,7 +247,7 @@ def build_blob(cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab, metho
         assert len(data) == spec.nbytes(), (spec, len(data))
         buf[off:off + len(data)] = data
         group = 0 if spec.qtype == "f32" else spec.group  # f32 has no scale groups
-        entry = _ENTRY.pack(role, bl.QTYPES[spec.qtype], spec.rows, spec.cols, group, off,
+        entry = _ENTRY.pack(role, spec.qtype_id, spec.rows, spec.cols, group, off,
                             spec.nbytes(), 0)
         pos = lay.table_offset + role * bl.TABLE_ENTRY_BYTES
         buf[pos:pos + bl.TABLE_ENTRY_BYTES] = entry
@@ -256,11 +261,11 @@ def build_blob(cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab, metho
 
 
 def write_blob(path: str | Path, cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab,
-               method: str, context_len: int | None = None,
-               int_attention: bool = False) -> BlobInfo:
+               method: str, context_len: int | None = None, int_attention: bool = False,
+               ternary_per_byte: int = bl.TERNARY_PER_BYTE) -> BlobInfo:
     """Write `path` atomically. `state` uses PyTorch/llama2.c names; output.weight is ignored when
-    the classifier is tied. `int_attention`: see build_blob."""
-    data, lay = build_blob(cfg, state, vocab, method, context_len, int_attention)
+    the classifier is tied. `int_attention`, `ternary_per_byte`: see build_blob."""
+    data, lay = build_blob(cfg, state, vocab, method, context_len, int_attention, ternary_per_byte)
     atomic_write_bytes(path, data)
     return BlobInfo(len(data), hashlib.sha256(data).hexdigest(), lay)
 
@@ -333,8 +338,13 @@ def _read_tensor(data: bytes, h: BlobHeader, role: int, spec: bl.TensorSpec) -> 
     if e_role != role:
         raise _fail(f"{where}: role is {e_role}, expected {role} (tensors out of order); {redo}")
     if qt not in QTYPE_NAMES:
-        raise _fail(f"{where}: qtype is {qt} (0 f32, 1 int8, 2 ternary are known); {redo}")
+        raise _fail(f"{where}: qtype is {qt} (0 f32, 1 int8, 2 ternary, 3 base-3 ternary are known); "
+                    f"{redo}")
+    if qt == bl.QTYPE_TERNARY5 and h.version_major < 2:
+        raise _fail(f"{where}: qtype 3 (base-3 ternary) needs blob format 2.0, the header says "
+                    f"{h.version_major}.{h.version_minor}; {redo}")
     qtype = QTYPE_NAMES[qt]
+    per_byte = 5 if qt == bl.QTYPE_TERNARY5 else 4
     if (rows, cols) != (spec.rows, spec.cols):
         raise _fail(f"{where}: shape is ({rows}, {cols}) but the header implies ({spec.rows}, "
                     f"{spec.cols}); {redo}")
@@ -351,7 +361,7 @@ def _read_tensor(data: bytes, h: BlobHeader, role: int, spec: bl.TensorSpec) -> 
                     f"{h.group_size}; {redo}")
     if qtype == "ternary" and group != 0:
         raise _fail(f"{where}: group is {group}, ternary tensors have one scale (group 0); {redo}")
-    real = bl.TensorSpec(spec.name, rows, cols, qtype, 0 if qtype != "int8" else group)
+    real = bl.TensorSpec(spec.name, rows, cols, qtype, 0 if qtype != "int8" else group, per_byte)
     if off % bl.ALIGN or off < h.data_offset or off + nbytes > h.total_len - bl.TRAILER_BYTES:
         raise _fail(f"{where}: offset {off} (+{nbytes} bytes) is not 16-aligned inside the data "
                     f"area [{h.data_offset}, {h.total_len - bl.TRAILER_BYTES}); {redo}")
@@ -369,13 +379,14 @@ def _read_tensor(data: bytes, h: BlobHeader, role: int, spec: bl.TensorSpec) -> 
                                offset=off + 4 * ns).reshape(rows, cols)
     else:
         scales = np.frombuffer(data, dtype="<f4", count=1, offset=off)
-        nb = (cols + 3) // 4
+        nb = (cols + per_byte - 1) // per_byte
         packed = np.frombuffer(data, dtype=np.uint8, count=rows * nb, offset=off + 4).reshape(rows, nb)
+        unpack = quant.unpack_ternary5 if per_byte == 5 else quant.unpack_ternary
         try:
-            values = quant.unpack_ternary(packed, cols, spec.name)
+            values = unpack(packed, cols, spec.name)
         except quant.PackingError as e:
             raise _fail(str(e)) from e
-    return BlobTensor(spec.name, role, qtype, rows, cols, group, off, nbytes, raw,
+    return BlobTensor(spec.name, role, qtype, rows, cols, group, off, nbytes, raw, per_byte,
                       values.astype(values.dtype.newbyteorder("=")), scales.astype(F32))
 
 

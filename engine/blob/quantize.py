@@ -129,6 +129,43 @@ def unpack_ternary(packed: np.ndarray, cols: int, name: str = "tensor") -> np.nd
     return t
 
 
+_POW3 = np.array([1, 3, 9, 27, 81], dtype=np.uint8)
+
+
+def pack_ternary5(t: np.ndarray) -> np.ndarray:
+    """Base-3, 5 weights a byte (BLOB.md 2.0, qtype 3): weight j of a row is digit j%5 of byte j/5,
+    byte = sum d_i * 3^i with d = t + 1 (0 = -1, 1 = 0, 2 = +1: balanced, so that a weighted sum of
+    the weights is linear in the byte's quotients floor(byte / 3^i), which the SIMD kernel uses);
+    each row packed on its own, missing trailing weights are 0 (digit 1). Returns uint8
+    [rows, ceil(cols/5)], every byte <= 242."""
+    t = np.asarray(t)
+    if t.ndim == 1:
+        t = t.reshape(1, -1)
+    rows, cols = t.shape
+    nb = (cols + 4) // 5
+    digits = np.ones((rows, nb * 5), dtype=np.uint8)
+    digits[:, :cols] = (t + 1).astype(np.uint8)
+    return (digits.reshape(rows, nb, 5) * _POW3).sum(axis=2, dtype=np.uint16).astype(np.uint8)
+
+
+def unpack_ternary5(packed: np.ndarray, cols: int, name: str = "tensor") -> np.ndarray:
+    """Inverse of `pack_ternary5`; a byte > 242, or a padding weight past `cols` that is not 0
+    (digit 1), is a PackingError."""
+    packed = np.asarray(packed, dtype=np.uint8)
+    rows, nb = packed.shape
+    bad = np.argwhere(packed > 242)
+    if bad.size:
+        r, k = (int(v) for v in bad[0])
+        raise PackingError(f"{name}: base-3 byte {k} of row {r} is {int(packed[r, k])} (at most 242 = "
+                           "five digits 2): the blob is damaged or written by a buggy exporter; export "
+                           "it again")
+    digits = ((packed[:, :, None] // _POW3) % 3).reshape(rows, nb * 5).astype(np.int8)
+    if np.any(digits[:, cols:] != 1):
+        raise PackingError(f"{name}: non-zero padding weights after the last weight of a row: the "
+                           "blob is damaged; export it again")
+    return (digits[:, :cols] - 1).astype(np.int8)
+
+
 def snr_db(w: Any, w_hat: Any) -> float:
     """Signal-to-noise ratio of a reconstruction, 10·log10(Σw² / Σ(w−ŵ)²), in float64; inf if exact."""
     w = np.asarray(w, dtype=np.float64)

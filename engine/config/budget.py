@@ -130,7 +130,7 @@ def place(board: Board, ram: dict[str, int]) -> Placement:
 
 IO_BUFFER_BYTES = 1024  # protocol line in + line out (firmware/PROTOCOL.md max line 512 bytes)
 # ternary integer mode: 16 lookup tables of 172 int16 + 64 int64 row sums (firmware/core/kernels.h)
-T2_TABLE_BYTES = 2 * 16 * 172 + 8 * 64
+T2_TABLE_BYTES = 2 * 16 * 244 + 8 * 64  # 16 tables of 244 int16 (T3: 243 entries) + 64 int64
 
 
 def param_count(cfg: ExperimentConfig) -> int:

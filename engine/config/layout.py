@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .schema import ExperimentConfig
 
 MAGIC = b"TLMB"
-VERSION_MAJOR = 1
+VERSION_MAJOR = 2  # the newest major this code reads and writes (BLOB.md "Versions")
 VERSION_MINOR = 0
 HEADER_BYTES = 128
 TABLE_ENTRY_BYTES = 32
@@ -20,7 +20,10 @@ TRAILER_BYTES = 8  # total_len u32 + crc32 u32
 ALIGN = 16  # every section and tensor starts on a 16-byte boundary (ESP32-S3 SIMD loads, mmap reads)
 
 QTYPE_F32, QTYPE_INT8, QTYPE_TERNARY = 0, 1, 2
+QTYPE_TERNARY5 = 3  # format 2.0: ternary packed base-3, 5 weights a byte (TensorSpec.per_byte == 5)
 QTYPES = {"f32": QTYPE_F32, "int8": QTYPE_INT8, "ternary": QTYPE_TERNARY}
+# ternary weights a byte: 5 (base-3, format 2.0, the default) or 4 (2-bit codes, format 1.x)
+TERNARY_PER_BYTE = 5
 ARCH_IDS = {"transformer": 0, "gru": 1}
 
 
@@ -40,6 +43,14 @@ class TensorSpec:
     cols: int  # input features
     qtype: str  # "f32" | "int8" | "ternary"
     group: int  # scale group along a row; 0 = per-tensor scale (ternary only); unused for f32
+    per_byte: int = 4  # ternary only: 4 (2-bit codes, qtype 2) or 5 (base-3, qtype 3, format 2.0)
+
+    @property
+    def qtype_id(self) -> int:
+        """The table entry's qtype: a base-3 ternary tensor is qtype 3."""
+        if self.qtype == "ternary" and self.per_byte == 5:
+            return QTYPE_TERNARY5
+        return QTYPES[self.qtype]
 
     @property
     def numel(self) -> int:
@@ -59,7 +70,8 @@ class TensorSpec:
             return 4 * self.numel
         if self.qtype == "int8":
             return scales + self.numel
-        return scales + self.rows * ((self.cols + 3) // 4)  # ternary: 4 weights a byte, rows padded
+        # ternary: 4 (2-bit) or 5 (base-3) weights a byte, each row padded to whole bytes
+        return scales + self.rows * ((self.cols + self.per_byte - 1) // self.per_byte)
 
 
 def _qtype_for(name: str, method: str) -> str:
@@ -75,8 +87,12 @@ def _qtype_for(name: str, method: str) -> str:
 
 
 def tensor_specs(cfg: ExperimentConfig, method: str | None = None,
-                 context_len: int | None = None) -> list[TensorSpec]:
-    """The blob's tensors, in blob order, for a config and quant method."""
+                 context_len: int | None = None,
+                 ternary_per_byte: int = TERNARY_PER_BYTE) -> list[TensorSpec]:
+    """The blob's tensors, in blob order, for a config and quant method. `ternary_per_byte` 4 gives
+    the 2-bit packing of format 1.x (what older firmware reads), 5 the base-3 packing of 2.0."""
+    if ternary_per_byte not in (4, 5):
+        raise ValueError(f"ternary_per_byte is {ternary_per_byte}: 4 or 5")
     m = cfg.model
     method = method or cfg.quant.method
     group = cfg.quant.group_size
@@ -115,7 +131,7 @@ def tensor_specs(cfg: ExperimentConfig, method: str | None = None,
     for name, rows, cols in shapes:
         q = _qtype_for(name, method)
         g = 0 if q in ("ternary", "f32") else group
-        specs.append(TensorSpec(name, rows, cols, q, g))
+        specs.append(TensorSpec(name, rows, cols, q, g, ternary_per_byte if q == "ternary" else 4))
     return specs
 
 
@@ -138,12 +154,18 @@ class BlobLayout:
     def weight_bytes(self) -> int:
         return sum(t.nbytes() for t in self.tensors)
 
+    @property
+    def version_major(self) -> int:
+        """2 when a tensor uses a 2.0 storage type (base-3 ternary), else 1: a blob that needs no
+        2.0 feature stays readable by 1.x firmware."""
+        return 2 if any(t.qtype_id == QTYPE_TERNARY5 for t in self.tensors) else 1
+
 
 def layout(cfg: ExperimentConfig, method: str | None = None, piece_bytes: int | None = None,
-           context_len: int | None = None) -> BlobLayout:
+           context_len: int | None = None, ternary_per_byte: int = TERNARY_PER_BYTE) -> BlobLayout:
     """Where everything goes. `piece_bytes` is the total UTF-8 length of all vocab pieces; when the
     tokenizer is not trained yet it is estimated (see `estimate_piece_bytes`)."""
-    specs = tensor_specs(cfg, method, context_len)
+    specs = tensor_specs(cfg, method, context_len, ternary_per_byte)
     vocab = cfg.tokenizer.vocab_size
     if piece_bytes is None:
         piece_bytes = estimate_piece_bytes(cfg)

@@ -90,10 +90,25 @@ static int role_shape(const tl_blob *b, uint32_t role, uint32_t *rows, uint32_t 
     return 1;
 }
 
+static int is_ternary(uint32_t qtype) { return qtype == TL_Q_TERNARY || qtype == TL_Q_TERNARY5; }
+
 static uint64_t implied_nbytes(uint32_t qtype, uint32_t rows, uint32_t cols, uint32_t group) {
     if (qtype == TL_Q_F32) return 4ull * rows * cols;
     if (qtype == TL_Q_INT8) return 4ull * rows * ceil_div(cols, group) + (uint64_t)rows * cols;
-    return 4ull + (uint64_t)rows * ceil_div(cols, 4u);
+    return 4ull + (uint64_t)rows * ceil_div(cols, qtype == TL_Q_TERNARY5 ? 5u : 4u);
+}
+
+/* Base-3 rows: every byte <= 242 (five digits), and a short last byte (u = cols % 5 weights used)
+   holds weight 0 (digit 1) in every unused digit: floor(byte / 3^u) = 11..1 in base 3. */
+static int ternary5_rows_ok(const uint8_t *w, uint32_t rows, uint32_t cols) {
+    static const uint8_t pow3[6] = {1, 3, 9, 27, 81, 243};
+    uint32_t rb = ceil_div(cols, 5u), u = cols % 5u;
+    for (uint32_t r = 0; r < rows; r++, w += rb) {
+        for (uint32_t k = 0; k < rb; k++)
+            if (w[k] > 242u) return 0;
+        if (u && w[rb - 1] / pow3[u] != (pow3[5u - u] - 1u) / 2u) return 0;
+    }
+    return 1;
 }
 
 /* memcmp order, shorter first when one is a prefix of the other. */
@@ -158,14 +173,16 @@ static tl_err check_table(tl_blob *b, const char **msg) {
         uint32_t er, ec;
         int f32_only;
         if (role != i || !role_shape(b, role, &er, &ec, &f32_only)) FAIL(TL_E_BLOB, "tensor role: out of order");
-        if (qtype > TL_Q_TERNARY) FAIL(TL_E_BLOB, "tensor qtype: not 0, 1 or 2");
+        if (qtype > TL_Q_TERNARY5) FAIL(TL_E_BLOB, "tensor qtype: not 0, 1, 2 or 3");
+        if (qtype == TL_Q_TERNARY5 && b->version_major < 2)
+            FAIL(TL_E_BLOB, "tensor qtype: 3 (base-3 ternary) needs blob format 2.0");
         if (rows != er || cols != ec) FAIL(TL_E_BLOB, "tensor rows/cols: do not follow from the header");
         if (f32_only && qtype != TL_Q_F32) FAIL(TL_E_BLOB, "tensor qtype: norms, biases and rope must be f32");
-        if (role == 0 && qtype == TL_Q_TERNARY) FAIL(TL_E_BLOB, "tensor qtype: tok_embeddings cannot be ternary");
+        if (role == 0 && is_ternary(qtype)) FAIL(TL_E_BLOB, "tensor qtype: tok_embeddings cannot be ternary");
         if ((b->flags & 2u) && !f32_only && qtype == TL_Q_F32)
             FAIL(TL_E_BLOB, "tensor qtype: flags bit 1 (integer mode) needs every matrix int8 or ternary");
         if (qtype == TL_Q_INT8 && group != b->group_size) FAIL(TL_E_BLOB, "tensor group: int8 group is not the header group_size");
-        if (qtype == TL_Q_TERNARY && group != 0) FAIL(TL_E_BLOB, "tensor group: ternary group must be 0");
+        if (is_ternary(qtype) && group != 0) FAIL(TL_E_BLOB, "tensor group: ternary group must be 0");
         if (off % ALIGN) FAIL(TL_E_BLOB, "tensor offset: not a multiple of 16");
         if (off < b->data_offset || (uint64_t)off + nbytes > data_end)
             FAIL(TL_E_BLOB, "tensor offset: outside the data section");
@@ -183,6 +200,8 @@ static tl_err check_table(tl_blob *b, const char **msg) {
                 if (w[rb - 1] & pad_mask) FAIL(TL_E_BLOB, "tensor data: ternary row padding is not zero");
             }
         }
+        if (qtype == TL_Q_TERNARY5 && !ternary5_rows_ok(b->base + off + 4, rows, cols))
+            FAIL(TL_E_BLOB, "tensor data: base-3 byte over 242 or non-zero row padding");
     }
     return TL_OK;
 }
@@ -233,8 +252,8 @@ tl_err tl_blob_parse(tl_blob *b, const uint8_t *base, uint32_t len, const char *
     b->len = len;
     b->version_major = rd16(base + 4);
     b->version_minor = rd16(base + 6);
-    if (b->version_major > 1) FAIL(TL_E_VERSION, "version: blob format is newer than this firmware (1.x): update");
-    if (b->version_major != 1) FAIL(TL_E_BLOB, "version: major 0 is not a release");
+    if (b->version_major > TL_BLOB_MAJOR) FAIL(TL_E_VERSION, "version: blob format is newer than this firmware (2.x): update");
+    if (b->version_major < 1) FAIL(TL_E_BLOB, "version: major 0 is not a release");
     if (rd32(base + 8) != TL_BLOB_HEADER_BYTES) FAIL(TL_E_BLOB, "header_bytes: not 128");
     if (rd32(base + 84) != len) FAIL(TL_E_BLOB, "total_len: header total_len is not the blob length");
     if (rd32(base + len - 8) != len) FAIL(TL_E_BLOB, "total_len: trailer total_len is not the blob length");
@@ -287,7 +306,7 @@ tl_err tl_blob_tensor(const tl_blob *b, uint32_t role, tl_tensor *t) {
     } else {
         t->group = 0;
         t->n_groups = 1;
-        t->row_bytes = ceil_div(t->cols, 4u);
+        t->row_bytes = ceil_div(t->cols, t->qtype == TL_Q_TERNARY5 ? 5u : 4u);
         t->scales = (const float *)(const void *)d;
         t->t2 = d + 4;
     }

@@ -15,7 +15,9 @@
 #define TL_BLOB_NONE 0xFFFFFFFFu /* bos_id / eos_id absent */
 
 enum { TL_ARCH_TRANSFORMER = 0, TL_ARCH_GRU = 1 };
-enum { TL_Q_F32 = 0, TL_Q_INT8 = 1, TL_Q_TERNARY = 2 };
+/* TL_Q_TERNARY5 (format 2.0): ternary packed base-3, 5 weights a byte (BLOB.md "Tensor storage") */
+enum { TL_Q_F32 = 0, TL_Q_INT8 = 1, TL_Q_TERNARY = 2, TL_Q_TERNARY5 = 3 };
+#define TL_BLOB_MAJOR 2u /* the newest format major this firmware reads */
 
 /* Roles of the transformer tensors inside a layer (role = 1 + 9*layer + offset). */
 enum {
@@ -30,11 +32,11 @@ typedef struct {
     uint32_t rows, cols;  /* [rows, cols] row-major */
     uint32_t group;       /* int8: scale group along a row; ternary: 0 (one scale) */
     uint32_t n_groups;    /* scale groups per row (int8), 1 (ternary), 0 (f32) */
-    uint32_t row_bytes;   /* bytes of one row of weights: 4*cols, cols, ceil(cols/4) */
+    uint32_t row_bytes;   /* bytes of one row of weights: 4*cols, cols, ceil(cols/4), ceil(cols/5) */
     const float *f32;     /* f32 weights, or NULL */
     const float *scales;  /* int8: rows*n_groups scales; ternary: one; else NULL */
     const int8_t *q8;     /* int8 weights, or NULL */
-    const uint8_t *t2;    /* ternary packed weights, or NULL */
+    const uint8_t *t2;    /* ternary packed weights (2-bit or, for TL_Q_TERNARY5, base-3), or NULL */
 } tl_tensor;
 
 typedef struct {

@@ -783,11 +783,298 @@ static void matmul_t2(float *out, const tl_tensor *W, tl_qvec *qx) {
     matmul_t2_rows(out, W, qx, i);
 }
 
+/* --- ternary, base-3 (TL_Q_TERNARY5, format 2.0) --------------------------------------------- */
+
+#define T3_TAG 0x80000000u /* t2_cols of T3 tables / planes, so T2 tables of the same q are never mistaken */
+
+/* Byte -> its 5 weights (digit i of the byte = weight i + 1), plus 3 zero bytes. The same exact
+   products as the 2-bit packing: only storage differs. */
+#define T3D(b, p) ((((b) / (p)) % 3) - 1)
+#define T3E(b) {T3D(b, 1), T3D(b, 3), T3D(b, 9), T3D(b, 27), T3D(b, 81), 0, 0, 0}
+#define T3E3(b) T3E(b), T3E((b) + 1), T3E((b) + 2)
+#define T3E9(b) T3E3(b), T3E3((b) + 3), T3E3((b) + 6)
+#define T3E27(b) T3E9(b), T3E9((b) + 9), T3E9((b) + 18)
+#define T3E81(b) T3E27(b), T3E27((b) + 27), T3E27((b) + 54)
+static const int8_t T3_LUT[243][8] = {T3E81(0), T3E81(81), T3E81(162)};
+
+/* sum t[col0 + k] * x[k], k < n, for a base-3 row (exact). */
+static int32_t dot_t3(const uint8_t *w, uint32_t col0, const int8_t *x, uint32_t n) {
+    int32_t s = 0;
+    uint32_t k = 0, c = col0;
+    for (; k < n && c % 5u; k++, c++) s += T3_LUT[w[c / 5u]][c % 5u] * x[k];
+    for (; k + 5 <= n; k += 5, c += 5) {
+        const int8_t *t = T3_LUT[w[c / 5u]];
+        s += t[0] * x[k] + t[1] * x[k + 1] + t[2] * x[k + 2] + t[3] * x[k + 3] + t[4] * x[k + 4];
+    }
+    for (; k < n; k++, c++) s += T3_LUT[w[c / 5u]][c % 5u] * x[k];
+    return s;
+}
+
+/* Rows [i0, rows): one row at a time, as matmul_t2_rows. */
+static void matmul_t3_rows(float *out, const tl_tensor *W, const tl_qvec *qx, uint32_t i0) {
+    uint32_t n = W->cols, gs = qx->group;
+    xdec d;
+    int32_t b = qx->imode ? t2_vec_init(&d, qx, n) : 0;
+    for (uint32_t i = i0; i < W->rows; i++) {
+        const uint8_t *w = W->t2 + (size_t)i * W->row_bytes;
+        uint64_t iacc = 0;
+        float acc = 0.0f;
+        for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+            uint32_t len = start + gs <= n ? gs : n - start;
+            int32_t isum = dot_t3(w, start, qx->q + start, len);
+            if (qx->imode)
+                iacc += t2_term(isum, &d, g, b);
+            else
+                acc = acc + (float)isum * qx->s[g];
+        }
+        out[i] = qx->imode ? TL_FMUL(int_out(iacc, b - 142), W->scales[0]) : acc * W->scales[0];
+    }
+}
+
+#ifdef TL_SSE2
+/* 4 rows per pass, without decoding a digit. With d_i = t_i + 1 the digits of byte b and
+   q_i = floor(b / 3^i) (q_5 = 0): d_i = q_i - 3 q_(i+1), so for 5 activations x_i
+   sum t_i x_i = sum d_i x_i - sum x_i = q_0 x_0 + sum_(i>=1) q_i (x_i - 3 x_(i-1)) - sum x_i.
+   Per group, the activations are laid out once per vector as 5 planes y_i[k] over the 8 (group 64:
+   16) bytes that touch the group (x outside the group counts as 0, so a byte shared with the next
+   group adds only its own columns); a row's group sum is then 4 pmulhuw (q_i = b * magic >> 16,
+   exact for b < 243) and 5 pmaddwd over one 8-byte load, minus the group's sum of x. Exact: every
+   product and sum is an integer well inside int32. */
+#define T3_MAXG 64u
+typedef struct {
+    int16_t y[T3_MAXG][2][5][8]; /* [group][8-byte half][plane i][byte] */
+    int32_t sx[T3_MAXG];         /* sum of the group's activations */
+    uint32_t k0[T3_MAXG];        /* first byte that touches the group */
+    const int8_t *owner;         /* the q these planes are of (valid while its t2_cols says so) */
+} t3_planes;
+
+static void t3_planes_init(t3_planes *P, const int8_t *q, uint32_t n, uint32_t gs, uint32_t ng) {
+    uint32_t halves = gs > 32u ? 2u : 1u;
+    for (uint32_t g = 0; g < ng; g++) {
+        uint32_t lo = g * gs, hi = lo + gs < n ? lo + gs : n, k0 = lo / 5u;
+        int32_t xm[1 + 80] = {0}, sx = 0; /* xm[1 + j]: column 5 k0 + j if in the group, else 0 */
+        for (uint32_t c = lo; c < hi; c++) {
+            xm[1u + c - 5u * k0] = q[c];
+            sx += q[c];
+        }
+        P->sx[g] = sx, P->k0[g] = k0;
+        for (uint32_t h = 0; h < halves; h++)
+            for (uint32_t i = 0; i < 5; i++)
+                for (uint32_t k = 0; k < 8; k++) {
+                    uint32_t j = 5u * (8u * h + k) + i;
+                    P->y[g][h][i][k] = (int16_t)(xm[1u + j] - (i ? 3 * xm[j] : 0));
+                }
+    }
+}
+
+/* sum of the 4 int32 lanes of the products of 8 bytes at w (zero-extended) with the planes */
+static inline __m128i t3_dot8(__m128i b, const int16_t (*y)[8]) {
+    const __m128i m3 = _mm_set1_epi16(21846), m9 = _mm_set1_epi16(7282), m27 = _mm_set1_epi16(2428),
+                  m81 = _mm_set1_epi16(810);
+#define YP(i) _mm_loadu_si128((const __m128i *)(const void *)y[i])
+    __m128i s = _mm_madd_epi16(b, YP(0));
+    s = _mm_add_epi32(s, _mm_madd_epi16(_mm_mulhi_epu16(b, m3), YP(1)));
+    s = _mm_add_epi32(s, _mm_madd_epi16(_mm_mulhi_epu16(b, m9), YP(2)));
+    s = _mm_add_epi32(s, _mm_madd_epi16(_mm_mulhi_epu16(b, m27), YP(3)));
+    s = _mm_add_epi32(s, _mm_madd_epi16(_mm_mulhi_epu16(b, m81), YP(4)));
+#undef YP
+    return s;
+}
+
+/* 8 bytes of a row from byte k on, zero-extended to 16 bits; bytes past `end` read as 0 (their
+   planes are 0 anyway; this only keeps the load inside the tensor). */
+static inline __m128i t3_load8(const uint8_t *p, const uint8_t *end) {
+    if (p + 8 <= end) return _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(const void *)p), _mm_setzero_si128());
+    uint8_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < 8 && p + k < end; k++) tmp[k] = p[k];
+    return _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(const void *)tmp), _mm_setzero_si128());
+}
+
+static uint32_t matmul_t3_sse(float *out, const tl_tensor *W, tl_qvec *qx) {
+    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, ng = (n + gs - 1u) / gs, i = 0;
+    if (ng > T3_MAXG) return 0; /* matmul_t3_rows */
+    static t3_planes P; /* 10 KB, off the stack; reused by the matrices that share q (q/k/v, w1/w3) */
+    if (P.owner != qx->q || qx->t2_cols != (n | T3_TAG)) {
+        t3_planes_init(&P, qx->q, n, gs, ng);
+        P.owner = qx->q;
+        qx->t2_cols = n | T3_TAG; /* tl_quantize clears it */
+    }
+    const uint8_t *end = W->t2 + (size_t)W->rows * rb;
+    uint32_t halves = gs > 32u ? 2u : 1u;
+    xdec d;
+    xdec_init(&d, qx, 0u);
+    int32_t base = qx->imode ? t2_vec_init(&d, qx, n) : 0;
+    for (; i + 4 <= W->rows; i += 4) {
+        const uint8_t *w = W->t2 + (size_t)i * rb;
+        __m128 acc = _mm_setzero_ps();
+        uint64_t iacc[4] = {0, 0, 0, 0};
+        for (uint32_t g = 0; g < ng; g++) {
+            __m128i s[4];
+            if (w + 4u * rb + 16u <= end) /* not the last rows: every load stays inside the tensor */
+                for (int r = 0; r < 4; r++) {
+                    const uint8_t *p = w + (size_t)r * rb + P.k0[g];
+                    s[r] = t3_dot8(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(const void *)p),
+                                                     _mm_setzero_si128()), P.y[g][0]);
+                    if (halves == 2u)
+                        s[r] = _mm_add_epi32(s[r], t3_dot8(_mm_unpacklo_epi8(_mm_loadl_epi64(
+                            (const __m128i *)(const void *)(p + 8)), _mm_setzero_si128()), P.y[g][1]));
+                }
+            else
+                for (int r = 0; r < 4; r++) {
+                    const uint8_t *p = w + (size_t)r * rb + P.k0[g];
+                    s[r] = t3_dot8(t3_load8(p, end), P.y[g][0]);
+                    if (halves == 2u) s[r] = _mm_add_epi32(s[r], t3_dot8(t3_load8(p + 8, end), P.y[g][1]));
+                }
+            __m128i isum = _mm_sub_epi32(hsum4_epi32(s[0], s[1], s[2], s[3]), _mm_set1_epi32(P.sx[g]));
+            if (qx->imode) {
+                int32_t is[4];
+                _mm_storeu_si128((__m128i *)(void *)is, isum);
+                for (int r = 0; r < 4; r++) iacc[r] += t2_term(is[r], &d, g, base);
+                continue;
+            }
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(isum), _mm_set1_ps(qx->s[g])));
+        }
+        if (qx->imode) {
+            for (int r = 0; r < 4; r++) out[i + r] = int_out(iacc[r], base - 142) * W->scales[0];
+            continue;
+        }
+        _mm_storeu_ps(out + i, _mm_mul_ps(acc, _mm_set1_ps(W->scales[0])));
+    }
+    return i;
+}
+#else
+/* T3 tables (integer mode, portable kernels): as the T2 tables, turned to base-3 bytes. A byte holds
+   5 activations' weights: its table has 243 entries. Bytes may straddle a group boundary (32 and 64
+   are not multiples of 5), and each group needs its own exact sum, so a table belongs to one (group,
+   byte) pair and holds zeros for the byte's columns outside the group: group g's sum is the lookups
+   of the bytes that touch it. A block is as many whole groups as TL_T2_TABLES tables hold (two of 32
+   columns: 7 + 7 tables); with several blocks, row sums wait in t2acc as in matmul_t2_tab. */
+
+/* tab[byte] = sum of the byte's weights times q[c] for its columns c in [lo, hi), 0 for the others.
+   Entry 27e + 9c + l (l = digits 0, 1; c = digit 2; e = digits 3, 4; digit d is weight d - 1) is
+   l(l) + mid(c) + h(e), written 9 entries at a time from registers (the build is the cost of base-3:
+   243 entries per 5 activations, against 81 per 4 for T2 tables). Unsigned arithmetic: the entries
+   are stored modulo 2^16 and are exact int16 values, so no sign extension is ever needed. */
+static void t3_build(int16_t *tab, const int8_t *q, uint32_t c0, uint32_t lo, uint32_t hi) {
+    uint32_t v[5];
+    if (c0 >= lo && c0 + 5u <= hi) /* the usual case: all 5 columns in the group */
+        for (uint32_t i = 0; i < 5; i++) v[i] = (uint32_t)(int32_t)q[c0 + i];
+    else
+        for (uint32_t i = 0; i < 5; i++) v[i] = c0 + i >= lo && c0 + i < hi ? (uint32_t)(int32_t)q[c0 + i] : 0u;
+    uint32_t a = v[0], b = v[1], c3 = v[3], c4 = v[4];
+    const uint32_t l[9] = {0u - a - b, 0u - b, a - b, 0u - a, 0u, a, b - a, b, a + b};
+    const uint32_t h[9] = {0u - c3 - c4, 0u - c4, c3 - c4, 0u - c3, 0u, c3, c4 - c3, c4, c3 + c4};
+    const uint32_t mid[3] = {0u - v[2], 0u, v[2]};
+    uint16_t *t = (uint16_t *)(void *)tab;
+    for (uint32_t c = 0; c < 3; c++) {
+        uint32_t m = mid[c];
+        uint32_t a0 = l[0] + m, a1 = l[1] + m, a2 = l[2] + m, a3 = l[3] + m, a4 = l[4] + m;
+        uint32_t a5 = l[5] + m, a6 = l[6] + m, a7 = l[7] + m, a8 = l[8] + m;
+        for (uint32_t e = 0; e < 9; e++) {
+            uint16_t *p = t + 27u * e + 9u * c;
+            uint32_t x = h[e];
+            p[0] = (uint16_t)(a0 + x), p[1] = (uint16_t)(a1 + x), p[2] = (uint16_t)(a2 + x);
+            p[3] = (uint16_t)(a3 + x), p[4] = (uint16_t)(a4 + x), p[5] = (uint16_t)(a5 + x);
+            p[6] = (uint16_t)(a6 + x), p[7] = (uint16_t)(a7 + x), p[8] = (uint16_t)(a8 + x);
+        }
+    }
+}
+
+/* 7 bytes, 7 tables (a group of 32 columns starts inside a byte or at one: it touches 7 of them,
+   sometimes 8); immediates stay < 2048 on rv32 with a second base 4 tables on (as t2_lookup8). */
+static inline int32_t t3_lookup7(const uint8_t *w, const int16_t *tab) {
+    const char *tb = (const char *)tab, *tb4 = tb + 4u * 2u * TL_T2_STRIDE;
+    int32_t s = 0;
+    T2_OPAQUE(tb4);
+    for (uint32_t k = 0; k < 4; k++) {
+        const char *p = tb + 2u * w[k];
+        T2_OPAQUE(p);
+        s += *(const int16_t *)(const void *)(p + k * (2u * TL_T2_STRIDE));
+    }
+    for (uint32_t k = 0; k < 3; k++) {
+        const char *p = tb4 + 2u * w[k + 4];
+        T2_OPAQUE(p);
+        s += *(const int16_t *)(const void *)(p + k * (2u * TL_T2_STRIDE));
+    }
+    return s;
+}
+static inline int32_t t3_lookup(const uint8_t *w, const int16_t *tab, uint32_t nb) {
+    return nb == 7u ? t3_lookup7(w, tab) : nb == 8u ? t2_lookup8(w, tab) : t2_lookup(w, tab, nb);
+}
+
+static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
+    uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, rows = W->rows;
+    uint32_t ng = (n + gs - 1u) / gs;
+    xdec d;
+    int32_t base = t2_vec_init(&d, qx, n);
+    float sw = W->scales[0], swk = t2_scale_k(sw, base - 142);
+    for (uint32_t r0 = 0; r0 < rows; r0 += TL_T2_ROWS) {
+        uint32_t rn = rows - r0 < TL_T2_ROWS ? rows - r0 : TL_T2_ROWS;
+        for (uint32_t g0 = 0, g1; g0 < ng; g0 = g1) {
+            /* the block's groups: first byte, bytes, first table, multiplier and shift */
+            uint32_t b0[TL_T2_TABLES], nb[TL_T2_TABLES], t0[TL_T2_TABLES], m[TL_T2_TABLES], nt = 0;
+            int32_t sh[TL_T2_TABLES];
+            for (g1 = g0; g1 < ng; g1++) {
+                uint32_t lo = g1 * gs, hi = lo + gs < n ? lo + gs : n, j = g1 - g0;
+                uint32_t first = lo / 5u, cnt = (hi - 1u) / 5u + 1u - first;
+                if (nt + cnt > TL_T2_TABLES) break;
+                b0[j] = first, nb[j] = cnt, t0[j] = nt;
+                int32_t e = d.ok ? d.e[g1] : base - tl_fexp(tl_fbits(d.s[g1]));
+                m[j] = xdec_m(&d, g1);
+                sh[j] = e > 31 ? 31 : e;
+                nt += cnt;
+            }
+            uint32_t ngb = g1 - g0, single = g0 == 0 && g1 == ng;
+            if (!single || qx->t2_cols != (n | T3_TAG)) { /* a one-block matrix reuses the last tables of q */
+                for (uint32_t j = 0; j < ngb; j++) {
+                    uint32_t lo = (g0 + j) * gs, hi = lo + gs < n ? lo + gs : n;
+                    for (uint32_t k = 0; k < nb[j]; k++)
+                        t3_build(qx->t2tab + (t0[j] + k) * TL_T2_STRIDE, qx->q, 5u * (b0[j] + k), lo, hi);
+                }
+                qx->t2_cols = single ? (n | T3_TAG) : 0u;
+            }
+            const int16_t *tab1 = qx->t2tab + t0[1 % ngb] * TL_T2_STRIDE;
+            const uint8_t *w = W->t2 + (size_t)r0 * rb;
+            for (uint32_t r = 0; r < rn; r++, w += rb) {
+                int32_t bs = tl_asr32(t3_lookup(w + b0[0], qx->t2tab, nb[0]) * (int32_t)m[0], sh[0]);
+                if (ngb > 1) bs += tl_asr32(t3_lookup(w + b0[1], tab1, nb[1]) * (int32_t)m[1], sh[1]);
+                for (uint32_t j = 2; j < ngb; j++)
+                    bs += tl_asr32(t2_lookup(w + b0[j], qx->t2tab + t0[j] * TL_T2_STRIDE, nb[j]) * (int32_t)m[j], sh[j]);
+                if (single) {
+                    out[r0 + r] = t2_out(bs, base - 142, sw, swk);
+                    continue;
+                }
+                uint64_t acc = g0 ? ((uint64_t)qx->t2acc[2 * r + 1] << 32 | qx->t2acc[2 * r]) : 0u;
+                acc += (uint64_t)(int64_t)bs;
+                if (g1 < ng) {
+                    qx->t2acc[2 * r] = (uint32_t)acc, qx->t2acc[2 * r + 1] = (uint32_t)(acc >> 32);
+                } else {
+                    out[r0 + r] = t2_out((int64_t)acc, base - 142, sw, swk);
+                }
+            }
+        }
+    }
+    return rows;
+}
+#endif
+
+static void matmul_t3(float *out, const tl_tensor *W, tl_qvec *qx) {
+    uint32_t i = 0;
+#ifdef TL_SSE2
+    i = matmul_t3_sse(out, W, qx);
+#else
+    if (qx->imode && qx->t2tab) i = matmul_t3_tab(out, W, qx);
+#endif
+    matmul_t3_rows(out, W, qx, i);
+}
+
 void tl_matmul(float *out, const tl_tensor *W, const float *x, tl_qvec *qx) {
     if (W->qtype == TL_Q_F32)
         matmul_f32(out, W->f32, x, W->rows, W->cols);
     else if (W->qtype == TL_Q_INT8)
         matmul_i8(out, W, qx);
+    else if (W->qtype == TL_Q_TERNARY5)
+        matmul_t3(out, W, qx);
     else
         matmul_t2(out, W, qx);
 }

@@ -22,9 +22,11 @@ typedef struct {
 } tl_qvec;
 
 /* T2 tables: one per 4 activations of a column block of 4 * TL_T2_TABLES columns; entry [byte] is the
-   sum of the byte's 4 ternary weights times the 4 activations (bytes of valid codes are <= 0xAA). */
+   sum of the byte's 4 ternary weights times the 4 activations (bytes of valid codes are <= 0xAA).
+   The same scratch holds the T3 tables of base-3 tensors (one per group and byte, 243 entries). */
 #define TL_T2_TABLES 16u
-#define TL_T2_STRIDE 172u
+#define TL_T2_STRIDE 244u /* >= 171 (T2: the largest valid byte 0xAA + 1) and >= 243 (T3 tables, base-3
+                             bytes; kernels.c), even so every table stays 4-byte aligned */
 #define TL_T2_ROWS 64u
 #define TL_T2_SCRATCH_BYTES (2u * TL_T2_TABLES * TL_T2_STRIDE + 8u * TL_T2_ROWS)
 

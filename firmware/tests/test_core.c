@@ -124,6 +124,22 @@ static void test_crc(void) {
     CHECK(tl_crc16(s, 9) == 0x29B1, "crc16 check value %04x", tl_crc16(s, 9));
     CHECK(tl_crc32(s, 9) == 0xCBF43926u, "crc32 check value %08x", (unsigned)tl_crc32(s, 9));
     CHECK(tl_crc32_update(tl_crc32(s, 4), s + 4, 5) == 0xCBF43926u, "crc32 chaining");
+    { /* every length and alignment the folding and slice-by-8 paths take, against the bitwise CRC */
+        static uint8_t buf[1100];
+        uint32_t x = 12345u;
+        for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)((x = x * 1103515245u + 12345u) >> 24);
+        int ok = 1;
+        for (size_t off = 0; off < 8; off++)
+            for (size_t len = 0; len + off <= sizeof buf; len += len < 200 ? 1 : 37) {
+                uint32_t c = 0xFFFFFFFFu;
+                for (size_t i = 0; i < len; i++) {
+                    c ^= buf[off + i];
+                    for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+                }
+                ok &= tl_crc32(buf + off, len) == ~c;
+            }
+        CHECK(ok, "crc32 of every length and alignment equals the bitwise CRC");
+    }
 }
 
 static void hex32(const uint8_t *d, char *out) {
@@ -189,7 +205,7 @@ typedef struct { const char *name; int (*mutate)(uint8_t *b, uint32_t *len); con
 static uint32_t entry_off(int i) { return 128 + 32 * (uint32_t)i; }
 static int m_short(uint8_t *b, uint32_t *len) { (void)b; *len = 100; return 0; }
 static int m_magic(uint8_t *b, uint32_t *len) { (void)len; b[0] = 'X'; return 0; }
-static int m_version(uint8_t *b, uint32_t *len) { (void)len; b[4] = 2; return 0; }
+static int m_version(uint8_t *b, uint32_t *len) { (void)len; b[4] = 3; return 0; }
 static int m_hdrbytes(uint8_t *b, uint32_t *len) { (void)len; w32(b + 8, 64); return 1; }
 static int m_total(uint8_t *b, uint32_t *len) { w32(b + 84, *len + 16); return 1; }
 static int m_trailer(uint8_t *b, uint32_t *len) { w32(b + *len - 8, *len - 16); return 1; }
@@ -237,7 +253,7 @@ static void test_blob_rejects(void) {
               "malformed %s: got %d '%s', want '%s...'", cases[i].name, e, msg, cases[i].want);
     }
     memcpy(b, good, n);
-    b[4] = 2;
+    b[4] = 3;
     CHECK(tl_blob_parse(&blob, b, n, &msg) == TL_E_VERSION, "newer major is TL_E_VERSION");
     /* every truncation fails cleanly */
     int all = 1;

@@ -81,7 +81,39 @@ def test_ternary_storage_and_precisions():
     i = [s.name for s in lay.tensors].index("layers.1.feed_forward.w1.weight")
     spec, off = lay.tensors[i], lay.offsets[i]
     t, s = quant.quantize_ternary(state[spec.name])
-    assert data[off:off + spec.nbytes()] == np.float32(s).tobytes() + quant.pack_ternary(t).tobytes()
+    assert data[off:off + spec.nbytes()] == np.float32(s).tobytes() + quant.pack_ternary5(t).tobytes()
+    assert struct.unpack_from("<HH", data, 4) == (2, 0)  # base-3 ternary is format 2.0
+    entry = struct.unpack_from("<8I", data, bl.HEADER_BYTES + 32 * i)
+    assert entry[1] == bl.QTYPE_TERNARY5 and entry[6] == 4 + spec.rows * ((spec.cols + 4) // 5)
+
+
+def test_base3_packing_digits_and_round_trip():
+    # weight j of a row is digit j%5 of byte j/5, digit = weight + 1; padding weights are 0 (digit 1)
+    t = np.array([[1, -1, 0, 0, 1, -1, 1], [-1, -1, -1, -1, -1, 0, 0]], dtype=np.int8)
+    packed = quant.pack_ternary5(t)
+    assert packed.tolist() == [[2 + 0 * 3 + 1 * 9 + 1 * 27 + 2 * 81, 0 + 2 * 3 + 9 + 27 + 81], [0, 121]]
+    assert np.array_equal(quant.unpack_ternary5(packed, 7), t)
+    rng = np.random.default_rng(0)
+    big = rng.integers(-1, 2, size=(9, 172)).astype(np.int8)
+    assert np.array_equal(quant.unpack_ternary5(quant.pack_ternary5(big), 172), big)
+    with pytest.raises(quant.PackingError, match="243"):
+        quant.unpack_ternary5(np.array([[243]], dtype=np.uint8), 5)
+    with pytest.raises(quant.PackingError, match="padding"):
+        quant.unpack_ternary5(np.array([[4 + 9 * 12]], dtype=np.uint8), 2)  # weight 2 is -1, past 2 columns
+
+
+def test_old_2bit_ternary_blob_still_reads_with_the_same_weights():
+    cfg = tiny_cfg()
+    state = random_state(cfg, 2)
+    old, lay4 = build_blob(cfg, state, byte_vocab(), "ternary", ternary_per_byte=4)
+    new, lay5 = build_blob(cfg, state, byte_vocab(), "ternary")
+    assert struct.unpack_from("<HH", old, 4) == (1, 0) and len(new) < len(old)
+    a, b = read_blob(old), read_blob(new)
+    assert a.header.version_major == 1 and b.header.version_major == 2
+    for name, t in a.tensors.items():
+        assert np.array_equal(t.values, b.tensors[name].values), name
+        assert t.per_byte == (4 if t.qtype == "ternary" else 4) and \
+            b.tensors[name].per_byte == (5 if t.qtype == "ternary" else 4)
 
 
 def test_vocab_section_round_trip_and_duplicates():
@@ -127,11 +159,14 @@ def test_wrong_magic(good):
 
 def test_future_major_version(good):
     bad = bytearray(good)
-    struct.pack_into("<HH", bad, 4, 2, 3)
-    with pytest.raises(BlobError, match=r"2\.3 is newer.*update tinylm"):
+    struct.pack_into("<HH", bad, 4, 3, 1)
+    with pytest.raises(BlobError, match=r"3\.1 is newer.*update tinylm"):
         read_blob(bytes(bad))
-    struct.pack_into("<HH", bad, 4, 1, 7)  # a newer minor is fine
+    struct.pack_into("<HH", bad, 4, 2, 7)  # a newer minor is fine
     assert read_blob(recrc(bytes(bad))).header.version_minor == 7
+    struct.pack_into("<HH", bad, 4, 1, 1)  # base-3 ternary (qtype 3) is not part of format 1.x
+    with pytest.raises(BlobError, match=r"qtype 3.*needs blob format 2\.0"):
+        read_blob(recrc(bytes(bad)))
 
 
 def test_header_sizes_that_disagree(good):
@@ -168,11 +203,21 @@ def test_bad_table_entries(good):
         read_blob(recrc(bytes(bad)))
 
 
-def test_ternary_11_pair_rejected(good):
-    t = read_blob(good).tensors["layers.0.attention.wo.weight"]
-    bad = bytearray(good)
+def test_ternary_11_pair_rejected():
+    cfg = tiny_cfg()
+    old = build_blob(cfg, random_state(cfg), byte_vocab(), "ternary", ternary_per_byte=4)[0]
+    t = read_blob(old).tensors["layers.0.attention.wo.weight"]
+    bad = bytearray(old)
     bad[t.offset + 4] = 0xFF
     with pytest.raises(BlobError, match=r"layers.0.attention.wo.weight.*11"):
+        read_blob(recrc(bytes(bad)))
+
+
+def test_base3_byte_over_242_rejected(good):
+    t = read_blob(good).tensors["layers.0.attention.wo.weight"]
+    bad = bytearray(good)
+    bad[t.offset + 4] = 243
+    with pytest.raises(BlobError, match=r"layers.0.attention.wo.weight.*243.*at most 242"):
         read_blob(recrc(bytes(bad)))
 
 
@@ -230,7 +275,7 @@ def test_int_attention_flag_round_trip(tmp_path, method):
     assert ram_f["kv_cache"] == 4 * 2 * m.n_layers * ctx * m.kv_dim()
     assert ram_i["kv_cache"] == 2 * m.n_layers * ctx * (m.kv_dim() + 4 * m.n_kv_heads)
     assert ram_f["activations"] - ram_i["activations"] == 4 * (m.n_heads - 1) * ctx
-    assert ram_i["t2_tables"] == (6016 if method == "ternary" else 0) and ram_f["t2_tables"] == 0
+    assert ram_i["t2_tables"] == (8320 if method == "ternary" else 0) and ram_f["t2_tables"] == 0
     assert ram_i["total"] - ram_i["t2_tables"] < ram_f["total"]
     path = tmp_path / "m.bin"
     info = write_blob(path, cfg, state, byte_vocab(), method, int_attention=True)

@@ -128,7 +128,7 @@ def test_integer_mode_ram_report(board, stories_blob, method):
         info_fields_match(info, path)
     cfg = read_blob(path).config()
     assert budget.runtime_ram(cfg)["total"] < budget.runtime_ram(read_blob(stories_blob(method)).config())["total"]
-    assert budget.runtime_ram(cfg)["t2_tables"] == (6016 if method == "ternary" else 0)
+    assert budget.runtime_ram(cfg)["t2_tables"] == (8320 if method == "ternary" else 0)
 
 
 def info_fields_match(info, path, board_name="host", ram_total=1 << 30):
@@ -304,19 +304,21 @@ def test_empty_and_bad_partitions(board, make_blob, tmp_path):
         assert b.link.msg()["model"] == "none"
         assert b.link.call("INFO")["code"] == "no_model"
         assert b.link.call("GEN", ids="1")["code"] == "no_model"
-    data = bytearray(make_blob("transformer", "ternary").read_bytes())
-    # a `11` ternary pair in wq (role 2): bad even with a fixed-up CRC
     import struct
     import zlib
-    off = struct.unpack_from("<I", data, 128 + 32 * 2 + 20)[0]
-    data[off + 4] = 0xFF
-    struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
-    bad = tmp_path / "bad.blob"
-    bad.write_bytes(bytes(data))
-    with StdioBoard("--blob", str(bad)) as b:
-        assert b.link.msg()["model"] == "bad"
-        err = b.link.call("INFO")
-        assert err["code"] == "no_model" and b"ternary code 11" in bytes.fromhex(err["hex"])
+    # a `11` pair in a 2-bit (format 1.x) wq, a byte over 242 in a base-3 (2.0) one: bad even with a
+    # fixed-up CRC
+    for per_byte, value, words in [(4, 0xFF, b"ternary code 11"), (5, 243, b"base-3 byte over 242")]:
+        data = bytearray(make_blob("transformer", "ternary", per_byte=per_byte).read_bytes())
+        off = struct.unpack_from("<I", data, 128 + 32 * 2 + 20)[0]
+        data[off + 4] = value
+        struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
+        bad = tmp_path / "bad.blob"
+        bad.write_bytes(bytes(data))
+        with StdioBoard("--blob", str(bad)) as b:
+            assert b.link.msg()["model"] == "bad"
+            err = b.link.call("INFO")
+            assert err["code"] == "no_model" and words in bytes.fromhex(err["hex"])
 
 
 def test_small_ram_is_reported(board, stories_blob):

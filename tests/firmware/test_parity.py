@@ -147,6 +147,19 @@ def test_text_prompt_encoding_matches_reference(board, stories_blob):
 
 # ---- integer mode (BLOB.md flags bit 1: int8 KV cache + integer attention) -------------------------
 
+def test_old_2bit_ternary_blobs_still_run(board, portable_board, make_blob, stories_blob):
+    """Format 1.x blobs (2-bit ternary) load and run bit-exactly on this firmware, on the SIMD and the
+    portable kernels, in float and integer mode; and they give the base-3 blob's tokens (same weights,
+    same arithmetic: only the packing differs)."""
+    old = stories_blob("ternary", int_attention=True, per_byte=4)
+    new = stories_blob("ternary", int_attention=True)
+    assert old.read_bytes()[4:6] == b"\x01\x00" and new.stat().st_size < old.stat().st_size
+    run_parity(old, n_prompts=2)
+    run_parity(make_blob("transformer", "ternary", per_byte=4), n_prompts=2)
+    run_parity(make_blob("transformer", "ternary", int_attention=True, per_byte=4), seed=1,
+               binary=portable_board, n_prompts=2)
+
+
 @pytest.mark.parametrize("method", ["int8", "ternary"])
 def test_int_mode_stories260k_parity(board, stories_blob, method):
     run_parity(stories_blob(method, int_attention=True), seed=2)
