@@ -3,7 +3,6 @@ stories260K model (known greedy text), the tokenizer against sentencepiece, and 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -283,12 +282,9 @@ def test_known_greedy_text(stories):
     ref = stories["f32"]
     ids = ref.encode("Once upon a time")
     assert ids == [1, 403, 407, 261, 378]
-    t0 = time.perf_counter()
-    out = list(ref.generate(ids, max_new_tokens=60))
-    ms = 1000 * (time.perf_counter() - t0) / (len(ids) - 1 + len(out))
+    out = list(ref.generate(ids, max_new_tokens=60))  # its speed: bench/bench_chat.py (reference)
     text = ref.decode_all(ids + out).decode("utf-8")
     assert text.startswith(KNOWN), text
-    assert ms < 20, f"{ms:.1f} ms/token"
 
 
 def test_int8_agrees_with_f32(stories):
