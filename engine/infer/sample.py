@@ -9,6 +9,7 @@ imported only inside `generate`, so the TUI can import this module and stay fast
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -97,6 +98,38 @@ class Sampler:
         return order
 
 
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 0
+
+
+def one_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` run with torch on one CPU thread, then the count put back (it is process-wide).
+
+    Why: one token's step is a few dozen matmuls of 64-288 columns, microseconds each, and two
+    OpenMP threads spend longer waking and joining than computing: the demo-260k measured 56-71
+    ms/token on 2 threads against 4-6 ms/token on 1 beside a busy core (bench/bench_chat.py's torch
+    column). Calls may overlap (the app's chat and Samples tab): the first sets 1, the last restores.
+    """
+    import torch
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        global _threads_users, _threads_saved
+        with _threads_lock:
+            if _threads_users == 0:
+                _threads_saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            _threads_users += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _threads_lock:
+                _threads_users -= 1
+                if _threads_users == 0:
+                    torch.set_num_threads(_threads_saved)
+    return run
+
+
 def generate(model: Any, prompt_ids: list[int], params: SamplingParams, *,
              eos_id: int | None = None, should_stop: Callable[[], bool] | None = None,
              stop_ids: Iterable[int] = (), context_len: int | None = None) -> Iterator[int]:
@@ -130,7 +163,8 @@ def generate(model: Any, prompt_ids: list[int], params: SamplingParams, *,
     seen = set(prompt_ids)
     # no_grad around each call, not around the loop: grad mode is thread state, and a `with` that
     # spans `yield` would leak into the caller's code between tokens
-    step = torch.no_grad()(model.forward_step)
+    step = one_thread(torch.no_grad()(model.forward_step)) if device.type == "cpu" else \
+        torch.no_grad()(model.forward_step)
     was_training = model.training
     model.eval()
     try:

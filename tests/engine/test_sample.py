@@ -274,3 +274,30 @@ def test_sampling_problems_name_each_bad_knob():
     assert "0 is outside 0..1, 0 excluded" in sampling_problems(SamplingParams(top_p=0))["top_p"]
     with pytest.raises(UserError, match="top_p: 0 is outside"):
         next(generate(tiny_model("transformer", seq_len=16), [1], SamplingParams(top_p=0)))
+
+
+def test_generate_steps_on_one_thread_and_gives_the_count_back() -> None:
+    """Each step runs with torch on one thread (tiny matmuls: waking a second costs more than it
+    computes); between tokens, and after, the caller's thread count is what it set."""
+    from engine.infer import sample
+
+    model = tiny_model()
+    seen: list[int] = []
+    real_step = model.forward_step
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_step(*args, **kwargs)
+
+    model.forward_step = spy
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stream = generate(model, [1, 2, 3], SamplingParams(temperature=0.0, max_tokens=6))
+        next(stream)
+        assert torch.get_num_threads() == 2  # the caller's code between tokens: untouched
+        rest = list(stream)
+        assert len(rest) == 5 and seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2 and sample._threads_users == 0
+    finally:
+        torch.set_num_threads(before)
