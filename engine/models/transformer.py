@@ -228,8 +228,13 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(hidden, cfg.dim, bias=False)
         self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.fused = False  # w1 and w3 as one matmul (weights concatenated at run time); same maths
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            # `.weight`, like Attention._qkv, so LoRA-wrapped projections take this path too
+            gate, up = F.linear(x, torch.cat([self.w1.weight, self.w3.weight])).chunk(2, -1)
+            return self.dropout(self.w2(F.silu(gate) * up))
         return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 
