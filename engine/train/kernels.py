@@ -14,6 +14,7 @@ differs. Calibration never fails a run: any error gives the default choice, with
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -171,7 +172,7 @@ def _candidates() -> list[Kernels]:
     return [Kernels(a, f, DEFAULT.optimizer) for a in ATTENTION for f in FFN]
 
 
-def measure(cfg: ExperimentConfig, *, budget_s: float = 4.0,
+def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
             on_progress: Callable[[int, int, str], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> tuple[Kernels, dict[str, float], str]:
     """Time each candidate on random tokens at the run's shape; returns (fastest, rates, why).
@@ -212,10 +213,12 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 4.0,
         model.zero_grad(set_to_none=True)
         return dt
 
+    t_start = time.perf_counter()
     batch = cfg.train.batch_size
     x, y = make_batch(1)
-    one = fwd_bwd(cands[0], x, y)  # also the first-call warm-up
-    per_step_budget = budget_s * 0.8 / (len(cands) * 4)
+    fwd_bwd(cands[0], x, y)  # the first call pays one-off costs: not an estimate
+    one = fwd_bwd(cands[0], x, y)
+    per_step_budget = budget_s * 0.6 / (len(cands) * 4)  # a warm-up and three rounds at least
     if one * batch > per_step_budget:
         batch = max(1, min(batch, int(per_step_budget / max(one, 1e-6))))
     x, y = make_batch(batch)
@@ -223,16 +226,20 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 4.0,
     for k in cands:  # warm-up each path once (allocator, autograd caches)
         fwd_bwd(k, x, y)
     start = time.perf_counter()
+    hard_stop = t_start + 2 * budget_s  # a machine far busier than estimated: stop, use what we have
     rounds = 0
-    while rounds < 3 or (time.perf_counter() - start < budget_s * 0.7 and rounds < 12):
-        if stop():
+    while rounds < 12 and not stop():
+        now = time.perf_counter()
+        if (rounds >= 3 and now - start > budget_s * 0.5) or (rounds >= 1 and now > hard_stop):
             break
         for k in (cands if rounds % 2 == 0 else cands[::-1]):
             times[k].append(fwd_bwd(k, x, y))
         rounds += 1
         progress(rounds, 3, "measuring kernels")
-    rates = {k.label(): batch * m.seq_len / statistics.median(ts) for k, ts in times.items() if ts}
-    best = min((k for k in cands if times[k]), key=lambda k: statistics.median(times[k]))
+    if not all(times.values()):
+        raise RuntimeError("stopped before every kernel was measured once")
+    rates = {k.label(): batch * m.seq_len / statistics.median(ts) for k, ts in times.items()}
+    best = min(cands, key=lambda k: statistics.median(times[k]))
 
     opt_rates = _measure_optimizer(model, cfg)
     best_opt = max(opt_rates, key=lambda name: opt_rates[name])
@@ -240,8 +247,10 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 4.0,
     chosen = Kernels(best.attention, best.ffn, best_opt)
     base = statistics.median(times[cands[0]])
     gain = base / statistics.median(times[best])
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     why = (f"fastest of {len(cands)} forward+backward paths at batch {batch}x{m.seq_len} "
-           f"({gain:.2f}x of {cands[0].label()}), {rounds} rounds; AdamW {best_opt} fastest")
+           f"({gain:.2f}x of {cands[0].label()}), {rounds} rounds; AdamW {best_opt} fastest; "
+           f"load average {load}")
     return chosen, rates, why
 
 
@@ -271,14 +280,22 @@ def _measure_optimizer(model: Any, cfg: ExperimentConfig, steps: int = 5) -> dic
     return rates
 
 
+def busy_load() -> float:
+    """The 1-minute load average above which a measurement is not cached: more runnable processes
+    than cores (beyond this one), when timings rank kernels by who got a core, not by speed."""
+    return (os.cpu_count() or 1) + 0.5
+
+
 def choose(cfg: ExperimentConfig, cache_path: Path | None, *, threads: int, device_kind: str,
            autocast: bool = False, allow_measure: bool = True, force: bool = False,
-           budget_s: float = 4.0, on_progress: Callable[[int, int, str], None] | None = None,
+           budget_s: float = 5.0, max_load: float | None = None,
+           on_progress: Callable[[int, int, str], None] | None = None,
            should_stop: Callable[[], bool] | None = None) -> Calibration:
     """The kernels for this run: cached, measured, or the default; never raises.
 
     Measured only for a CPU, float32 transformer run (elsewhere the kernels are not used or not
-    worth it); `force` measures again even when the cache has this key.
+    worth it); `force` measures again even when the cache has this key. A measurement taken while
+    the load average was above `max_load` (default `busy_load()`) is used but not cached.
     """
     import torch
 
@@ -299,6 +316,7 @@ def choose(cfg: ExperimentConfig, cache_path: Path | None, *, threads: int, devi
         return Calibration(DEFAULT, "default", "not measured here (distributed run); default "
                            "kernels", key)
     t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
     try:
         kernels, rates, why = measure(cfg, budget_s=budget_s, on_progress=on_progress,
                                       should_stop=should_stop)
@@ -307,6 +325,10 @@ def choose(cfg: ExperimentConfig, cache_path: Path | None, *, threads: int, devi
                            "default kernels", key, {}, time.perf_counter() - t0)
     cal = Calibration(kernels, "measured", why, key, {k: round(v, 1) for k, v in rates.items()},
                       time.perf_counter() - t0)
+    if load_before > (busy_load() if max_load is None else max_load):
+        return Calibration(kernels, "measured", f"{why}; not cached: the machine was busy (load "
+                           f"{load_before:.1f} on {os.cpu_count()} cores), the next start measures "
+                           "again", key, cal.rates, cal.seconds)
     if cache_path is not None:
         try:
             store(cache_path, cal)

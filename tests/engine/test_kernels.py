@@ -104,7 +104,7 @@ def test_key_changes_with_machine_torch_threads_and_shape() -> None:
 def test_first_start_measures_and_caches_later_starts_read_the_cache(tmp_path: Path) -> None:
     cache = tmp_path / K.CACHE_FILE
     cfg = tiny_cfg()
-    first = K.choose(cfg, cache, threads=1, device_kind="cpu", budget_s=0.5)
+    first = K.choose(cfg, cache, threads=1, device_kind="cpu", budget_s=0.5, max_load=1e9)
     assert first.source == "measured", first.reason
     K.check(first.kernels)
     assert len([r for r in first.rates if r.startswith("attention=")]) == len(K.ATTENTION) * len(K.FFN)
@@ -113,11 +113,14 @@ def test_first_start_measures_and_caches_later_starts_read_the_cache(tmp_path: P
     assert again.source == "cache" and again.kernels == first.kernels and again.seconds == 0.0
     # another shape is another key: measured, and both stay in the file
     assert K.choose(tiny_cfg(seq_len=24), cache, threads=1, device_kind="cpu",
-                    budget_s=0.2).source == "measured"
+                    budget_s=0.2, max_load=1e9).source == "measured"
     assert len(K.read_cache(cache)) == 2
     assert K.choose(cfg, cache, threads=1, device_kind="cpu", force=True,
-                    budget_s=0.2).source == "measured"
+                    budget_s=0.2, max_load=1e9).source == "measured"
     assert K.clear(cache) == 2 and not cache.exists()
+    # measured on a busy machine: used for this run, not kept
+    busy = K.choose(cfg, cache, threads=1, device_kind="cpu", budget_s=0.2, max_load=-1.0)
+    assert busy.source == "measured" and "busy" in busy.reason and not cache.exists()
 
 
 def test_calibration_never_fails_a_run(tmp_path: Path) -> None:
@@ -130,7 +133,7 @@ def test_calibration_never_fails_a_run(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     cal = K.choose(tiny_cfg(), blocker / "kernels.json", threads=1, device_kind="cpu",
-                   budget_s=0.2)
+                   budget_s=0.2, max_load=1e9)
     assert cal.source == "measured" and "not cached" in cal.reason
     # a damaged or older cache file is ignored, not an error
     bad = tmp_path / "bad.json"
