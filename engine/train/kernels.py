@@ -281,8 +281,9 @@ def _measure_optimizer(model: Any, cfg: ExperimentConfig, steps: int = 5) -> dic
 
 
 def busy_load() -> float:
-    """The 1-minute load average above which a measurement is not cached: more runnable processes
-    than cores (beyond this one), when timings rank kernels by who got a core, not by speed."""
+    """The 1-minute load average above which nothing is measured: more runnable processes than
+    cores (beyond this one), when two spinning OpenMP threads crawl and timings rank kernels by
+    who got a core, not by speed."""
     return (os.cpu_count() or 1) + 0.5
 
 
@@ -294,8 +295,8 @@ def choose(cfg: ExperimentConfig, cache_path: Path | None, *, threads: int, devi
     """The kernels for this run: cached, measured, or the default; never raises.
 
     Measured only for a CPU, float32 transformer run (elsewhere the kernels are not used or not
-    worth it); `force` measures again even when the cache has this key. A measurement taken while
-    the load average was above `max_load` (default `busy_load()`) is used but not cached.
+    worth it); `force` measures again even when the cache has this key. While the 1-minute load
+    average is above `max_load` (default `busy_load()`) nothing is measured: the default is used.
     """
     import torch
 
@@ -315,8 +316,13 @@ def choose(cfg: ExperimentConfig, cache_path: Path | None, *, threads: int, devi
     if not allow_measure:
         return Calibration(DEFAULT, "default", "not measured here (distributed run); default "
                            "kernels", key)
+    load_now = os.getloadavg()[0]
+    limit = busy_load() if max_load is None else max_load
+    if load_now > limit:
+        return Calibration(DEFAULT, "default", f"machine busy (load {load_now:.1f} on "
+                           f"{os.cpu_count()} cores): timings now would rank kernels by who gets a "
+                           "core, so default kernels; a quieter start measures", key)
     t0 = time.perf_counter()
-    load_before = os.getloadavg()[0]
     try:
         kernels, rates, why = measure(cfg, budget_s=budget_s, on_progress=on_progress,
                                       should_stop=should_stop)
@@ -325,10 +331,6 @@ def choose(cfg: ExperimentConfig, cache_path: Path | None, *, threads: int, devi
                            "default kernels", key, {}, time.perf_counter() - t0)
     cal = Calibration(kernels, "measured", why, key, {k: round(v, 1) for k, v in rates.items()},
                       time.perf_counter() - t0)
-    if load_before > (busy_load() if max_load is None else max_load):
-        return Calibration(kernels, "measured", f"{why}; not cached: the machine was busy (load "
-                           f"{load_before:.1f} on {os.cpu_count()} cores), the next start measures "
-                           "again", key, cal.rates, cal.seconds)
     if cache_path is not None:
         try:
             store(cache_path, cal)
