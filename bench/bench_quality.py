@@ -16,10 +16,11 @@ at 0). Its data is made by OUR code (the same train/val split and token ids) and
 format (uint16 .bin files under data/tok{V}/, shard 0 = val) in a temp folder outside the repo, where
 its train.py runs as a subprocess: CPU, float32, no compile, the same thread count. The two run back
 to back. Both are stopped on training time (each side's own step times, evaluation excluded); llama2.c
-checkpoints only at its evals, so it is stopped at its first eval past the budget (a few more steps
-than ours: in its favour). Then both final models are scored by the same evaluator on the same val
-windows (ours: the model at the stop; llama2.c: its last checkpoint), printed side by side with the
-CPU model and the load averages.
+checkpoints only at its evals, so it evaluates (2 batches: its own estimate is not what is compared)
+and checkpoints every `train.log_every` steps, and is stopped at its first eval past the budget, as
+ours is stopped at its first metrics line past it: both overshoot by at most that many steps. Then
+both final models are scored by the same evaluator on the same val windows (ours: the model at the
+stop; llama2.c: its last checkpoint), printed side by side with the CPU model and the load averages.
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ def llama2c_args(cfg: ExperimentConfig, eval_interval: int) -> list[str]:
                  learning_rate=float(t.lr), max_iters=t.max_steps, warmup_iters=t.warmup_steps,
                  weight_decay=float(t.weight_decay), beta1=float(t.beta1), beta2=float(t.beta2),
                  grad_clip=float(t.grad_clip), device="cpu", dtype="float32", compile=False,
-                 eval_interval=eval_interval, eval_iters=t.eval_batches, log_interval=1,
-                 out_dir="out")
+                 eval_interval=eval_interval, eval_iters=2, always_save_checkpoint=True,
+                 log_interval=1, out_dir="out")
     return [f"--{k}={v}" for k, v in flags.items()]
 
 
@@ -171,7 +172,7 @@ def run_llama2c(peer: Path, work: Path, cfg: ExperimentConfig, budget_s: float, 
                             text=True)
     train_s, iters, evals, dts = 0.0, 0, [], []
     past_budget_eval = False
-    with open(log_path, "w") as log:
+    with open(log_path, "w", buffering=1) as log:  # line-buffered: follow it with tail -f
         for line in proc.stdout:  # type: ignore[union-attr]
             log.write(line)
             if (mi := ITER_RE.match(line)) is not None:
@@ -287,7 +288,8 @@ def side_by_side(args: argparse.Namespace) -> None:
             results[side]["kernels"] = (f"attention={k.get('attention')} ffn={k.get('ffn')} "
                                         f"adamw={k.get('optimizer')} ({k.get('source')})")
         else:
-            r = run_llama2c(peer, work, cfg, budget, args.threads, args.eval_interval)
+            r = run_llama2c(peer, work, cfg, budget, args.threads,
+                            args.eval_interval or cfg.train.log_every)
             if not r["ckpt"].exists():
                 raise SystemExit(f"llama2.c wrote no checkpoint (exit {r['returncode']}); see "
                                  f"{work / 'train.log'}")
@@ -327,7 +329,9 @@ def main() -> None:
     p.add_argument("--corpus", help="corpus file (default: the shipped slice)")
     p.add_argument("--tokenizer", help="a sentencepiece .model both sides use (default: trained)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--eval-interval", type=int, default=100, help="llama2.c's eval_interval")
+    p.add_argument("--eval-interval", type=int, default=0,
+                   help="llama2.c's eval_interval (default: our train.log_every, so both overshoot "
+                   "the budget by at most that many steps)")
     p.add_argument("--peer-first", action="store_true", help="run llama2.c first")
     p.add_argument("--keep", action="store_true", help="keep llama2.c's temp folder")
     args = p.parse_args()
