@@ -3,13 +3,17 @@
 Why: on a 2-core CPU the tiny model's step time is dominated by per-op overhead, not FLOPs, so the
 layout of the forward pass matters. This measures forward + backward + AdamW step on random tokens,
 fp32, 2 threads, for our model and for llama2.c's model.py Transformer, at the same shape, steps of
-the two interleaved in one process so a noisy neighbour slows both alike.
+the two interleaved in one process so a noisy neighbour slows both alike. Each side trains as its
+own train.py does: ours with the kernels `engine.train.kernels` measures for this machine and shape
+(the calibration is run here, uncached, and its time printed), llama2.c with its configure_optimizers
+(plain AdamW on a CPU). The load average is printed beside each figure: the machine is shared.
 
 The peer is not part of this project: it is imported from a checkout the user gives.
 
     git clone https://github.com/karpathy/llama2.c ../llama2.c
     .venv/bin/python bench/bench_train_throughput.py --llama2c ../llama2.c           # 16x256, 64x512
     .venv/bin/python bench/bench_train_throughput.py --llama2c ../llama2.c --quick   # a short run
+    .venv/bin/python bench/bench_train_throughput.py --llama2c ../llama2.c --preset host-7m
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,8 +32,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.config.presets import preset_config  # noqa: E402
 from engine.config.schema import ExperimentConfig  # noqa: E402
 from engine.models import build_model  # noqa: E402
+from engine.train import kernels as K  # noqa: E402
 
 HOW_TO_GET_PEER = ("llama2.c's model.py is needed: `git clone https://github.com/karpathy/llama2.c DIR` "
                    "and pass `--llama2c DIR` (or set LLAMA2C_DIR)")
@@ -51,48 +56,48 @@ def load_llama2c(folder: str | None) -> ModuleType | None:
     return module
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+cpu_model = K.cpu_model
 
 
 # ---- harness -------------------------------------------------------------------------------------
 
-SHAPE = dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, hidden_dim=172)
+def _config(preset: str, seq_len: int, batch: int) -> ExperimentConfig:
+    cfg = preset_config(preset)
+    cfg.model.seq_len, cfg.train.batch_size = seq_len, batch
+    return cfg
 
 
-def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    """The same AdamW for both models: llama2.c's configure_optimizers on CPU (decay on matrices)."""
+def _peer_args(cfg: ExperimentConfig) -> dict:
+    m = cfg.model
+    return dict(dim=m.dim, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads,
+                vocab_size=cfg.tokenizer.vocab_size, hidden_dim=m.ffn_dim(), multiple_of=m.multiple_of,
+                max_seq_len=m.seq_len)
+
+
+def _peer_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """llama2.c's configure_optimizers on a CPU: decay on matrices, plain (not fused) AdamW."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95))
 
 
-def _ours(seq_len: int) -> nn.Module:
-    cfg = ExperimentConfig()
-    m = cfg.model
-    m.dim, m.n_layers, m.n_heads, m.n_kv_heads = SHAPE["dim"], SHAPE["n_layers"], SHAPE["n_heads"], SHAPE["n_kv_heads"]
-    m.hidden_dim, m.seq_len = SHAPE["hidden_dim"], seq_len
-    cfg.tokenizer.vocab_size = SHAPE["vocab_size"]
-    return build_model(cfg)
-
-
 PEER: ModuleType | None = None  # llama2.c's model module, set by main()
 
 
-def _theirs(seq_len: int) -> nn.Module:
-    return PEER.Transformer(PEER.ModelArgs(max_seq_len=seq_len, multiple_of=4, **SHAPE))
+def _ours(cfg: ExperimentConfig, kernels: K.Kernels) -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = build_model(cfg)
+    K.apply(model, kernels)
+    cfg.train.lr, cfg.train.weight_decay, cfg.train.beta1, cfg.train.beta2 = 1e-3, 0.1, 0.9, 0.95
+    return model, K.adamw([p for p in model.parameters()], cfg, kernels, "cpu")
 
 
-def _step_fn(model: nn.Module, kind: str):
-    opt = _optimizer(model)
+def _theirs(cfg: ExperimentConfig) -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = PEER.Transformer(PEER.ModelArgs(**_peer_args(cfg)))
+    return model, _peer_optimizer(model)
 
+
+def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, kind: str):
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         if kind == "llama2c":
             model(x, y)
@@ -109,15 +114,17 @@ def _step_fn(model: nn.Module, kind: str):
 class Runner:
     """One model, its optimizer and a fixed random batch; `timed_step()` times one train step."""
 
-    def __init__(self, kind: str, batch: int, seq: int):
+    def __init__(self, kind: str, cfg: ExperimentConfig, kernels: K.Kernels):
         torch.manual_seed(0)
+        batch, seq = cfg.train.batch_size, cfg.model.seq_len
         self.kind, self.tokens = kind, batch * seq
-        self.model = (_ours if kind == "ours" else _theirs)(seq)
-        self.model.train()
-        self.step = _step_fn(self.model, kind)
+        model, opt = _ours(cfg, kernels) if kind == "ours" else _theirs(cfg)
+        model.train()
+        self.step = _step_fn(model, opt, kind)
         g = torch.Generator().manual_seed(1)
-        self.x = torch.randint(0, SHAPE["vocab_size"], (batch, seq), generator=g)
-        self.y = torch.randint(0, SHAPE["vocab_size"], (batch, seq), generator=g)
+        vocab = cfg.tokenizer.vocab_size
+        self.x = torch.randint(0, vocab, (batch, seq), generator=g)
+        self.y = torch.randint(0, vocab, (batch, seq), generator=g)
 
     def timed_step(self) -> float:
         t0 = time.perf_counter()
@@ -125,11 +132,20 @@ class Runner:
         return time.perf_counter() - t0
 
 
+def load() -> str:
+    """The 1/5/15-minute load averages: on a shared machine the figures mean little without them."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps, 16x256 only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=0, help="timed repeats per model (default 3; 2 quick)")
+    ap.add_argument("--preset", default="esp32-260k",
+                    help="model shape(s), comma-separated presets (e.g. esp32-260k,host-7m)")
+    ap.add_argument("--shapes", default="", help="BxT list, e.g. 16x256,64x512 (default both)")
+    ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default by shape)")
     ap.add_argument("--llama2c", default=os.environ.get("LLAMA2C_DIR"),
                     help="a checkout of karpathy/llama2.c (its model.py is the peer)")
     args = ap.parse_args(argv)
@@ -138,30 +154,43 @@ def main(argv: list[str] | None = None) -> None:
     if PEER is None:
         return
     torch.set_num_threads(args.threads)
-    settings = [(16, 256, 5)] if args.quick else [(16, 256, 20), (64, 512, 4)]
+    if args.shapes:
+        settings = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    else:
+        settings = [(16, 256)] if args.quick else [(16, 256), (64, 512)]
     repeats = args.repeats or (2 if args.quick else 3)
-    print(f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, "
-          f"shape {SHAPE}; peer {Path(args.llama2c).resolve()}")
-    for batch, seq, steps in settings:
-        runners = [Runner(kind, batch, seq) for kind in ("llama2c", "ours")]
-        for _ in range(2):  # warmup: allocator, MKL and autograd caches
-            for r in runners:
-                r.timed_step()
-        rates: dict[str, list[float]] = {r.kind: [] for r in runners}
-        # alternate single steps of the two models, so a noisy neighbour slows both alike
-        for _ in range(repeats):
-            spent = {r.kind: 0.0 for r in runners}
-            for _ in range(steps):
+    print(f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; "
+          f"peer {Path(args.llama2c).resolve()}")
+    for preset in args.preset.split(","):
+        for batch, seq in settings:
+            cfg = _config(preset, seq, batch)
+            t0 = time.perf_counter()
+            cal = K.choose(cfg, None, threads=args.threads, device_kind="cpu", max_load=float("inf"))
+            print(f"{preset} {batch}x{seq}: calibration {time.perf_counter() - t0:.1f} s -> "
+                  f"{cal.kernels.label()} ({cal.reason}); load {load()}")
+            runners = [Runner(kind, cfg, cal.kernels) for kind in ("llama2c", "ours")]
+            warm = [r.timed_step() for r in runners for _ in range(2)]  # allocator, MKL, autograd
+            steps = args.steps or max(1, min(20, int(10.0 / max(warm[-1], 1e-3))))
+            if args.quick:
+                steps = max(1, steps // 4)
+            rates: dict[str, list[float]] = {r.kind: [] for r in runners}
+            ratios: list[float] = []
+            # alternate single steps of the two models, so a noisy neighbour slows both alike
+            for _ in range(repeats):
+                spent = {r.kind: 0.0 for r in runners}
+                for _ in range(steps):
+                    for r in runners:
+                        spent[r.kind] += r.timed_step()
                 for r in runners:
-                    spent[r.kind] += r.timed_step()
-            for r in runners:
-                rates[r.kind].append(steps * r.tokens / spent[r.kind])
-        for kind, rs in rates.items():
-            print(f"{batch:>3}x{seq:<4} {kind:8s} tok/s  min {min(rs):9.0f}  "
-                  f"median {statistics.median(rs):9.0f}  max {max(rs):9.0f}")
-        ratio = statistics.median(rates["ours"]) / statistics.median(rates["llama2c"])
-        best = max(rates["ours"]) / max(rates["llama2c"])
-        print(f"{batch:>3}x{seq:<4} ratio ours/llama2c: median {ratio:.3f}, best {best:.3f}")
+                    rates[r.kind].append(steps * r.tokens / spent[r.kind])
+                ratios.append(rates["ours"][-1] / rates["llama2c"][-1])
+            for kind, rs in rates.items():
+                print(f"{preset} {batch:>3}x{seq:<4} {kind:8s} tok/s  min {min(rs):9.0f}  "
+                      f"median {statistics.median(rs):9.0f}  max {max(rs):9.0f}")
+            ratio = statistics.median(rates["ours"]) / statistics.median(rates["llama2c"])
+            print(f"{preset} {batch:>3}x{seq:<4} ratio ours/llama2c: median {ratio:.3f} "
+                  f"(per repeat {min(ratios):.3f}-{max(ratios):.3f}), {steps} steps x {repeats}; "
+                  f"load {load()}")
 
 
 if __name__ == "__main__":

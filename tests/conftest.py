@@ -20,6 +20,10 @@ from engine.config.schema import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+# Training runs here use the default kernels: each of the suite's dozens of short runs starts in a
+# fresh workspace and would otherwise measure them for a few seconds (tests/engine/test_kernels.py
+# tests the measurement itself). Subprocesses inherit it.
+os.environ.setdefault("TINYLM_KERNELS", "default")
 CORPUS = REPO / "corpora" / "tinystories_slice.txt"
 LLAMA2C = REPO / "tests" / "data" / "llama2c"  # stories260K + tok512, shipped (see SOURCES.md)
 

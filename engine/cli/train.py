@@ -183,6 +183,33 @@ def cmd_data(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     return 0
 
 
+@command("kernels")
+def cmd_kernels(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
+    """The CPU kernel choices measured in this workspace; --clear makes the next run measure."""
+    from engine.train import kernels
+
+    path = ws.root / kernels.CACHE_FILE
+    if args.clear:
+        out(f"forgot {kernels.clear(path)} measurements ({path}); the next run measures again")
+        return 0
+    entries = kernels.read_cache(path)
+    if args.json:
+        out(json.dumps(list(entries.values()), indent=2))
+        return 0
+    if not entries:
+        out(f"no measurements yet ({path}): the first training start on a shape measures them")
+        return 0
+    rows = []
+    for e in entries.values():
+        k, c = e.get("kernels", {}), e.get("key", {})
+        rows.append([f"{c.get('dim')}d x{c.get('n_layers')} {c.get('batch')}x{c.get('seq_len')}",
+                     str(c.get("threads")), k.get("attention", "?"), k.get("ffn", "?"),
+                     k.get("optimizer", "?"), str(e.get("measured", "?")),
+                     f"{c.get('cpu')}, torch {c.get('torch')}"])
+    out(table(["shape", "threads", "attention", "ffn", "adamw", "measured", "machine"], rows))
+    return 0
+
+
 @command("doctor")
 def cmd_doctor(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
     from engine.config.budget import param_count
@@ -244,6 +271,10 @@ def register(sub: Any) -> None:
 
     s = sub.add_parser("data", help="corpus and tokenizer statistics for an experiment")
     s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("kernels", help="CPU kernels measured for this machine and each shape")
+    s.add_argument("--clear", action="store_true", help="forget them: the next run measures again")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("doctor", help="check this machine (and an experiment's memory needs)")

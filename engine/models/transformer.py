@@ -10,8 +10,11 @@ by the number of ops rather than FLOPs:
   stay `wq`, `wk`, `wv`; the cat of a few KB of weights costs less than two extra matmul launches),
   and RoPE rotates q and k together in four elementwise ops, with cos/sin tables precomputed as
   non-persistent buffers (not in the state dict) and no complex numbers;
-- attention on a CPU while training is `BlockCausalAttention` below, not ATen's CPU flash kernel:
-  with head_dim 8 that kernel spends most of the step in tiny GEMMs and recomputation. Ours groups
+- attention on a CPU while training can be `BlockCausalAttention` below instead of ATen's CPU flash
+  kernel (`Attention.blocked`); which one a run uses, like the fused w1|w3 matmul
+  (`FeedForward.fused`), is measured per machine and shape by engine/train/kernels.py, because the
+  winner differs between CPUs (the figures below are from one AMD EPYC; on a Xeon SDPA won).
+  With head_dim 8 the flash kernel spends most of the step in tiny GEMMs and recomputation. Ours groups
   the query heads that share a kv head into one matrix (no repeat of k/v), computes only the
   causal blocks of the score matrix (64 positions a block), in chunks that stay in cache, and keeps
   the softmax for the backward. Forward + backward it is ~1.4x (16x256) to ~1.9x (64x512) faster
@@ -228,8 +231,13 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(hidden, cfg.dim, bias=False)
         self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.fused = False  # w1 and w3 as one matmul (weights concatenated at run time); same maths
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            # `.weight`, like Attention._qkv, so LoRA-wrapped projections take this path too
+            gate, up = F.linear(x, torch.cat([self.w1.weight, self.w3.weight])).chunk(2, -1)
+            return self.dropout(self.w2(F.silu(gate) * up))
         return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 

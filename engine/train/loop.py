@@ -33,6 +33,7 @@ from engine.store.checkpoint import load_checkpoint, save_checkpoint, shape_diff
 from engine.store.experiments import Experiment, Store
 from engine.store.metrics import METRICS_NAME, append_metric, supersede_after
 
+from . import kernels
 from .runtime import (
     Dist,
     ThreadGovernor,
@@ -205,10 +206,15 @@ class Trainer:
             apply_lora(model, self.lora_rank)
         model.to(self.runtime.device)
         self.raw_model = model
+        self.calibration = self._choose_kernels(threads)
+        kernels.apply(model, self.calibration.kernels)
         self.optimizer = self._make_optimizer(model)
         if ckpt is not None:
             if ckpt.get("optimizer"):
                 self.optimizer.load_state_dict(ckpt["optimizer"])
+                # the saved groups carry the saving run's fused/foreach flags: use this run's
+                for group in self.optimizer.param_groups:
+                    group.update(kernels.optimizer_flags(self.calibration.kernels, self.runtime.kind))
             self.step = int(ckpt.get("step", 0))
             self.tokens_seen = int(ckpt.get("tokens_seen", 0))
             self.elapsed = float(ckpt.get("elapsed_s", 0.0))
@@ -226,17 +232,30 @@ class Trainer:
                         else None)
         self.model = model
 
-    def _make_optimizer(self, model: Any) -> Any:
-        import torch
+    def _choose_kernels(self, threads: int) -> kernels.Calibration:
+        """Kernels measured fastest for this machine and shape (cached in the workspace); never
+        fails the run. The choice goes to train.log and meta.json's `kernels`.
+        TINYLM_KERNELS=default skips the measurement (the test suite starts dozens of short runs
+        in fresh workspaces: a few seconds each would add minutes)."""
+        if os.environ.get("TINYLM_KERNELS") == "default":
+            cal = kernels.Calibration(kernels.DEFAULT, "default",
+                                      "TINYLM_KERNELS=default: not measured")
+        else:
+            cal = kernels.choose(self.cfg, self.ws.root / kernels.CACHE_FILE, threads=threads,
+                                 device_kind=self.runtime.kind,
+                                 autocast=self.runtime.autocast_dtype is not None,
+                                 allow_measure=not self.dist.enabled,
+                                 should_stop=lambda: bool(self.stop))
+        log.info("kernels: %s (%s: %s)", cal.kernels.label(), cal.source, cal.reason)
+        if cal.rates and cal.source == "measured":
+            log.info("kernel rates: %s", ", ".join(f"{k} {v:,.0f}" for k, v in cal.rates.items()))
+        if self.dist.is_main:
+            self.exp.update_meta(kernels=cal.summary())
+        return cal
 
-        t = self.cfg.train
+    def _make_optimizer(self, model: Any) -> Any:
         params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": t.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2),
-                                 fused=self.runtime.kind == "cuda")
+        return kernels.adamw(params, self.cfg, self.calibration.kernels, self.runtime.kind)
 
     def _barrier(self) -> None:
         if self.dist.enabled:

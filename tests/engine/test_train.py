@@ -70,6 +70,9 @@ def test_train_run_writes_metrics_checkpoints_and_status(workspace):
     assert proc.returncode == 0, output
     meta = json.loads((exp.folder / "meta.json").read_text())
     assert meta["status"] == "done" and meta["step"] == 30 and meta["pid"] is None
+    # the kernels measured (or read from the workspace cache) are named in the log and in meta
+    assert meta["kernels"]["source"] in ("measured", "cache", "default") and meta["kernels"]["reason"]
+    assert f"kernels: attention={meta['kernels']['attention']}" in output
     recs = read_metrics(exp.folder / "metrics.jsonl")
     assert [r["step"] for r in recs] == [5, 10, 15, 20, 25, 30]
     assert set(recs[0]) == {"step", "tokens_seen", "train_loss", "val_loss", "lr", "tok_per_s",

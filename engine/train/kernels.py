@@ -1,0 +1,340 @@
+"""Which CPU kernels a training run uses, chosen by measuring them on this machine at this shape.
+
+Why: on a small CPU a tiny model's step is dominated by per-op overhead, and which of two equal
+computations is faster depends on the CPU, the torch build, the thread count and the shape: the
+block-causal attention kernel beats SDPA by 1.3x on one x86 machine and loses by 0.9x on another.
+So the first training start on a (CPU, torch, threads, shape) key times the candidates for a few
+seconds on random tokens and keeps the fastest; the result is cached in the workspace
+(`.tinylm/kernels.json`), so later starts cost nothing, and a new CPU, torch or shape measures again.
+
+Every candidate computes the same loss and gradients (tests/engine/test_kernels.py); only speed
+differs. Calibration never fails a run: any error gives the default choice, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.atomic import atomic_write_json
+from engine.config.schema import ExperimentConfig
+
+CACHE_FILE = Path(".tinylm") / "kernels.json"
+CACHE_VERSION = 1
+ATTENTION = ("blocked", "sdpa")  # BlockCausalAttention | F.scaled_dot_product_attention (GQA)
+FFN = ("split", "fused")  # w1 and w3 as two matmuls | one matmul over the concatenated weights
+OPTIMIZER = ("fused", "foreach", "loop")  # torch.optim.AdamW(fused=True) | (foreach=True) | neither
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """One choice of kernels; all give the same maths."""
+
+    attention: str = "blocked"
+    ffn: str = "split"
+    optimizer: str = "fused"
+
+    def label(self) -> str:
+        return f"attention={self.attention} ffn={self.ffn} adamw={self.optimizer}"
+
+
+DEFAULT = Kernels()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a run uses and why: `source` is "measured", "cache" or "default"."""
+
+    kernels: Kernels
+    source: str
+    reason: str  # one line for train.log
+    key: dict[str, Any] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)  # tokens/s (or steps/s) per candidate
+    seconds: float = 0.0  # time the measurement took
+
+    def summary(self) -> dict[str, Any]:
+        """For meta.json: small and JSON-safe."""
+        return {**asdict(self.kernels), "source": self.source, "reason": self.reason,
+                "seconds": round(self.seconds, 2)}
+
+
+# ---- cache key and file --------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), so a different machine measures again."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def calibration_key(cfg: ExperimentConfig, threads: int, torch_version: str,
+                    cpu: str | None = None) -> dict[str, Any]:
+    """Everything the ranking of kernels depends on (and nothing else: not lr, not data)."""
+    m = cfg.model
+    return {"cpu": cpu if cpu is not None else cpu_model(), "torch": torch_version,
+            "threads": threads, "dim": m.dim, "n_layers": m.n_layers, "n_heads": m.n_heads,
+            "n_kv_heads": m.n_kv_heads, "hidden": m.ffn_dim(), "vocab": cfg.tokenizer.vocab_size,
+            "batch": cfg.train.batch_size, "seq_len": m.seq_len}
+
+
+def key_string(key: dict[str, Any]) -> str:
+    return json.dumps(key, sort_keys=True)
+
+
+def read_cache(path: Path) -> dict[str, Any]:
+    """The cache's entries by key string; a missing, unreadable or older-version file is empty."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    entries = data.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def cached(path: Path, key: dict[str, Any]) -> Calibration | None:
+    entry = read_cache(path).get(key_string(key))
+    if not isinstance(entry, dict):
+        return None
+    try:
+        kernels = Kernels(**entry["kernels"])
+        check(kernels)
+    except (KeyError, TypeError, ValueError):
+        return None  # written by another version: measure again
+    return Calibration(kernels, "cache", f"cached measurement of {entry.get('measured', '?')} "
+                       f"({path})", key, dict(entry.get("rates", {})), 0.0)
+
+
+def store(path: Path, cal: Calibration) -> None:
+    entries = read_cache(path)
+    entries[key_string(cal.key)] = {"kernels": asdict(cal.kernels), "rates": cal.rates,
+                                    "seconds": round(cal.seconds, 2), "key": cal.key,
+                                    "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"version": CACHE_VERSION, "entries": entries})
+
+
+def clear(path: Path) -> int:
+    """Forget every measurement (the next run measures again); returns how many were dropped."""
+    n = len(read_cache(path))
+    path.unlink(missing_ok=True)
+    return n
+
+
+def check(k: Kernels) -> None:
+    if k.attention not in ATTENTION or k.ffn not in FFN or k.optimizer not in OPTIMIZER:
+        raise ValueError(f"unknown kernels {k}")
+
+
+# ---- applying a choice ---------------------------------------------------------------------------
+
+def apply(model: Any, kernels: Kernels) -> None:
+    """Set the transformer's kernel switches (a GRU has none: nothing to do)."""
+    for layer in getattr(model, "layers", []):
+        if hasattr(layer, "attention") and hasattr(layer, "feed_forward"):
+            layer.attention.blocked = kernels.attention == "blocked"
+            layer.feed_forward.fused = kernels.ffn == "fused"
+
+
+def optimizer_flags(kernels: Kernels, device_kind: str) -> dict[str, bool]:
+    """AdamW keyword arguments: fused on CUDA always; on CPU whatever was measured fastest."""
+    if device_kind == "cuda":
+        return {"fused": True}
+    return {"fused": kernels.optimizer == "fused", "foreach": kernels.optimizer == "foreach"}
+
+
+def adamw(params: list, cfg: ExperimentConfig, kernels: Kernels, device_kind: str) -> Any:
+    """llama2.c's AdamW (weight decay on matrices only) with the chosen implementation."""
+    import torch
+
+    t = cfg.train
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2),
+                             **optimizer_flags(kernels, device_kind))
+
+
+# ---- measuring -----------------------------------------------------------------------------------
+
+def _candidates() -> list[Kernels]:
+    """The forward+backward variants; the optimizer is measured on its own (it does not depend on
+    the batch, and timing it apart keeps the product of choices small)."""
+    return [Kernels(a, f, DEFAULT.optimizer) for a in ATTENTION for f in FFN]
+
+
+def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
+            on_progress: Callable[[int, int, str], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> tuple[Kernels, dict[str, float], str]:
+    """Time each candidate on random tokens at the run's shape; returns (fastest, rates, why).
+
+    Steps of the candidates are interleaved, so a neighbour that takes a core slows all alike, and
+    the median of each candidate's step times counts. If one step at the run's batch would not let
+    every candidate take three steps within `budget_s`, the batch is cut (the ranking depends on
+    the per-sequence shapes far more than on the batch count).
+    """
+    import statistics
+
+    import torch
+
+    from engine.models import build_model
+
+    progress = on_progress or (lambda done, total, what: None)
+    stop = should_stop or (lambda: False)
+    m, vocab = cfg.model, cfg.tokenizer.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    rng_state = torch.get_rng_state()  # model init below must not shift the run's random stream
+    try:
+        model = build_model(cfg)
+    finally:
+        torch.set_rng_state(rng_state)
+    model.train()
+    cands = _candidates()
+
+    def make_batch(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randint(0, vocab, (b, m.seq_len + 1), generator=gen)
+        return x[:, :-1], x[:, 1:]
+
+    def fwd_bwd(k: Kernels, x: torch.Tensor, y: torch.Tensor) -> float:
+        apply(model, k)
+        t0 = time.perf_counter()
+        _, loss = model(x, y)
+        loss.backward()
+        dt = time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
+        return dt
+
+    t_start = time.perf_counter()
+    batch = cfg.train.batch_size
+    x, y = make_batch(1)
+    fwd_bwd(cands[0], x, y)  # the first call pays one-off costs: not an estimate
+    one = fwd_bwd(cands[0], x, y)
+    per_step_budget = budget_s * 0.6 / (len(cands) * 4)  # a warm-up and three rounds at least
+    if one * batch > per_step_budget:
+        batch = max(1, min(batch, int(per_step_budget / max(one, 1e-6))))
+    x, y = make_batch(batch)
+    times: dict[Kernels, list[float]] = {k: [] for k in cands}
+    for k in cands:  # warm-up each path once (allocator, autograd caches)
+        fwd_bwd(k, x, y)
+    start = time.perf_counter()
+    hard_stop = t_start + 2 * budget_s  # a machine far busier than estimated: stop, use what we have
+    rounds = 0
+    while rounds < 12 and not stop():
+        now = time.perf_counter()
+        if (rounds >= 3 and now - start > budget_s * 0.5) or (rounds >= 1 and now > hard_stop):
+            break
+        for k in (cands if rounds % 2 == 0 else cands[::-1]):
+            times[k].append(fwd_bwd(k, x, y))
+        rounds += 1
+        progress(rounds, 3, "measuring kernels")
+    if not all(times.values()):
+        raise RuntimeError("stopped before every kernel was measured once")
+    rates = {k.label(): batch * m.seq_len / statistics.median(ts) for k, ts in times.items()}
+    best = min(cands, key=lambda k: statistics.median(times[k]))
+
+    opt_rates = _measure_optimizer(model, cfg)
+    best_opt = max(opt_rates, key=lambda name: opt_rates[name])
+    rates.update({f"adamw={name} steps/s": r for name, r in opt_rates.items()})
+    chosen = Kernels(best.attention, best.ffn, best_opt)
+    base = statistics.median(times[cands[0]])
+    gain = base / statistics.median(times[best])
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    why = (f"fastest of {len(cands)} forward+backward paths at batch {batch}x{m.seq_len} "
+           f"({gain:.2f}x of {cands[0].label()}), {rounds} rounds; AdamW {best_opt} fastest; "
+           f"load average {load}")
+    return chosen, rates, why
+
+
+def _measure_optimizer(model: Any, cfg: ExperimentConfig, steps: int = 5) -> dict[str, float]:
+    """AdamW steps per second of each implementation on the model's own parameters (fake grads;
+    the weights are scratch, thrown away after calibration)."""
+    import statistics
+
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.full_like(p, 1e-3)
+    rates: dict[str, float] = {}
+    opts = {name: adamw(params, cfg, Kernels(optimizer=name), "cpu") for name in OPTIMIZER}
+    times: dict[str, list[float]] = {name: [] for name in OPTIMIZER}
+    for rnd in range(steps + 1):
+        for name, opt in opts.items():
+            t0 = time.perf_counter()
+            opt.step()
+            if rnd:  # the first step allocates the state
+                times[name].append(time.perf_counter() - t0)
+    for name, ts in times.items():
+        rates[name] = 1.0 / statistics.median(ts)
+    for p in params:
+        p.grad = None
+    return rates
+
+
+def busy_load() -> float:
+    """The 1-minute load average above which nothing is measured: more runnable processes than
+    cores (beyond this one), when two spinning OpenMP threads crawl and timings rank kernels by
+    who got a core, not by speed."""
+    return (os.cpu_count() or 1) + 0.5
+
+
+def choose(cfg: ExperimentConfig, cache_path: Path | None, *, threads: int, device_kind: str,
+           autocast: bool = False, allow_measure: bool = True, force: bool = False,
+           budget_s: float = 5.0, max_load: float | None = None,
+           on_progress: Callable[[int, int, str], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> Calibration:
+    """The kernels for this run: cached, measured, or the default; never raises.
+
+    Measured only for a CPU, float32 transformer run (elsewhere the kernels are not used or not
+    worth it); `force` measures again even when the cache has this key. While the 1-minute load
+    average is above `max_load` (default `busy_load()`) nothing is measured: the default is used.
+    """
+    import torch
+
+    if cfg.model.arch != "transformer":
+        return Calibration(DEFAULT, "default", f"model.arch = {cfg.model.arch}: no kernel choices")
+    if device_kind != "cpu" or autocast:
+        return Calibration(DEFAULT, "default", f"{device_kind}{' autocast' if autocast else ''}: "
+                           "the block-causal kernel is CPU float32 only; SDPA is used")
+    try:
+        key = calibration_key(cfg, threads, torch.__version__)
+    except (OSError, ValueError) as e:
+        return Calibration(DEFAULT, "default", f"no calibration key ({e}); default kernels")
+    if cache_path is not None and not force:
+        hit = cached(cache_path, key)
+        if hit is not None:
+            return hit
+    if not allow_measure:
+        return Calibration(DEFAULT, "default", "not measured here (distributed run); default "
+                           "kernels", key)
+    load_now = os.getloadavg()[0]
+    limit = busy_load() if max_load is None else max_load
+    if load_now > limit:
+        return Calibration(DEFAULT, "default", f"machine busy (load {load_now:.1f} on "
+                           f"{os.cpu_count()} cores): timings now would rank kernels by who gets a "
+                           "core, so default kernels; a quieter start measures", key)
+    t0 = time.perf_counter()
+    try:
+        kernels, rates, why = measure(cfg, budget_s=budget_s, on_progress=on_progress,
+                                      should_stop=should_stop)
+    except (RuntimeError, ValueError, TypeError, MemoryError) as e:
+        return Calibration(DEFAULT, "default", f"calibration failed ({type(e).__name__}: {e}); "
+                           "default kernels", key, {}, time.perf_counter() - t0)
+    cal = Calibration(kernels, "measured", why, key, {k: round(v, 1) for k, v in rates.items()},
+                      time.perf_counter() - t0)
+    if cache_path is not None:
+        try:
+            store(cache_path, cal)
+        except OSError as e:
+            return Calibration(kernels, "measured", f"{why}; not cached ({e})", key, cal.rates,
+                               cal.seconds)
+    return cal

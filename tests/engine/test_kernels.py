@@ -1,0 +1,173 @@
+"""engine.train.kernels: every kernel choice computes the same loss, gradients and AdamW step; the
+calibration cache is keyed by machine and shape; a failed calibration falls back to the default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.config.schema import ExperimentConfig
+from engine.models import build_model
+from engine.train import kernels as K
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: these are maths and logic tests, and two spinning OpenMP threads crawl on a
+    machine whose other core is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cfg(seq_len: int = 40) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    m = cfg.model
+    m.dim, m.n_layers, m.n_heads, m.n_kv_heads, m.seq_len = 32, 2, 4, 2, seq_len
+    cfg.tokenizer.vocab_size = 64
+    cfg.train.batch_size = 2
+    return cfg
+
+
+ALL = [K.Kernels(a, f, o) for a in K.ATTENTION for f in K.FFN for o in K.OPTIMIZER]
+
+
+def one_step(kernels: K.Kernels, lora: bool = False) -> tuple[float, list[torch.Tensor],
+                                                               list[torch.Tensor]]:
+    """Loss, gradients and weights after one AdamW step from the same start, with these kernels."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model = build_model(cfg)
+    if lora:
+        from engine.models.lora import apply_lora
+        apply_lora(model, rank=4)
+        for p in model.parameters():  # adapters start at zero: make B non-zero so it matters
+            if p.requires_grad and p.dim() == 2 and p.abs().sum() == 0:
+                p.data.normal_(0, 0.02)
+    K.apply(model, kernels)
+    x = torch.randint(0, 64, (3, 37), generator=torch.Generator().manual_seed(1))  # 37: not a block
+    y = torch.roll(x, -1, 1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = K.adamw(params, cfg, kernels, "cpu")
+    _, loss = model(x, y)
+    loss.backward()
+    grads = [p.grad.clone() for p in params]
+    opt.step()
+    return loss.item(), grads, [p.detach().clone() for p in params]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_every_kernel_choice_gives_the_same_loss_gradients_and_step(lora: bool) -> None:
+    ref_loss, ref_grads, ref_weights = one_step(K.DEFAULT, lora)
+    for k in ALL:
+        loss, grads, weights = one_step(k, lora)
+        assert loss == pytest.approx(ref_loss, rel=1e-6), k
+        for a, b in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4, msg=k.label())
+        for a, b in zip(weights, ref_weights, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=k.label())
+    assert {k.attention for k in ALL} == {"blocked", "sdpa"}
+
+
+def test_apply_sets_the_model_switches_and_ignores_a_gru() -> None:
+    model = build_model(tiny_cfg())
+    K.apply(model, K.Kernels("sdpa", "fused", "loop"))
+    assert all(not layer.attention.blocked and layer.feed_forward.fused for layer in model.layers)
+    K.apply(model, K.Kernels("blocked", "split", "fused"))
+    assert all(layer.attention.blocked and not layer.feed_forward.fused for layer in model.layers)
+    gru = tiny_cfg()
+    gru.model.arch = "gru"
+    K.apply(build_model(gru), K.Kernels("sdpa"))  # nothing to switch, no error
+    assert K.optimizer_flags(K.Kernels(optimizer="foreach"), "cpu") == {"fused": False,
+                                                                         "foreach": True}
+    assert K.optimizer_flags(K.Kernels(optimizer="loop"), "cuda") == {"fused": True}
+
+
+def test_key_changes_with_machine_torch_threads_and_shape() -> None:
+    cfg = tiny_cfg()
+    base = K.calibration_key(cfg, 2, "2.13.0", cpu="AMD EPYC")
+    assert base == K.calibration_key(cfg, 2, "2.13.0", cpu="AMD EPYC")
+    other = tiny_cfg(seq_len=64)
+    variants = [K.calibration_key(cfg, 1, "2.13.0", cpu="AMD EPYC"),
+                K.calibration_key(cfg, 2, "2.14.0", cpu="AMD EPYC"),
+                K.calibration_key(cfg, 2, "2.13.0", cpu="Intel Xeon"),
+                K.calibration_key(other, 2, "2.13.0", cpu="AMD EPYC")]
+    assert all(K.key_string(v) != K.key_string(base) for v in variants)
+    cfg.train.lr = 5.0  # not a kernel matter: same key
+    assert K.calibration_key(cfg, 2, "2.13.0", cpu="AMD EPYC") == base
+
+
+def test_first_start_measures_and_caches_later_starts_read_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / K.CACHE_FILE
+    cfg = tiny_cfg()
+    first = K.choose(cfg, cache, threads=1, device_kind="cpu", budget_s=0.5, max_load=1e9)
+    assert first.source == "measured", first.reason
+    K.check(first.kernels)
+    assert len([r for r in first.rates if r.startswith("attention=")]) == len(K.ATTENTION) * len(K.FFN)
+    assert all(v > 0 for v in first.rates.values())
+    again = K.choose(cfg, cache, threads=1, device_kind="cpu")
+    assert again.source == "cache" and again.kernels == first.kernels and again.seconds == 0.0
+    # another shape is another key: measured, and both stay in the file
+    assert K.choose(tiny_cfg(seq_len=24), cache, threads=1, device_kind="cpu",
+                    budget_s=0.2, max_load=1e9).source == "measured"
+    assert len(K.read_cache(cache)) == 2
+    assert K.choose(cfg, cache, threads=1, device_kind="cpu", force=True,
+                    budget_s=0.2, max_load=1e9).source == "measured"
+    assert K.clear(cache) == 2 and not cache.exists()
+    # a busy machine: nothing measured (timings would be noise), the default is used, not cached
+    busy = K.choose(cfg, cache, threads=1, device_kind="cpu", budget_s=0.2, max_load=-1.0)
+    assert busy.source == "default" and busy.kernels == K.DEFAULT and "busy" in busy.reason
+    assert not cache.exists()
+
+
+def test_calibration_never_fails_a_run(tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    cfg.tokenizer.vocab_size = 0  # random tokens cannot be drawn: the measurement raises
+    cal = K.choose(cfg, tmp_path / K.CACHE_FILE, threads=1, device_kind="cpu", max_load=1e9)
+    assert cal.kernels == K.DEFAULT and cal.source == "default"
+    assert "calibration failed" in cal.reason and not (tmp_path / K.CACHE_FILE).exists()
+    # an unwritable cache: the measured choice is still used, and the log says why it is not kept
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cal = K.choose(tiny_cfg(), blocker / "kernels.json", threads=1, device_kind="cpu",
+                   budget_s=0.2, max_load=1e9)
+    assert cal.source == "measured" and "not cached" in cal.reason
+    # a damaged or older cache file is ignored, not an error
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert K.choose(tiny_cfg(), bad, threads=1, device_kind="cpu", budget_s=0.2,
+                    max_load=1e9).source == "measured"
+    bad.write_text(json.dumps({"version": 0, "entries": {}}))
+    assert K.read_cache(bad) == {}
+
+
+def test_no_measurement_where_the_kernels_do_not_apply(tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    for kind, autocast in (("cuda", False), ("cpu", True)):
+        cal = K.choose(cfg, tmp_path / "k.json", threads=1, device_kind=kind, autocast=autocast)
+        assert cal.source == "default" and cal.kernels == K.DEFAULT
+    gru = tiny_cfg()
+    gru.model.arch = "gru"
+    assert K.choose(gru, tmp_path / "k.json", threads=1, device_kind="cpu").source == "default"
+    dist = K.choose(cfg, tmp_path / "k.json", threads=1, device_kind="cpu", allow_measure=False)
+    assert dist.source == "default" and not (tmp_path / "k.json").exists()
+
+
+def test_cli_lists_and_clears_the_measurements(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    cfg = tiny_cfg()
+    key = K.calibration_key(cfg, 2, "2.13.0", cpu="Test CPU")
+    K.store(tmp_path / K.CACHE_FILE, K.Calibration(K.Kernels("sdpa", "fused", "fused"), "measured",
+                                                   "test", key, {"x": 1.0}, 1.0))
+    shown = run_cli(tmp_path, "kernels")
+    assert shown.returncode == 0, shown.stderr
+    assert "sdpa" in shown.stdout and "Test CPU" in shown.stdout and "32d x2 2x40" in shown.stdout
+    cleared = run_cli(tmp_path, "kernels", "--clear")
+    assert cleared.returncode == 0 and "forgot 1" in cleared.stdout
+    assert not (tmp_path / K.CACHE_FILE).exists()
+    assert "no measurements yet" in run_cli(tmp_path, "kernels").stdout
