@@ -264,8 +264,9 @@ def test_device_journey_in_a_real_terminal(ws, trained):
         assert columns, f"the three columns did not all stream the prompt's story:\n{chat}"
         assert len(re.findall(r"\d+ tokens · first", chat)) == 3, chat
 
-        tmux.keys("Escape")  # out of the prompt
-        tmux.settle("Escape")  # back home (the board session closes with the screen)
+        tmux.keys("Escape")  # out of the prompt; under load a second Escape sent at once can
+        tmux.wait(lambda s: "c Connect" in s.splitlines()[-1], what="the prompt left")  # land there
+        tmux.keys("Escape")  # back home (the board session closes with the screen)
         tmux.wait(lambda s: "1 experiment" in s, what="home again")
         tmux.keys("q")
         deadline = time.monotonic() + 15
