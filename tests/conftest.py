@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from engine.config import layout as bl
 from engine.config.schema import (
@@ -24,6 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 # fresh workspace and would otherwise measure them for a few seconds (tests/engine/test_kernels.py
 # tests the measurement itself). Subprocesses inherit it.
 os.environ.setdefault("TINYLM_KERNELS", "default")
+# In this process torch works on tiny models: one thread is as fast when the machine is quiet
+# (test_overfits_one_batch 2.5 s vs 2.8 s) and does not collapse beside other load (2 threads: 79-140
+# s there). Tests that need more set it and put it back.
+torch.set_num_threads(1)
 CORPUS = REPO / "corpora" / "tinystories_slice.txt"
 LLAMA2C = REPO / "tests" / "data" / "llama2c"  # stories260K + tok512, shipped (see SOURCES.md)
 
