@@ -7,8 +7,6 @@ import argparse
 import hashlib
 import json
 import os
-import signal
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +17,7 @@ from engine.config.workspace import Workspace
 from engine.errors import UserError
 from engine.store.experiments import Store
 
-from .common import command, out
+from .common import command, out, serve_until_stopped
 
 
 @command("export")
@@ -118,21 +116,11 @@ def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
 
     with board:
         # `tinylm ports` lists it while it runs; a kill -9 leaves a stale entry, dropped on read
-        entry = boards.register(ws.root, boards.BoardEntry(
+        return serve_until_stopped(ws, boards.BoardEntry(
             pid=os.getpid(), port=board.port, kind="rv32" if args.emulate else "virtual",
             experiment=args.name or "", started=time.time(),
-            blob_sha=hashlib.sha256(blob.read_bytes()).hexdigest() if blob else ""))
-        try:
-            out(banner.format(port=board.port))
-            sys.stdout.flush()
-            # Ctrl-C, a kill, or its terminal closed (SIGHUP): the board stops and cleans up
-            stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-            # blocked, then waited for: Ctrl-C or a kill both end here and the board is stopped
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-            signal.sigwait(stop_signals)
-        finally:
-            boards.unregister(entry)
-    return 0
+            blob_sha=hashlib.sha256(blob.read_bytes()).hexdigest() if blob else ""),
+            banner.format(port=board.port))
 
 
 def register(sub: Any) -> None:

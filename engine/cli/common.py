@@ -82,3 +82,24 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def serve_until_stopped(ws: Workspace, entry: Any, banner: str) -> int:
+    """A board `tinylm board` started: listed in the workspace registry (`tinylm ports`, the app's
+    port picker) while it runs, `banner` printed, then wait for Ctrl-C, a kill or its terminal
+    closing (SIGHUP), and unregister. Signals are blocked and waited for, so every one of them
+    ends here and the caller's `with board:` stops the board and cleans up its files."""
+    import signal
+
+    from engine.device import boards
+
+    registered = boards.register(ws.root, entry)
+    try:
+        out(banner)
+        sys.stdout.flush()
+        stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        signal.sigwait(stop_signals)
+    finally:
+        boards.unregister(registered)
+    return 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from engine.config.workspace import Workspace
 from engine.errors import Failure, UserError
 from engine.store.experiments import Store
 
-from .common import COMMANDS, command, out
+from .common import COMMANDS, command, out, serve_until_stopped
 
 
 class ProgressBar:
@@ -142,19 +141,10 @@ def cmd_board(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
 
     with board:
         # listed by `tinylm ports` and the app's port picker while it runs, as app-mode boards are
-        entry = boards.register(ws.root, boards.BoardEntry(
-            pid=os.getpid(), port=board.port, kind="download", started=time.time()))
-        try:
-            out(f"virtual board (download mode) on {board.port} ({board.chip}, flash image "
-                f"{board.flash_image}; `tinylm flash NAME --port {board.port}`; Ctrl-C stops it)")
-            sys.stdout.flush()
-            # Ctrl-C, a kill, or its terminal closed (SIGHUP): the board stops and cleans up
-            stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-            signal.sigwait(stop_signals)
-        finally:
-            boards.unregister(entry)
-    return 0
+        return serve_until_stopped(ws, boards.BoardEntry(
+            pid=os.getpid(), port=board.port, kind="download", started=time.time()),
+            f"virtual board (download mode) on {board.port} ({board.chip}, flash image "
+            f"{board.flash_image}; `tinylm flash NAME --port {board.port}`; Ctrl-C stops it)")
 
 
 def register(sub: Any) -> None:
