@@ -365,7 +365,8 @@ class PtyPeer:
         self.port = os.ttyname(self.slave)
         self.answer = answer
         self.stop = threading.Event()
-        threading.Thread(target=self.run, daemon=True).start()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
 
     def run(self):
         buf = b""
@@ -381,7 +382,11 @@ class PtyPeer:
                 os.write(self.master, self.answer(line + b"\n"))
 
     def close(self):
+        # the thread ends before its fds close: the next test's pty gets the same fd numbers (and
+        # /dev/pts name), and a thread still reading there answered that test's lines (an echo
+        # peer's thread made the next test see its own line back)
         self.stop.set()
+        self.thread.join(timeout=5)
         os.close(self.master)
         os.close(self.slave)
 
