@@ -144,6 +144,11 @@ class KeyBar(Widget, can_focus=False):
         """Its cells with a space before it and one after (the screen's right edge)."""
         return len(palette.display) + 1 + len(palette.description) + 2
 
+    def _room(self, row: int, palette: KeyItem | None) -> int:
+        """Cells for keys on `row`: the last row leaves the palette key its place."""
+        reserved = self._palette_width(palette) if palette and row == self.rows - 1 else 0
+        return self.size.width - reserved
+
     def _lay_out(self, chunks: list[list[KeyItem]], pieces: list[list[Text]],
                  palette: KeyItem | None, gap: int) -> tuple[list[Text], list[_Placed], bool]:
         """Chunks flowed over the rows, `gap` cells apart; False when some did not fit."""
@@ -152,12 +157,10 @@ class KeyBar(Widget, can_focus=False):
         row = 0
         for chunk, chunk_pieces in zip(chunks, pieces, strict=True):
             width = sum(p.cell_len for p in chunk_pieces) + len(chunk_pieces) - 1 + gap
-            room = self.size.width - (self._palette_width(palette) if palette and row == self.rows - 1
-                                      else 0)
-            if lines[row].cell_len + width > room:
+            while lines[row].cell_len + width > self._room(row, palette):
                 if row + 1 >= self.rows:
                     return lines, placed, False  # out of room: the palette lists the rest
-                row += 1
+                row += 1  # the next row's room is checked too (the last one keeps the palette's)
             line = lines[row]
             line.append(" " * (gap if line.cell_len else 1))
             for i, (item, piece) in enumerate(zip(chunk, chunk_pieces, strict=True)):
