@@ -78,10 +78,16 @@ def _m16(u: np.ndarray) -> np.ndarray:
     return _fmant(u) >> 8
 
 
+def _clamp(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """np.clip without its per-call Python overhead (the reference calls it thousands of times a
+    token; the result is the same)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def _pow2f(k: np.ndarray) -> np.ndarray:
     """2^k as a float32 built from its exponent bits; 0 below 2^-126, +inf above 2^127."""
     k = np.asarray(k, dtype=_I64)
-    bits = ((np.clip(k, -126, 127) + 127) << 23).astype(np.uint32).view(F32)
+    bits = ((_clamp(k, -126, 127) + 127) << 23).astype(np.uint32).view(F32)
     return np.where(k < -126, _ZERO, np.where(k > 127, F32(np.inf), bits)).astype(F32)
 
 
@@ -96,7 +102,9 @@ def _grouped(x: np.ndarray, group: int) -> tuple[np.ndarray, int]:
     x = np.asarray(x, dtype=F32).reshape(-1)
     n = x.shape[0]
     ng = -(-n // group)
-    return np.pad(x, (0, ng * group - n)).reshape(ng, group), n
+    if ng * group != n:
+        x = np.pad(x, (0, ng * group - n))
+    return x.reshape(ng, group), n
 
 
 def _iquant(x: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +118,7 @@ def _iquant(x: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
     ea = a >> 23
     top = np.where(ok, ((a & 0x7FFFFF) | 0x800000) >> 8, 1 << 15)
     sh = ea[:, None] - _fexp(u) + 8
-    mag = np.where(sh >= 32, 0, _fmant(u) >> np.clip(sh, 0, 31))
+    mag = np.where(sh >= 32, 0, _fmant(u) >> _clamp(sh, 0, 31))
     k = _qcore(mag, top)
     q = np.where((u >> 31) != 0, -k, k)
     q = np.where(ok[:, None], q, 0)
@@ -129,13 +137,14 @@ def _swiglu_int(hb: np.ndarray, hb2: np.ndarray, group: int) -> tuple[np.ndarray
     qa, sa = _iquant(hb, group)
     qb, sb = _iquant(hb2, group)
     ng = sa.shape[0]
-    qa = np.pad(qa, (0, ng * group - n)).reshape(ng, group)
-    qb = np.pad(qb, (0, ng * group - n)).reshape(ng, group)
+    if ng * group != n:
+        qa, qb = np.pad(qa, (0, ng * group - n)), np.pad(qb, (0, ng * group - n))
+    qa, qb = qa.reshape(ng, group), qb.reshape(ng, group)
     ua = _fbits(sa)
     t = qa * _m16(ua)[:, None]
     sh = (134 - _fexp(ua))[:, None]
-    idx = np.where(sh >= 0, t >> np.clip(sh, 0, 31), np.sign(t) * 4096)
-    idx = np.clip(idx, -4096, 4095) + 4096
+    idx = np.where(sh >= 0, t >> _clamp(sh, 0, 31), np.sign(t) * 4096)
+    idx = _clamp(idx, -4096, 4095) + 4096
     i, f = idx >> 4, idx & 15
     sig = SIG_LUT[i] + (((SIG_LUT[i + 1] - SIG_LUT[i]) * f) >> 4)
     y = qa * sig * qb
@@ -170,19 +179,25 @@ class _Linear:
         vals = np.concatenate([t.values for t in tensors]).astype(np.int32)
         vals = np.pad(vals, ((0, 0), (0, pad)))
         self.q = vals.reshape(vals.shape[0], ng, group)
+        self.q64 = self.q.astype(_I64)  # integer mode's exact int64 sums (converted once, not per call)
         self.pad = pad
         if self.qtype == "int8":
             self.s = np.concatenate([t.scales for t in tensors]).astype(F32)
         else:
             self.s = np.concatenate([np.full(t.rows, t.scales[0], dtype=F32) for t in tensors])
 
+    def _grouped(self, qx: np.ndarray) -> np.ndarray:
+        """An activation vector as [groups, group], zero-padded like the weight rows."""
+        if self.pad:
+            qx = np.pad(qx, (0, self.pad))
+        return qx.reshape(self.q.shape[1], self.group)
+
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         if self.qtype == "f32":
             out = seq_sum(self.w * x[None, :], axis=1)
         else:
             qx, sx = quantize_activation(x, self.group)
-            qx = np.pad(qx, (0, self.pad)).reshape(self.q.shape[1], self.group)
-            isum = np.einsum("rgk,gk->rg", self.q, qx).astype(F32)  # exact integers (< 2^24)
+            isum = np.einsum("rgk,gk->rg", self.q, self._grouped(qx)).astype(F32)  # exact integers (< 2^24)
             if self.qtype == "int8":
                 out = seq_sum((isum * self.s) * sx[None, :], axis=1)
             else:
@@ -192,8 +207,7 @@ class _Linear:
     def int_call(self, qx: np.ndarray, sx: np.ndarray) -> list[np.ndarray]:
         """Integer mode (BLOB.md "integer matmul"): exact group sums, exact int64 accumulation of
         isum * m16(sw) * m16(sx) aligned to the row's largest exponent, one conversion per row."""
-        qx = np.pad(np.asarray(qx, dtype=_I64), (0, self.pad)).reshape(self.q.shape[1], self.group)
-        isum = np.einsum("rgk,gk->rg", self.q.astype(_I64), qx)
+        isum = np.einsum("rgk,gk->rg", self.q64, self._grouped(np.asarray(qx, dtype=_I64)))
         ux = _fbits(sx)
         if self.qtype == "int8":
             uw = _fbits(self.s)
@@ -342,8 +356,8 @@ class Reference:
         kq = self.kq[layer, :pos + 1][:, m, :]  # [T, heads, hd]
         uk = _fbits(self.ks[layer, :pos + 1][:, m])  # [T, heads]
         dot = np.einsum("thi,hi->th", kq, qq)
-        sh = np.clip(276 - _fexp(uk) - ec[None, :], 0, 63)
-        z = np.clip((dot * (_m16(uk) * mc[None, :])) >> sh, -(1 << 30), 1 << 30)
+        sh = _clamp(276 - _fexp(uk) - ec[None, :], 0, 63)
+        z = _clamp((dot * (_m16(uk) * mc[None, :])) >> sh, -(1 << 30), 1 << 30)
         d = np.max(z, axis=0)[None, :] - z
         a = d >> 8
         e = np.where(a >= 16, 0, EXP2_LUT[d & 255] >> np.minimum(a, 15))
