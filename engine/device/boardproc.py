@@ -3,6 +3,7 @@ firmware build through make, and a child process that is the board, stopped on e
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import threading
@@ -14,11 +15,23 @@ from engine.errors import Failure, UserError
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 
 
+def run_make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`make -C firmware ARGS`, one at a time per checkout: two processes asking for the same board
+    at once (the app and a `tinylm board`, or two test workers) would otherwise run two compilers
+    writing the same output file, and one of them could start a half-written binary. The second
+    waits on an flock of firmware/build/.make.lock, then finds the build up to date."""
+    lock_path = FIRMWARE / "build" / ".make.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run(["make", "-C", str(FIRMWARE), *args], capture_output=True, text=True,
+                              timeout=timeout)
+
+
 def make_firmware(target: str, product: Path) -> Path:
     """`make -C firmware <target>` (rebuilds only what changed); returns the built file."""
     try:
-        out = subprocess.run(["make", "-C", str(FIRMWARE), target], capture_output=True, text=True,
-                             timeout=300)
+        out = run_make(target)
     except FileNotFoundError as e:
         raise UserError(f"building the firmware ({target}) needs `make` and a C compiler "
                         "(apt-get install make gcc)") from e

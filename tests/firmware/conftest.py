@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from protocol_util import BOARD, FIRMWARE
+from protocol_util import BOARD, build
 
 from engine.blob.format import write_blob
 from engine.blob.vocab import byte_vocab
@@ -15,7 +14,7 @@ from tests.conftest import LLAMA2C, random_state, tiny_cfg
 
 @pytest.fixture(scope="session")
 def board() -> Path:
-    subprocess.run(["make", "-C", str(FIRMWARE), "host"], check=True, capture_output=True)
+    build("host")
     return BOARD
 
 

@@ -20,7 +20,7 @@ from typing import IO
 
 import pytest
 
-from engine.device.boardproc import FIRMWARE
+from engine.device.boardproc import FIRMWARE, run_make
 from engine.device.emulated import QEMU, RV_CC
 from engine.device.protocol import Line, encode_line, parse_line
 from engine.device.virtual import BOARD_BIN as BOARD
@@ -98,6 +98,12 @@ class Link:
                 return toks, m
             else:
                 raise AssertionError(f"GEN answered {m}")
+
+
+def build(*make_args: str) -> None:
+    """A firmware target built through the engine's locked make (test workers share the tree)."""
+    r = run_make(*make_args)
+    assert r.returncode == 0, f"make {' '.join(make_args)} failed:\n{r.stderr[-2000:]}"
 
 
 def _select_link(fileno: int, read: Callable[[int], bytes], out: IO[bytes]) -> Link:

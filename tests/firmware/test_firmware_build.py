@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from protocol_util import FIRMWARE, PtyBoard, StdioBoard, needs_rv32
+from protocol_util import FIRMWARE, PtyBoard, StdioBoard, build, needs_rv32, run_make
 
 from engine.blob.format import read_blob
 from engine.blob.reference import Reference
@@ -28,7 +28,7 @@ def test_host_builds(board):
 
 
 def test_c_unit_tests():
-    r = subprocess.run(["make", "-C", str(FIRMWARE), "test"], capture_output=True, text=True)
+    r = run_make("test")
     assert r.returncode == 0, r.stdout + r.stderr
     assert " 0 failures" in r.stdout
 
@@ -36,7 +36,7 @@ def test_c_unit_tests():
 def test_integer_float_ops_are_ieee():
     """core/softf.h (the float * and + of FPU-less cores) against the host's SSE floats, bit for bit,
     on > 300 M cases (ties, cancellation, every class of operand); ~3 s."""
-    r = subprocess.run(["make", "-C", str(FIRMWARE), "test-softf"], capture_output=True, text=True)
+    r = run_make("test-softf")
     assert r.returncode == 0, r.stdout + r.stderr
     for op in ("fmul", "fadd", "i2f"):
         assert re.search(rf"^{op}: \d{{8,}} cases, 0 mismatches$", r.stdout, re.M), r.stdout
@@ -47,7 +47,7 @@ def test_fuzz_corpus_replays_clean():
     """The libFuzzer harnesses (ASan + UBSan, abort on the first report) replay their seed corpus:
     parser, kernels (SSE2 and portable: T2 tables, integer floats) and protocol run clean on every
     seed. A crash found by bench/bench_firmware.py --fuzz goes into the corpus and is replayed here."""
-    r = subprocess.run(["make", "-j3", "-C", str(FIRMWARE), "fuzz"], capture_output=True, text=True)
+    r = run_make("-j3", "fuzz")
     assert r.returncode == 0, r.stdout + r.stderr
     corpus = FIRMWARE / "fuzz" / "corpus"
     env = {"PATH": "/usr/bin:/bin", "TL_FUZZ_BLOB": str(corpus / "blob" / "transformer_int8.blob")}
@@ -67,7 +67,7 @@ def test_rv32_profile_build_accounts_for_every_instruction(stories_blob):
     sys.path.insert(0, str(FIRMWARE.parent / "bench"))
     from profile_rv32 import ELF, profile
 
-    subprocess.run(["make", "-C", str(FIRMWARE), "rv32-prof"], check=True, capture_output=True)
+    build("rv32-prof")
     assert ELF.exists()
     rows = profile(stories_blob("ternary", int_attention=True))
     assert rows["total"] <= rows["wall"] < rows["total"] + 200
@@ -77,7 +77,7 @@ def test_rv32_profile_build_accounts_for_every_instruction(stories_blob):
 @pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None,
                     reason="riscv64-unknown-elf-gcc not installed (CI installs it)")
 def test_rv32_builds_with_werror():
-    r = subprocess.run(["make", "-C", str(FIRMWARE), "rv32"], capture_output=True, text=True)
+    r = run_make("rv32")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (FIRMWARE / "build" / "rv32" / "tinylm-rv32.elf").exists()
 
