@@ -9,8 +9,9 @@ Alone, the run is an ordinary experiment (train subprocess, metrics.jsonl), stop
 time budget; `elapsed_s` in metrics is training time (eval and checkpoint writes excluded); the
 bench's own lr/warmup overrides apply.
 
-Side by side (`--llama2c`), ours trains with the preset's defaults (plus `--set`), and llama2.c's
-train.py gets the same data, tokenizer and, where it has the knob, the same hyperparameters (shape,
+Side by side (`--llama2c`), ours trains with the preset's defaults (plus `--set`) and is given the
+budget as train.max_minutes, so its cosine anneals to the clock (`--step-schedule`: by max_steps like
+the peer), and llama2.c's train.py gets the same data, tokenizer and, where it has the knob, the same hyperparameters (shape,
 batch, seq_len, lr, warmup, max_iters = max_steps, weight decay, betas, grad clip; its min_lr is fixed
 at 0). Its data is made by OUR code (the same train/val split and token ids) and written in its shard
 format (uint16 .bin files under data/tok{V}/, shard 0 = val) in a temp folder outside the repo, where
@@ -253,6 +254,15 @@ def side_by_side(args: argparse.Namespace) -> None:
           f"(ours min_lr {t.min_lr:g}, llama2.c 0), warmup {t.warmup_steps}, max_steps "
           f"{t.max_steps}, wd {t.weight_decay:g}, betas {t.beta1:g}/{t.beta2:g}, clip {t.grad_clip:g}")
 
+    # Ours is told the budget (train.max_minutes: its cosine anneals to the clock and the run ends
+    # itself); llama2.c has no such knob and keeps max_iters = max_steps. --step-schedule gives
+    # ours the same step schedule instead.
+    ours_cfg = cfg if args.step_schedule else apply_overrides(
+        cfg, [f"train.max_minutes={args.minutes:g}", "train.max_steps=1000000"])
+    print("ours' schedule: " + (f"by steps (max_steps {t.max_steps})" if args.step_schedule else
+                                f"by the clock (train.max_minutes={args.minutes:g})")
+          + f"; llama2.c's: max_iters {t.max_steps}")
+
     # our data, made once by our code (tokenizer copied in, split by our seed), shared by both sides
     store = Store(ws / "experiments")
     prep = store.create(f"{args.name}-data", cfg)
@@ -272,8 +282,8 @@ def side_by_side(args: argparse.Namespace) -> None:
     for side in order:
         before = load()
         if side == "ours":
-            exp, wall = run_ours(ws, args.name, cfg, budget, Path(args.tokenizer) if args.tokenizer
-                                 else prep.path("tokenizer.model"))
+            exp, wall = run_ours(ws, args.name, ours_cfg, budget, Path(args.tokenizer)
+                                 if args.tokenizer else prep.path("tokenizer.model"))
             recs = read_metrics(exp.path("metrics.jsonl"))
             ck = load_checkpoint(exp.path("ckpt.pt"))
             loss, scored = score(ck["model"], cfg, data.val_tokens)
@@ -333,6 +343,8 @@ def main() -> None:
                    help="llama2.c's eval_interval (default: our train.log_every, so both overshoot "
                    "the budget by at most that many steps)")
     p.add_argument("--peer-first", action="store_true", help="run llama2.c first")
+    p.add_argument("--step-schedule", action="store_true",
+                   help="side by side: ours anneals by max_steps too, not by the time budget")
     p.add_argument("--keep", action="store_true", help="keep llama2.c's temp folder")
     args = p.parse_args()
     if args.llama2c:

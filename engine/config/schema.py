@@ -90,6 +90,10 @@ class TrainConfig:
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 2000  # optimizer steps
+    # training-time budget in minutes (evaluation and checkpoints not counted); 0 = steps only.
+    # With a budget the cosine schedule follows whichever of steps and clock is further along, so
+    # the lr reaches min_lr when the time is up instead of being cut mid-decay
+    max_minutes: float = 0.0
     lr: float = 1e-3  # peak learning rate (AdamW)
     min_lr: float = 1e-4  # floor of the cosine schedule
     warmup_steps: int = 100  # linear warmup steps
@@ -299,6 +303,7 @@ RULES: dict[str, Bounds] = {
     **{f"train.{k}": Bounds(ge=1) for k in ("batch_size", "grad_accum", "max_steps", "eval_every",
                                             "eval_batches", "ckpt_every", "log_every")},
     "train.warmup_steps": Bounds(ge=0), "train.threads": Bounds(ge=0),
+    "train.max_minutes": Bounds(ge=0, example="15"),
     "train.grad_clip": Bounds(ge=0), "train.weight_decay": Bounds(ge=0),
     "train.lr": Bounds(gt=0, example="1e-3"), "train.min_lr": Bounds(ge=0),
     "train.beta1": Bounds(ge=0, lt=1), "train.beta2": Bounds(ge=0, lt=1),

@@ -46,16 +46,24 @@ from .runtime import (
 log = logging.getLogger("tinylm.train")
 
 
-def lr_at(step: int, cfg: ExperimentConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr at max_steps (a pure function of the step, so a
-    resumed run continues the schedule without repeating warmup)."""
+def lr_at(step: int, cfg: ExperimentConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to min_lr at max_steps, or at train.max_minutes of training
+    time when that comes first. A function of the step and the training time saved in the
+    checkpoint, so a resumed run continues the schedule without repeating warmup."""
     t = cfg.train
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
-    if step >= t.max_steps:
-        return t.min_lr
     progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+    if t.max_minutes > 0:
+        progress = max(progress, elapsed_s / (60.0 * t.max_minutes))
+    if progress >= 1.0:
+        return t.min_lr
     return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (t.lr - t.min_lr)
+
+
+def out_of_time(cfg: ExperimentConfig, elapsed_s: float) -> bool:
+    """True once a run with a time budget (train.max_minutes) has trained that long."""
+    return cfg.train.max_minutes > 0 and elapsed_s >= 60.0 * cfg.train.max_minutes
 
 
 class StopFlag:
@@ -365,8 +373,9 @@ class Trainer:
         self.model.train()
         window_start, window_tokens, window_losses = time.perf_counter(), 0, []
         try:
-            while self.step < t.max_steps and not self.stop:
-                lr = lr_at(self.step, cfg)
+            while (self.step < t.max_steps and not self.stop
+                   and not out_of_time(cfg, self.elapsed + time.perf_counter() - window_start)):
+                lr = lr_at(self.step, cfg, self.elapsed + time.perf_counter() - window_start)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 step_loss = 0.0
@@ -394,7 +403,7 @@ class Trainer:
                 now = time.perf_counter()
                 if self.governor is not None:
                     self._govern_threads(now)
-                last = self.step >= t.max_steps
+                last = self.step >= t.max_steps or out_of_time(cfg, self.elapsed + now - window_start)
                 do_eval = self.step % t.eval_every == 0 or last
                 if self.step % t.log_every == 0 or do_eval or self.stop:
                     dt = now - window_start
@@ -428,7 +437,8 @@ class Trainer:
         finally:
             if metrics is not None:
                 metrics.close()
-        return "stopped" if self.step < t.max_steps else "done"
+        finished = self.step >= t.max_steps or out_of_time(cfg, self.elapsed)
+        return "done" if finished else "stopped"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,13 @@ def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
             raise UserError(f"'{exp.name}' already trained its {max_steps} steps "
                             f"(train.max_steps): raise it (`tinylm set {exp.name} "
                             f"train.max_steps={max_steps * 2}`, or e in the app), then resume")
+        minutes = exp.config.train.max_minutes
+        elapsed = fields.get("elapsed_s")
+        if (refuse_finished and minutes > 0 and isinstance(elapsed, (int, float))
+                and elapsed >= 60 * minutes):
+            raise UserError(f"'{exp.name}' already trained its {minutes:g} minutes "
+                            f"(train.max_minutes): raise it (`tinylm set {exp.name} "
+                            f"train.max_minutes={minutes * 2:g}`, or 0 for steps only), then resume")
     info = read_lock(exp.folder)
     if info is not None and info.is_alive():
         raise LockHeld(f"'{exp.name}' is already running (pid {info.pid}); "

@@ -63,6 +63,41 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(110, cfg) == pytest.approx(1e-4)
 
 
+def test_lr_schedule_follows_the_clock_under_a_time_budget():
+    cfg = apply_overrides(preset_config("esp32-260k"), ["train.lr=1e-3", "train.min_lr=1e-4",
+                                                         "train.warmup_steps=10",
+                                                         "train.max_steps=1000000",
+                                                         "train.max_minutes=2"])
+    assert lr_at(9, cfg, 5.0) == pytest.approx(1e-3)  # warmup is counted in steps
+    assert lr_at(20, cfg, 60.0) == pytest.approx(0.55e-3)  # half the time: half the cosine
+    assert lr_at(20, cfg, 120.0) == pytest.approx(1e-4)
+    # steps still end the schedule when they come first
+    cfg = apply_overrides(cfg, ["train.max_steps=110"])
+    assert lr_at(60, cfg, 1.0) == pytest.approx(0.55e-3)
+
+
+def test_a_time_budget_ends_the_run_done_with_the_lr_annealed(workspace):
+    from engine.config.workspace import load_workspace
+    from engine.train.runner import start_training
+
+    exp = make_exp(workspace, "t", "train.max_steps=1000000", "train.max_minutes=0.05",
+                   "train.eval_every=1000000", "train.ckpt_every=1000000")
+    proc = train_subprocess(workspace, exp)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    meta = json.loads((exp.folder / "meta.json").read_text())
+    assert meta["status"] == "done", out
+    recs = read_metrics(exp.folder / "metrics.jsonl")
+    last = recs[-1]
+    assert 3.0 <= last["elapsed_s"] < 3.0 + 2.0  # stopped at the budget, one step past at most
+    assert last["val_loss"] is not None  # the last step evaluates, as at max_steps
+    assert last["lr"] <= 1e-4 + 0.05 * (1e-3 - 1e-4)  # annealed to min_lr by the clock
+    assert recs[0]["lr"] > 5 * last["lr"]
+    with pytest.raises(UserError, match="train.max_minutes"):
+        start_training(Store(workspace / "experiments").load("t"), load_workspace(workspace),
+                       resume=True)
+
+
 def test_train_run_writes_metrics_checkpoints_and_status(workspace):
     exp = make_exp(workspace, "s")
     proc = train_subprocess(workspace, exp)

@@ -98,6 +98,7 @@ class ExperimentScreen(Screen):
     class OverviewLoaded(Message):
         data: OverviewData
         max_steps: int | None
+        max_minutes: float = 0.0  # train.max_minutes: the run's time budget (0 = none)
 
     @dataclass
     class FileHashed(Message):
@@ -335,18 +336,19 @@ class ExperimentScreen(Screen):
 
         worker = get_current_worker()
         exp = self.store.load(self.exp_name)
-        text, problem, verdict, advice, max_steps = "", None, None, [], None
+        text, problem, verdict, advice, max_steps, max_minutes = "", None, None, [], None, 0.0
         try:
             text = exp.config_path.read_text(encoding="utf-8", errors="replace")
             b = budget_mod.compute(exp.config)
-            verdict, advice, max_steps = b.verdict(), b.advice, exp.config.train.max_steps
+            verdict, advice = b.verdict(), b.advice
+            max_steps, max_minutes = exp.config.train.max_steps, exp.config.train.max_minutes
         except FileNotFoundError:
             problem = f"no config.toml in {exp.folder}"
         except ConfigError as e:
             problem = str(e)
         files = list_files(exp.folder)
         data = OverviewData(exp.meta, exp.live_status(), text, problem, verdict, advice, files)
-        self.post_message(self.OverviewLoaded(data, max_steps))
+        self.post_message(self.OverviewLoaded(data, max_steps, max_minutes))
         for f in files:
             if worker.is_cancelled:
                 return
@@ -360,7 +362,7 @@ class ExperimentScreen(Screen):
     def _overview_loaded(self, event: OverviewLoaded) -> None:
         self._overview_dirty = False
         self.overview.show(event.data)
-        self.training.set_max_steps(event.max_steps)
+        self.training.set_limits(event.max_steps, event.max_minutes)
         self.quantize_panel.show_recorded(event.data.meta.get("quant_reports") or {})
         self._set_status(event.data.status)
 

@@ -37,7 +37,7 @@ WIZARD_KEYS = [
     "device.board", "model.arch", "model.dim", "model.n_layers", "model.n_heads",
     "model.n_kv_heads", "model.hidden_dim", "tokenizer.vocab_size", "model.seq_len",
     "device.context_len", "quant.method", "quant.int_attention", "train.max_steps",
-    "train.batch_size", "train.lr", "data.corpus",
+    "train.batch_size", "train.lr", "train.max_minutes", "data.corpus",
 ]
 
 

@@ -61,6 +61,7 @@ class TrainingPanel(Vertical):
         self.records: list[dict[str, Any]] = []
         self.best: tuple[float, int] | None = None  # (val loss, step)
         self.max_steps: int | None = None
+        self.max_minutes = 0.0  # a time budget ends the run first when it comes first
         self.status = "new"
         self.smoothing = 0.0
 
@@ -115,8 +116,8 @@ class TrainingPanel(Vertical):
         self.status = status
         self._show()
 
-    def set_max_steps(self, max_steps: int | None) -> None:
-        self.max_steps = max_steps
+    def set_limits(self, max_steps: int | None, max_minutes: float = 0.0) -> None:
+        self.max_steps, self.max_minutes = max_steps, max_minutes
         self._show()
 
     def toggle_smoothing(self) -> bool:
@@ -153,15 +154,29 @@ class TrainingPanel(Vertical):
         known = bool(self.max_steps) and self.max_steps >= step
         row.set_class(not known, "-hidden")
         if known:
-            self.query_one(ProgressBar).update(total=self.max_steps, progress=step)
+            assert self.max_steps
+            # with a time budget the bar follows whichever of steps and clock is further along
+            progress = max(step, self._time_fraction() * self.max_steps)
+            self.query_one(ProgressBar).update(total=self.max_steps, progress=progress)
             self.query_one("#train-eta", Static).update(self._eta(step), layout=False)
+
+    def _time_fraction(self) -> float:
+        if self.max_minutes <= 0 or not self.records:
+            return 0.0
+        return min(1.0, float(self.records[-1].get("elapsed_s") or 0.0) / (60 * self.max_minutes))
 
     def _eta(self, step: int) -> str:
         assert self.max_steps
         left = self.max_steps - step
-        if left <= 0:
+        time_left = (1.0 - self._time_fraction()) * 60 * self.max_minutes if self.max_minutes else None
+        if left <= 0 or time_left == 0:
             return "done"
         if self.status != "running":
+            if time_left is not None:
+                return f"{fmt_duration(time_left)} of training time left"
             return f"{left:,} steps left"
         rate = steps_per_second(self.records)
-        return f"ETA {fmt_duration(left / rate)}" if rate else f"{left:,} steps left"
+        eta = left / rate if rate else None
+        if time_left is not None:
+            eta = time_left if eta is None else min(eta, time_left)
+        return f"ETA {fmt_duration(eta)}" if eta is not None else f"{left:,} steps left"
