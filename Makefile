@@ -22,8 +22,12 @@ setup: $(STAMP)
 app: $(STAMP)
 	exec $(VENV)/bin/tinylm-tui --workspace .
 
+# Two workers (the CI machine has 2 cores; the suite is mostly one core waiting on subprocesses).
+# --dist loadfile keeps a file's tests on one worker: the tmux journeys, the parity answers memoized
+# per file and the session fixtures stay together. Firmware builds are serialized by a make lock.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)
