@@ -201,12 +201,15 @@ def cmd_kernels(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
         return 0
     rows = []
     for e in entries.values():
-        k, c = e.get("kernels", {}), e.get("key", {})
+        k, c, comp = e.get("kernels", {}), e.get("key", {}), e.get("compile")
+        compiled = ("-" if not isinstance(comp, dict) else
+                    f"{'on' if comp.get('faster') else 'off'} ({comp.get('gain', 0):.2f}x)")
         rows.append([f"{c.get('dim')}d x{c.get('n_layers')} {c.get('batch')}x{c.get('seq_len')}",
                      str(c.get("threads")), k.get("attention", "?"), k.get("ffn", "?"),
-                     k.get("optimizer", "?"), str(e.get("measured", "?")),
+                     k.get("optimizer", "?"), compiled, str(e.get("measured", "?")),
                      f"{c.get('cpu')}, torch {c.get('torch')}"])
-    out(table(["shape", "threads", "attention", "ffn", "adamw", "measured", "machine"], rows))
+    out(table(["shape", "threads", "attention", "ffn", "adamw", "compile", "measured", "machine"],
+              rows))
     return 0
 
 

@@ -32,12 +32,15 @@ BOARDS = ("esp32", "esp32-s3", "esp32-s3-nopsram", "esp32-c3", "host")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
 CORPUS_FORMATS = ("auto", "text", "tinystories")
+COMPILE_MODES = ("auto", "on", "off")
 # keys whose value is one of a fixed set (forms offer a picker, completion offers the words)
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ARCHS, "data.format": CORPUS_FORMATS, "tokenizer.kind": TOKENIZER_KINDS,
     "tokenizer.model_type": SP_MODEL_TYPES, "train.device": DEVICES, "train.dtype": DTYPES,
-    "quant.method": QUANT_METHODS, "device.board": BOARDS,
+    "quant.method": QUANT_METHODS, "device.board": BOARDS, "train.compile": COMPILE_MODES,
 }
+# keys whose type changed: an old config's value is read as its new spelling
+LEGACY_VALUES: dict[str, dict[Any, Any]] = {"train.compile": {True: "on", False: "off"}}
 
 
 @dataclass
@@ -108,7 +111,9 @@ class TrainConfig:
     seed: int = 1337  # seeds torch, numpy and the batch sampler
     device: str = "auto"  # "auto" (CUDA if present, else CPU), "cpu" or "cuda"
     dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, f32 on CPU), "float32" or "bfloat16"
-    compile: bool = False  # torch.compile the model (slow start, faster steps)
+    # torch.compile: "auto" tries it on the run's own steps when the run is long enough and keeps
+    # it only if faster (engine/train/compile_trial.py); "on" always, "off" never
+    compile: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = all cores, one fewer while another process takes one
 
 
@@ -228,6 +233,9 @@ def from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
             if key not in names:
                 problems.append(f"{name}.{key}: unknown key; {_did_you_mean(key, names)}")
                 continue
+            legacy = LEGACY_VALUES.get(f"{name}.{key}", {})
+            if isinstance(value, (bool, int, float, str)) and value in legacy:
+                value = legacy[value]
             kwargs[key] = _coerce(f"{name}.{key}", value, getattr(defaults, key), problems)
         sections[name] = cls(**kwargs)
     cfg = ExperimentConfig(**sections)
@@ -403,6 +411,7 @@ def validate(cfg: ExperimentConfig) -> list[str]:
         p.append(f"train.min_lr = {tr.min_lr!r}: must be between 0 and train.lr = {tr.lr!r}")
     p += _choice("train.device", tr.device, DEVICES)
     p += _choice("train.dtype", tr.dtype, DTYPES)
+    p += _choice("train.compile", tr.compile, COMPILE_MODES)
 
     p += _choice("quant.method", q.method, QUANT_METHODS)
     if q.group_size not in (32, 64):

@@ -124,6 +124,23 @@ def store(path: Path, cal: Calibration) -> None:
     atomic_write_json(path, {"version": CACHE_VERSION, "entries": entries})
 
 
+def compile_verdict(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The torch.compile trial's outcome cached for this key (engine/train/compile_trial.py)."""
+    entry = read_cache(path).get(key_string(key))
+    verdict = entry.get("compile") if isinstance(entry, dict) else None
+    return verdict if isinstance(verdict, dict) and isinstance(verdict.get("faster"), bool) else None
+
+
+def store_compile_verdict(path: Path, key: dict[str, Any], verdict: dict[str, Any]) -> None:
+    """Add the trial's outcome to the key's entry (made here when kernels were not measured)."""
+    entries = read_cache(path)
+    entry = entries.setdefault(key_string(key), {"kernels": asdict(DEFAULT), "rates": {},
+                                                 "seconds": 0.0, "key": key, "measured": "-"})
+    entry["compile"] = {**verdict, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"version": CACHE_VERSION, "entries": entries})
+
+
 def clear(path: Path) -> int:
     """Forget every measurement (the next run measures again); returns how many were dropped."""
     n = len(read_cache(path))

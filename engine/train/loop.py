@@ -34,6 +34,7 @@ from engine.store.experiments import Experiment, Store
 from engine.store.metrics import METRICS_NAME, append_metric, supersede_after
 
 from . import kernels
+from .compile_trial import MIN_REMAINING_S, CompileTrial
 from .runtime import (
     Dist,
     ThreadGovernor,
@@ -232,8 +233,12 @@ class Trainer:
             if ckpt.get("rng"):
                 _set_rng_state(ckpt["rng"])
             log.info("resumed at step %d", self.step)
-        if cfg.train.compile:
+        self.compile_trial = None
+        if cfg.train.compile == "on":
             model = torch.compile(model)
+        elif cfg.train.compile == "auto":
+            if self._compile_from_cache():
+                model = torch.compile(model, dynamic=False)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
             model = DDP(model, device_ids=[self.dist.local_rank] if self.runtime.kind == "cuda"
@@ -260,6 +265,64 @@ class Trainer:
         if self.dist.is_main:
             self.exp.update_meta(kernels=cal.summary())
         return cal
+
+    def _compile_from_cache(self) -> bool:
+        """train.compile = "auto": True to compile now (a cached trial found it faster at this key);
+        otherwise a CompileTrial is set up when one can run here, or nothing."""
+        why = self._compile_trial_refusal()
+        if why:
+            log.info("torch.compile: not tried (%s)", why)
+            return False
+        verdict = kernels.compile_verdict(self.ws.root / kernels.CACHE_FILE, self.calibration.key)
+        if verdict is not None:
+            log.info("torch.compile: %s (cached trial of %s: %.2fx eager)",
+                     "on" if verdict["faster"] else "off", verdict.get("measured", "?"),
+                     float(verdict.get("gain", 0.0)))
+            if self.dist.is_main:
+                self.exp.update_meta(compile={**verdict, "source": "cache"})
+            return bool(verdict["faster"])
+        self.compile_trial = CompileTrial(
+            min_remaining_s=float(os.environ.get("TINYLM_COMPILE_MIN_S", MIN_REMAINING_S)))
+        return False
+
+    def _compile_trial_refusal(self) -> str:
+        """Why no compile trial runs here ("" when one may)."""
+        if os.environ.get("TINYLM_KERNELS") == "default":
+            return "TINYLM_KERNELS=default"
+        if self.cfg.model.arch != "transformer":
+            return f"model.arch = {self.cfg.model.arch}"
+        if self.dist.enabled or self.lora_rank:
+            return "distributed or LoRA run"
+        if not self.calibration.key:
+            return "no calibration key for this run"
+        return ""
+
+    def _compile_step(self, seconds: float) -> None:
+        """Feed the trial one step's time; compile, keep or revert as it says."""
+        import torch
+
+        t = self.cfg.train
+        remaining = t.max_steps - self.step
+        if t.max_minutes > 0 and seconds > 0:
+            remaining = min(remaining, max(0.0, 60 * t.max_minutes - self.elapsed) / seconds)
+        action = self.compile_trial.observe(seconds, remaining)
+        if action == "compile":
+            log.info("torch.compile: trying it (eager %.3f s a step, ~%.0f s of run left); the next "
+                     "step compiles", self.compile_trial.eager_s, remaining * self.compile_trial.eager_s)
+            self.model = torch.compile(self.raw_model, dynamic=False)
+        elif action in ("keep", "revert", "skip"):
+            if action == "revert":
+                self.model = self.raw_model
+            log.info("torch.compile: %s", self.compile_trial.reason)
+            if action != "skip":
+                record = self.compile_trial.record()
+                try:
+                    kernels.store_compile_verdict(self.ws.root / kernels.CACHE_FILE,
+                                                  self.calibration.key, record)
+                except OSError as e:
+                    log.info("torch.compile verdict not cached (%s)", e)
+                self.exp.update_meta(compile={**record, "source": "measured"})
+            self.compile_trial = None
 
     def _make_optimizer(self, model: Any) -> Any:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -379,6 +442,7 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 step_loss = 0.0
+                step_start = time.perf_counter()
                 for micro in range(t.grad_accum):
                     x, y = self.loader.next_batch()
                     x, y = x.to(self.runtime.device), y.to(self.runtime.device)
@@ -401,6 +465,8 @@ class Trainer:
                 window_tokens += self.tokens_per_step
                 window_losses.append(step_loss)
                 now = time.perf_counter()
+                if self.compile_trial is not None:
+                    self._compile_step(now - step_start)
                 if self.governor is not None:
                     self._govern_threads(now)
                 last = self.step >= t.max_steps or out_of_time(cfg, self.elapsed + now - window_start)

@@ -72,10 +72,10 @@ def test_kv_heads_must_divide_heads():
 
 def test_unknown_section_and_wrong_types():
     with pytest.raises(ConfigError) as e:
-        C.from_dict({"modle": {}, "train": {"compile": "yes", "lr": True}})
+        C.from_dict({"modle": {}, "train": {"compile": 3, "lr": True}})
     msg = str(e.value)
     assert "[modle]: unknown section; did you mean 'model'?" in msg
-    assert "train.compile = 'yes': must be a boolean" in msg
+    assert "train.compile = 3: must be a string, got an integer" in msg
     assert "train.lr = True: must be a number, got a boolean" in msg
 
 
@@ -90,7 +90,15 @@ def test_overrides_parse_values_and_keep_strings_with_spaces():
                              "train.compile=true", "model.dim=128", "model.n_heads=8"])
     assert cfg.train.lr == 3e-4
     assert cfg.data.corpus == "my corpus/stories 1.txt"
-    assert cfg.train.compile is True and cfg.model.dim == 128
+    assert cfg.train.compile == "on" and cfg.model.dim == 128  # true: the old boolean spelling
+
+
+def test_train_compile_modes_and_old_boolean_configs():
+    assert C.ExperimentConfig().train.compile == "auto"
+    assert C.from_dict({"train": {"compile": False}}).train.compile == "off"
+    assert C.from_dict({"train": {"compile": "auto"}}).train.compile == "auto"
+    with pytest.raises(ConfigError, match="use one of: auto, on, off"):
+        C.from_dict({"train": {"compile": "sometimes"}})
 
 
 def test_overrides_report_bad_syntax_and_bad_values_together():

@@ -164,10 +164,77 @@ def test_cli_lists_and_clears_the_measurements(tmp_path: Path) -> None:
     key = K.calibration_key(cfg, 2, "2.13.0", cpu="Test CPU")
     K.store(tmp_path / K.CACHE_FILE, K.Calibration(K.Kernels("sdpa", "fused", "fused"), "measured",
                                                    "test", key, {"x": 1.0}, 1.0))
+    K.store_compile_verdict(tmp_path / K.CACHE_FILE, key, {"faster": True, "gain": 1.64})
+    assert K.compile_verdict(tmp_path / K.CACHE_FILE, key)["gain"] == 1.64
     shown = run_cli(tmp_path, "kernels")
     assert shown.returncode == 0, shown.stderr
     assert "sdpa" in shown.stdout and "Test CPU" in shown.stdout and "32d x2 2x40" in shown.stdout
+    assert "on (1.64x)" in shown.stdout
     cleared = run_cli(tmp_path, "kernels", "--clear")
     assert cleared.returncode == 0 and "forgot 1" in cleared.stdout
     assert not (tmp_path / K.CACHE_FILE).exists()
     assert "no measurements yet" in run_cli(tmp_path, "kernels").stdout
+
+
+# ---- the torch.compile trial ---------------------------------------------------------------------
+
+def test_compile_trial_compiles_only_when_the_rest_of_the_run_pays_and_keeps_the_faster() -> None:
+    from engine.train.compile_trial import CompileTrial
+
+    def run(eager: float, compiled: float, remaining: float) -> tuple[list, CompileTrial]:
+        trial, actions = CompileTrial(min_remaining_s=100.0), []
+        for _ in range(5):  # 2 warm-up + 3 timed eager steps
+            actions.append(trial.observe(eager, remaining))
+        if trial.state == "compiling":
+            actions.append(trial.observe(30.0, remaining))  # the step that compiles
+            for _ in range(4):  # 1 warm-up + 3 timed compiled steps
+                actions.append(trial.observe(compiled, remaining))
+        return [a for a in actions if a], trial
+
+    actions, trial = run(eager=1.0, compiled=0.6, remaining=1000)
+    assert actions == ["compile", "keep"] and trial.record()["faster"] is True
+    assert trial.record()["gain"] == pytest.approx(1 / 0.6, rel=1e-3) and trial.compile_s == 30.0
+    actions, trial = run(eager=1.0, compiled=0.98, remaining=1000)  # < 5 % faster: not worth it
+    assert actions == ["compile", "revert"] and trial.record()["faster"] is False
+    actions, trial = run(eager=1.0, compiled=0.5, remaining=50)  # 50 s left: never compiled
+    assert actions == ["skip"] and "not tried" in trial.reason
+
+
+def test_a_run_tries_compile_on_its_own_steps_and_the_next_run_reads_the_verdict(
+        tmp_path: Path) -> None:
+    """The real path: a training subprocess (kernels measured, not TINYLM_KERNELS=default) with the
+    payback threshold at 0 compiles after its eager steps, times both, records the verdict in
+    meta.json and the workspace cache, and finishes; a second run at the same shape reads it."""
+    import os
+    import subprocess
+    import sys
+
+    from engine.config.presets import preset_config
+    from engine.config.schema import apply_overrides
+    from engine.store.experiments import Store
+    from tests.conftest import REPO
+
+    corpus = REPO / "corpora" / "tinystories_slice.txt"
+    tiny = ["model.dim=32", "model.n_layers=1", "model.n_heads=4", "model.n_kv_heads=2",
+            "model.seq_len=32", "tokenizer.vocab_size=384", "train.batch_size=4",
+            "train.max_steps=14", "train.eval_every=14", "train.eval_batches=1",
+            "train.ckpt_every=100", "train.log_every=7", "train.warmup_steps=2", "train.threads=1",
+            "device.context_len=0", f"data.corpus={corpus}"]
+    store = Store(tmp_path / "experiments")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TINYLM_COMPILE_MIN_S": "0",
+           "TINYLM_KERNELS": "measure"}
+    metas = []
+    for name in ("first", "second"):
+        exp = store.create(name, apply_overrides(preset_config("esp32-260k"), tiny))
+        r = subprocess.run([sys.executable, "-m", "engine.train", str(exp.folder), "--workspace",
+                            str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        metas.append(json.loads(exp.path("meta.json").read_text()))
+        assert metas[-1]["status"] == "done" and metas[-1]["step"] == 14
+    first, second = metas[0]["compile"], metas[1]["compile"]
+    assert first["source"] == "measured" and first["compile_s"] > 0
+    assert first["eager_s"] > 0 and first["compiled_s"] > 0
+    assert first["faster"] == (first["gain"] >= 1.05)
+    assert second["source"] == "cache" and second["gain"] == first["gain"]
+    cached = K.read_cache(tmp_path / K.CACHE_FILE)
+    assert [e["compile"]["gain"] for e in cached.values()] == [first["gain"]]
