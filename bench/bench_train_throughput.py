@@ -114,22 +114,53 @@ def _step_fn(model: nn.Module, opt: torch.optim.Optimizer, kind: str):
 class Runner:
     """One model, its optimizer and a fixed random batch; `timed_step()` times one train step."""
 
-    def __init__(self, kind: str, cfg: ExperimentConfig, kernels: K.Kernels):
+    def __init__(self, kind: str, cfg: ExperimentConfig, kernels: K.Kernels, label: str = ""):
         torch.manual_seed(0)
         batch, seq = cfg.train.batch_size, cfg.model.seq_len
-        self.kind, self.tokens = kind, batch * seq
+        self.kind, self.tokens, self.label = kind, batch * seq, label or kind
         model, opt = _ours(cfg, kernels) if kind == "ours" else _theirs(cfg)
         model.train()
+        self.model, self.opt = model, opt
         self.step = _step_fn(model, opt, kind)
         g = torch.Generator().manual_seed(1)
         vocab = cfg.tokenizer.vocab_size
         self.x = torch.randint(0, vocab, (batch, seq), generator=g)
         self.y = torch.randint(0, vocab, (batch, seq), generator=g)
 
+    def compile(self, on: bool = True) -> None:
+        """Steps through torch.compile(model) (same parameters and optimizer), or eager again."""
+        model = torch.compile(self.model, dynamic=False) if on else self.model
+        self.step = _step_fn(model, self.opt, self.kind)
+
     def timed_step(self) -> float:
         t0 = time.perf_counter()
         self.step(self.x, self.y)
         return time.perf_counter() - t0
+
+
+def compile_trial(runner: Runner, mode: str) -> str:
+    """Ours as train.py runs it: with train.compile = "auto" a long run times eager steps, compiles,
+    times compiled steps and keeps the faster (engine/train/compile_trial.py); here the payback
+    threshold is 0 (the figure wanted is the steady state) and one timed step each side will do
+    for steps of seconds. "on": compiled without asking."""
+    from engine.train.compile_trial import CompileTrial
+
+    if mode == "on":
+        t0 = time.perf_counter()
+        runner.compile()
+        runner.timed_step()
+        return f"ours compiled (first step {time.perf_counter() - t0:.1f} s)"
+    runner.timed_step()  # the first step pays one-off costs: not an estimate
+    eager = runner.timed_step()
+    few = eager > 5.0
+    trial = CompileTrial(min_remaining_s=0.0, eager_warmup=0 if few else 2,
+                         eager_timed=1 if few else 3, compiled_warmup=0 if few else 1,
+                         compiled_timed=1 if few else 3)
+    while trial.state != "done":
+        action = trial.observe(runner.timed_step(), remaining_steps=float("inf"))
+        if action in ("compile", "revert"):
+            runner.compile(action == "compile")
+    return f"torch.compile trial for ours: {trial.reason}"
 
 
 def load() -> str:
@@ -146,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="model shape(s), comma-separated presets (e.g. esp32-260k,host-7m)")
     ap.add_argument("--shapes", default="", help="BxT list, e.g. 16x256,64x512 (default both)")
     ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default by shape)")
+    ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                    help="ours: auto = the trial train.py runs (keep compiled if faster)")
+    ap.add_argument("--peer-compiled", action="store_true",
+                    help="also time llama2.c's model under torch.compile (its train.py default)")
     ap.add_argument("--llama2c", default=os.environ.get("LLAMA2C_DIR"),
                     help="a checkout of karpathy/llama2.c (its model.py is the peer)")
     args = ap.parse_args(argv)
@@ -169,28 +204,43 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{preset} {batch}x{seq}: calibration {time.perf_counter() - t0:.1f} s -> "
                   f"{cal.kernels.label()} ({cal.reason}); load {load()}")
             runners = [Runner(kind, cfg, cal.kernels) for kind in ("llama2c", "ours")]
+            if args.peer_compiled:
+                peer_c = Runner("llama2c", cfg, cal.kernels, "llama2c+compile")
+                t0 = time.perf_counter()
+                peer_c.compile()
+                peer_c.timed_step()
+                print(f"{preset} {batch}x{seq}: llama2c+compile first step (compile) "
+                      f"{time.perf_counter() - t0:.1f} s")
+                runners.append(peer_c)
+            if args.compile != "off":
+                print(f"{preset} {batch}x{seq}: {compile_trial(runners[1], args.compile)}; "
+                      f"load {load()}")
             warm = [r.timed_step() for r in runners for _ in range(2)]  # allocator, MKL, autograd
             steps = args.steps or max(1, min(20, int(10.0 / max(warm[-1], 1e-3))))
             if args.quick:
                 steps = max(1, steps // 4)
-            rates: dict[str, list[float]] = {r.kind: [] for r in runners}
+            rates: dict[str, list[float]] = {r.label: [] for r in runners}
             ratios: list[float] = []
-            # alternate single steps of the two models, so a noisy neighbour slows both alike
+            # alternate single steps of the models, so a noisy neighbour slows all alike
             for _ in range(repeats):
-                spent = {r.kind: 0.0 for r in runners}
+                spent = {r.label: 0.0 for r in runners}
                 for _ in range(steps):
                     for r in runners:
-                        spent[r.kind] += r.timed_step()
+                        spent[r.label] += r.timed_step()
                 for r in runners:
-                    rates[r.kind].append(steps * r.tokens / spent[r.kind])
+                    rates[r.label].append(steps * r.tokens / spent[r.label])
                 ratios.append(rates["ours"][-1] / rates["llama2c"][-1])
-            for kind, rs in rates.items():
-                print(f"{preset} {batch:>3}x{seq:<4} {kind:8s} tok/s  min {min(rs):9.0f}  "
+            for label, rs in rates.items():
+                print(f"{preset} {batch:>3}x{seq:<4} {label:15s} tok/s  min {min(rs):9.0f}  "
                       f"median {statistics.median(rs):9.0f}  max {max(rs):9.0f}")
-            ratio = statistics.median(rates["ours"]) / statistics.median(rates["llama2c"])
+            ours = statistics.median(rates["ours"])
+            ratio = ours / statistics.median(rates["llama2c"])
             print(f"{preset} {batch:>3}x{seq:<4} ratio ours/llama2c: median {ratio:.3f} "
                   f"(per repeat {min(ratios):.3f}-{max(ratios):.3f}), {steps} steps x {repeats}; "
                   f"load {load()}")
+            if args.peer_compiled:
+                print(f"{preset} {batch:>3}x{seq:<4} ratio ours/llama2c+compile: median "
+                      f"{ours / statistics.median(rates['llama2c+compile']):.3f}")
 
 
 if __name__ == "__main__":
