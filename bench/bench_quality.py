@@ -10,18 +10,19 @@ time budget; `elapsed_s` in metrics is training time (eval and checkpoint writes
 bench's own lr/warmup overrides apply.
 
 Side by side (`--llama2c`), ours trains with the preset's defaults (plus `--set`) and is given the
-budget as train.max_minutes, so its cosine anneals to the clock (`--step-schedule`: by max_steps like
-the peer), and llama2.c's train.py gets the same data, tokenizer and, where it has the knob, the same hyperparameters (shape,
-batch, seq_len, lr, warmup, max_iters = max_steps, weight decay, betas, grad clip; its min_lr is fixed
-at 0). Its data is made by OUR code (the same train/val split and token ids) and written in its shard
-format (uint16 .bin files under data/tok{V}/, shard 0 = val) in a temp folder outside the repo, where
-its train.py runs as a subprocess: CPU, float32, no compile, the same thread count. The two run back
-to back. Both are stopped on training time (each side's own step times, evaluation excluded); llama2.c
-checkpoints only at its evals, so it evaluates (2 batches: its own estimate is not what is compared)
-and checkpoints every `train.log_every` steps, and is stopped at its first eval past the budget, as
-ours is stopped at its first metrics line past it: both overshoot by at most that many steps. Then
-both final models are scored by the same evaluator on the same val windows (ours: the model at the
-stop; llama2.c: its last checkpoint), printed side by side with the CPU model and the load averages.
+budget as train.max_minutes, so its cosine anneals to the clock (`--step-schedule`: by max_steps
+like the peer), and llama2.c's train.py gets the same data, tokenizer and, where it has the knob,
+the same hyperparameters (shape, batch, seq_len, lr, warmup, max_iters = max_steps, weight decay,
+betas, grad clip; its min_lr is fixed at 0). Its data is made by OUR code (the same train/val split
+and token ids) and written in its shard format (uint16 .bin files under data/tok{V}/, shard 0 = val)
+in a temp folder outside the repo, where its train.py runs as a subprocess: CPU, float32, no
+compile, the same thread count. The two run back to back. Both are stopped on training time (each
+side's own step times, evaluation excluded); llama2.c checkpoints only at its evals, so it evaluates
+(2 batches: its own estimate is not what is compared) and checkpoints every `train.log_every` steps,
+and is stopped at its first eval past the budget, as ours is stopped at its first metrics line past
+it: both overshoot by at most that many steps. Then both final models are scored by the same
+evaluator on the same val windows (ours: the model at the stop; llama2.c: its last checkpoint),
+printed side by side with the CPU model and the load averages.
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ def main() -> None:
         print(f"{k:<10}" + "".join(f"{results[m][k]:>14,}" for m in wanted))
     for m in wanted:
         p = projected_esp32c3(results[m]["wall"])
-        print(f"{m}: {p['tok_per_s']:.1f} tok/s projected on an ESP32-C3 (CPI {p['cpi']}, {p['mhz']:.0f} MHz)")
+        print(f"{m}: {p['tok_per_s']:.1f} tok/s projected on an ESP32-C3 (CPI {p['cpi']}, "
+              f"{p['mhz']:.0f} MHz)")
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ def build_blob(cfg: ExperimentConfig, state: dict[str, Any], vocab: Vocab, metho
         NO_TOKEN if vocab.bos_id is None else vocab.bos_id,
         NO_TOKEN if vocab.eos_id is None else vocab.eos_id)
     buf[0:bl.HEADER_BYTES] = header
-    for role, (spec, off) in enumerate(zip(lay.tensors, lay.offsets)):
+    for role, (spec, off) in enumerate(zip(lay.tensors, lay.offsets, strict=True)):
         if spec.name == "rope":
             w = rope_table(spec.rows, spec.cols, m.rope_theta)
         else:

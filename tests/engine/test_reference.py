@@ -502,7 +502,7 @@ def s_swiglu_int(hb, hb2, g):
             ss.append(F(0.0))
             continue
         z = top.bit_length() - 16
-        norm = (lambda v: v >> z) if z >= 0 else (lambda v: v << -z)
+        norm = (lambda v, z=z: v >> z) if z >= 0 else (lambda v, z=z: v << -z)
         qs += [(-1 if v < 0 else 1) * s_qcore(norm(abs(v)), norm(top)) for v in y]
         ss.append((F(top) * (sa * sb)) / F(4161536.0))
     return qs, ss

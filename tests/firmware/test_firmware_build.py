@@ -127,7 +127,8 @@ def test_integer_mode_ram_report(board, stories_blob, method):
         info = b.link.call("INFO")
         info_fields_match(info, path)
     cfg = read_blob(path).config()
-    assert budget.runtime_ram(cfg)["total"] < budget.runtime_ram(read_blob(stories_blob(method)).config())["total"]
+    stories_cfg = read_blob(stories_blob(method)).config()
+    assert budget.runtime_ram(cfg)["total"] < budget.runtime_ram(stories_cfg)["total"]
     assert budget.runtime_ram(cfg)["t2_tables"] == (8320 if method == "ternary" else 0)
 
 
@@ -296,7 +297,8 @@ def test_flash_image_partition(board, make_blob, tmp_path):
     img = path.read_bytes()
     assert len(img) == 4 << 20
     assert img[0x110000:0x110000 + new.stat().st_size] == new.read_bytes()
-    assert img[0x110000 + new.stat().st_size:0x110000 + len(blob)] == b"\xff" * (len(blob) - new.stat().st_size)
+    tail = len(blob) - new.stat().st_size
+    assert img[0x110000 + new.stat().st_size:0x110000 + len(blob)] == b"\xff" * tail
 
 
 def test_empty_and_bad_partitions(board, make_blob, tmp_path):
