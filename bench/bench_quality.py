@@ -10,7 +10,7 @@ time budget; `elapsed_s` in metrics is training time (eval and checkpoint writes
 bench's own lr/warmup overrides apply.
 
 Side by side (`--llama2c`), ours trains with the preset's defaults (plus `--set`) and is given the
-budget as train.max_minutes, so its cosine anneals to the clock (`--step-schedule`: by max_steps
+budget as train.max_minutes, so its lr anneals in the budget's last fifth (`--step-schedule`: by max_steps
 like the peer), and llama2.c's train.py gets the same data, tokenizer and, where it has the knob,
 the same hyperparameters (shape, batch, seq_len, lr, warmup, max_iters = max_steps, weight decay,
 betas, grad clip; its min_lr is fixed at 0). Its data is made by OUR code (the same train/val split
@@ -255,7 +255,7 @@ def side_by_side(args: argparse.Namespace) -> None:
           f"(ours min_lr {t.min_lr:g}, llama2.c 0), warmup {t.warmup_steps}, max_steps "
           f"{t.max_steps}, wd {t.weight_decay:g}, betas {t.beta1:g}/{t.beta2:g}, clip {t.grad_clip:g}")
 
-    # Ours is told the budget (train.max_minutes: its cosine anneals to the clock and the run ends
+    # Ours is told the budget (train.max_minutes: its lr anneals in the last fifth and the run ends
     # itself); llama2.c has no such knob and keeps max_iters = max_steps. --step-schedule gives
     # ours the same step schedule instead.
     ours_cfg = cfg if args.step_schedule else apply_overrides(

@@ -94,8 +94,8 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 2000  # optimizer steps
     # training-time budget in minutes (evaluation and checkpoints not counted); 0 = steps only.
-    # With a budget the cosine schedule follows whichever of steps and clock is further along, so
-    # the lr reaches min_lr when the time is up instead of being cut mid-decay
+    # With a budget the lr anneals to min_lr over the budget's last fifth (engine/train/loop.py
+    # lr_at), so it ends annealed instead of being cut mid-decay
     max_minutes: float = 0.0
     lr: float = 1e-3  # peak learning rate (AdamW)
     min_lr: float = 1e-4  # floor of the cosine schedule

@@ -69,7 +69,8 @@ def test_lr_schedule_follows_the_clock_under_a_time_budget():
                                                          "train.max_steps=1000000",
                                                          "train.max_minutes=2"])
     assert lr_at(9, cfg, 5.0) == pytest.approx(1e-3)  # warmup is counted in steps
-    assert lr_at(20, cfg, 60.0) == pytest.approx(0.55e-3)  # half the time: half the cosine
+    assert lr_at(20, cfg, 90.0) == pytest.approx(1e-3)  # peak until the last fifth of the time
+    assert lr_at(20, cfg, 108.0) == pytest.approx(0.55e-3)  # half way through the last fifth
     assert lr_at(20, cfg, 120.0) == pytest.approx(1e-4)
     # steps still end the schedule when they come first
     cfg = apply_overrides(cfg, ["train.max_steps=110"])
