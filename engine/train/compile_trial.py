@@ -50,10 +50,7 @@ class CompileTrial:
     def observe(self, seconds: float, remaining_steps: float) -> str | None:
         self._seen += 1
         if self.state == "eager":
-            if self._seen <= self.eager_warmup:
-                return None
-            self.eager.append(seconds)
-            if len(self.eager) < self.eager_timed:
+            if not self._sample(self.eager, self.eager_warmup, self.eager_timed, seconds):
                 return None
             left = remaining_steps * self.eager_s
             if left < self.min_remaining_s:
@@ -69,18 +66,26 @@ class CompileTrial:
             self._seen = 0
             return None
         if self.state == "compiled":
-            if self._seen <= self.compiled_warmup:
-                return None
-            self.compiled.append(seconds)
-            if len(self.compiled) < self.compiled_timed:
+            if not self._sample(self.compiled, self.compiled_warmup, self.compiled_timed, seconds):
                 return None
             self.state = "done"
-            keep = self.gain >= MIN_GAIN
+            keep = self.faster
             self.reason = (f"{'kept' if keep else 'dropped'}: {self.gain:.2f}x eager "
                            f"({self.compiled_s:.3f} vs {self.eager_s:.3f} s a step, median of "
                            f"{len(self.compiled)} and {len(self.eager)}), compile {self.compile_s:.1f} s")
             return "keep" if keep else "revert"
         return None
+
+    def _sample(self, into: list[float], warmup: int, timed: int, seconds: float) -> bool:
+        """Count a step's time after the phase's warm-up; True once the phase has all it needs."""
+        if self._seen <= warmup:
+            return False
+        into.append(seconds)
+        return len(into) >= timed
+
+    @property
+    def faster(self) -> bool:
+        return self.gain >= MIN_GAIN
 
     @property
     def eager_s(self) -> float:
@@ -96,6 +101,6 @@ class CompileTrial:
 
     def record(self) -> dict[str, Any]:
         """For the kernels cache and meta.json."""
-        return {"faster": self.gain >= MIN_GAIN, "gain": round(self.gain, 3),
+        return {"faster": self.faster, "gain": round(self.gain, 3),
                 "eager_s": round(self.eager_s, 4), "compiled_s": round(self.compiled_s, 4),
                 "compile_s": round(self.compile_s, 1)}

@@ -448,9 +448,11 @@ class Trainer:
         self.model.train()
         window_start, window_tokens, window_losses = time.perf_counter(), 0, []
         try:
-            while (self.step < t.max_steps and not self.stop
-                   and not out_of_time(cfg, self.elapsed + time.perf_counter() - window_start)):
-                lr = lr_at(self.step, cfg, self.elapsed + time.perf_counter() - window_start)
+            while self.step < t.max_steps and not self.stop:
+                trained_s = self.elapsed + time.perf_counter() - window_start
+                if out_of_time(cfg, trained_s):
+                    break
+                lr = lr_at(self.step, cfg, trained_s)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 step_loss = 0.0
