@@ -206,9 +206,11 @@ def cmd_kernels(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
                     f"{'on' if comp.get('faster') else 'off'} ({comp.get('gain', 0):.2f}x)")
         rows.append([f"{c.get('dim')}d x{c.get('n_layers')} {c.get('batch')}x{c.get('seq_len')}",
                      str(c.get("threads")), k.get("attention", "?"), k.get("ffn", "?"),
-                     k.get("optimizer", "?"), compiled, str(e.get("measured", "?")),
+                     k.get("optimizer", "?"), k.get("loss", "?"), compiled,
+                     str(e.get("measured", "?")),
                      f"{c.get('cpu')}, torch {c.get('torch')}"])
-    out(table(["shape", "threads", "attention", "ffn", "adamw", "compile", "measured", "machine"],
+    out(table(["shape", "threads", "attention", "ffn", "adamw", "loss", "compile", "measured",
+               "machine"],
               rows))
     return 0
 

@@ -22,7 +22,10 @@ by the number of ops rather than FLOPs:
   at 16x256 with 8 heads, 340 MB at 64x512).
   Everywhere else (inference, CUDA, attention dropout) it is `F.scaled_dot_product_attention` with
   is_causal=True and enable_gqa=True, so k and v are never copied n_heads / n_kv_heads times;
-- RMSNorm is `F.rms_norm`.
+- RMSNorm is `F.rms_norm`;
+- with `loss_kernel = "chunked"` (also measured, engine/train/kernels.py) a training step computes
+  the classifier and its cross-entropy a block of rows at a time (engine/models/losses.py) and never
+  holds the [B*T, vocab] logits; forward then returns no logits, only the loss.
 
 The RoPE table is computed in float64 and rounded once, exactly like the blob's `rope` tensor
 (firmware/BLOB.md), so PyTorch and the board rotate by the same float32 numbers.
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config.schema import ModelConfig
+from engine.models.losses import classifier_cross_entropy
 
 
 def rope_table(head_dim: int, n_pos: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,7 +265,8 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """llama2.c's Transformer: `forward(tokens, targets)` -> (logits [B, T, V], mean loss or None)."""
+    """llama2.c's Transformer: `forward(tokens, targets)` -> (logits [B, T, V], mean loss or None);
+    logits are None when targets are given and `loss_kernel` is "chunked"."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
@@ -273,6 +278,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, vocab_size, bias=False)
+        self.loss_kernel = "full"  # "chunked": classifier + loss without the logits array (CPU f32)
         if cfg.tie_embeddings:
             self.tok_embeddings.weight = self.output.weight  # one Parameter, as in llama2.c
 
@@ -294,15 +300,20 @@ class Transformer(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def _logits_and_loss(self, h: torch.Tensor, targets: torch.Tensor | None
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits = self.output(self.norm(h))
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        h = self.norm(h)
+        if (targets is not None and self.loss_kernel == "chunked" and h.device.type == "cpu"
+                and h.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+            return None, classifier_cross_entropy(h.reshape(-1, h.shape[-1]), self.output.weight,
+                                                  targets.reshape(-1))
+        logits = self.output(h)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         T = tokens.shape[1]
         if T > self.seq_len:
             raise ValueError(f"sequence of {T} tokens is longer than model.seq_len = {self.seq_len}")

@@ -25,10 +25,11 @@ from engine.atomic import atomic_write_json
 from engine.config.schema import ExperimentConfig
 
 CACHE_FILE = Path(".tinylm") / "kernels.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the loss kernel joined the choice (version 1 entries are measured again)
 ATTENTION = ("blocked", "sdpa")  # BlockCausalAttention | F.scaled_dot_product_attention (GQA)
 FFN = ("split", "fused")  # w1 and w3 as two matmuls | one matmul over the concatenated weights
 OPTIMIZER = ("fused", "foreach", "loop")  # torch.optim.AdamW(fused=True) | (foreach=True) | neither
+LOSS = ("full", "chunked")  # F.cross_entropy over all logits | classifier + loss by row blocks
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,10 @@ class Kernels:
     attention: str = "blocked"
     ffn: str = "split"
     optimizer: str = "fused"
+    loss: str = "full"
 
     def label(self) -> str:
-        return f"attention={self.attention} ffn={self.ffn} adamw={self.optimizer}"
+        return f"attention={self.attention} ffn={self.ffn} adamw={self.optimizer} loss={self.loss}"
 
 
 DEFAULT = Kernels()
@@ -149,7 +151,8 @@ def clear(path: Path) -> int:
 
 
 def check(k: Kernels) -> None:
-    if k.attention not in ATTENTION or k.ffn not in FFN or k.optimizer not in OPTIMIZER:
+    if (k.attention not in ATTENTION or k.ffn not in FFN or k.optimizer not in OPTIMIZER
+            or k.loss not in LOSS):
         raise ValueError(f"unknown kernels {k}")
 
 
@@ -161,6 +164,8 @@ def apply(model: Any, kernels: Kernels) -> None:
         if hasattr(layer, "attention") and hasattr(layer, "feed_forward"):
             layer.attention.blocked = kernels.attention == "blocked"
             layer.feed_forward.fused = kernels.ffn == "fused"
+    if hasattr(model, "loss_kernel"):
+        model.loss_kernel = kernels.loss
 
 
 def optimizer_flags(kernels: Kernels, device_kind: str) -> dict[str, bool]:
@@ -184,9 +189,14 @@ def adamw(params: list, cfg: ExperimentConfig, kernels: Kernels, device_kind: st
 # ---- measuring -----------------------------------------------------------------------------------
 
 def _candidates() -> list[Kernels]:
-    """The forward+backward variants; the optimizer is measured on its own (it does not depend on
-    the batch, and timing it apart keeps the product of choices small)."""
+    """The forward+backward variants; the optimizer and the loss are measured on their own (neither
+    depends on the attention or FFN path, and timing them apart keeps the product of choices
+    small)."""
     return [Kernels(a, f, DEFAULT.optimizer) for a in ATTENTION for f in FFN]
+
+
+RUN_SHARE = 0.01  # a long run may spend this share of its length measuring its kernels
+BUDGET_MAX_S = 60.0
 
 
 def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
@@ -195,9 +205,11 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
     """Time each candidate on random tokens at the run's shape; returns (fastest, rates, why).
 
     Steps of the candidates are interleaved, so a neighbour that takes a core slows all alike, and
-    the median of each candidate's step times counts. If one step at the run's batch would not let
-    every candidate take three steps within `budget_s`, the batch is cut (the ranking depends on
-    the per-sequence shapes far more than on the batch count).
+    the median of each candidate's step times counts. The time spent is `budget_s`, or up to
+    RUN_SHARE of the run's estimated length (at most BUDGET_MAX_S) for a long run: a batch cut
+    to one sequence can rank the attention paths the other way round from the run's batch (host-7m
+    at 1x256 preferred SDPA, at 16x256 the block-causal kernel is faster). If one step at the
+    run's batch would still not let every candidate take three steps, the batch is cut.
     """
     import statistics
 
@@ -235,38 +247,56 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
     x, y = make_batch(1)
     fwd_bwd(cands[0], x, y)  # the first call pays one-off costs: not an estimate
     one = fwd_bwd(cands[0], x, y)
-    per_step_budget = budget_s * 0.6 / (len(cands) * 4)  # a warm-up and three rounds at least
+    run_estimate_s = one * batch * max(cfg.train.max_steps, 1)
+    if cfg.train.max_minutes:
+        run_estimate_s = min(run_estimate_s, cfg.train.max_minutes * 60.0)
+    budget_s = max(budget_s, min(BUDGET_MAX_S, RUN_SHARE * run_estimate_s))
+    paths = len(cands) + len(LOSS)  # both races below, each a warm-up and three rounds at least
+    per_step_budget = budget_s * 0.6 / (paths * 4)
     if one * batch > per_step_budget:
         batch = max(1, min(batch, int(per_step_budget / max(one, 1e-6))))
     x, y = make_batch(batch)
-    times: dict[Kernels, list[float]] = {k: [] for k in cands}
-    for k in cands:  # warm-up each path once (allocator, autograd caches)
-        fwd_bwd(k, x, y)
-    start = time.perf_counter()
     hard_stop = t_start + 2 * budget_s  # a machine far busier than estimated: stop, use what we have
-    rounds = 0
-    while rounds < 12 and not stop():
-        now = time.perf_counter()
-        if (rounds >= 3 and now - start > budget_s * 0.5) or (rounds >= 1 and now > hard_stop):
-            break
-        for k in (cands if rounds % 2 == 0 else cands[::-1]):
-            times[k].append(fwd_bwd(k, x, y))
-        rounds += 1
-        progress(rounds, 3, "measuring kernels")
-    if not all(times.values()):
-        raise RuntimeError("stopped before every kernel was measured once")
+
+    def race(ks: list[Kernels], seconds: float) -> tuple[dict[Kernels, list[float]], int]:
+        """Step times of each path, interleaved (alternating order) for at least three rounds."""
+        times: dict[Kernels, list[float]] = {k: [] for k in ks}
+        for k in ks:  # warm-up each path once (allocator, autograd caches)
+            fwd_bwd(k, x, y)
+        start = time.perf_counter()
+        rounds = 0
+        while rounds < 12 and not stop():
+            now = time.perf_counter()
+            if (rounds >= 3 and now - start > seconds) or (rounds >= 1 and now > hard_stop):
+                break
+            for k in (ks if rounds % 2 == 0 else ks[::-1]):
+                times[k].append(fwd_bwd(k, x, y))
+            rounds += 1
+            progress(rounds, 3, "measuring kernels")
+        if not all(times.values()):
+            raise RuntimeError("stopped before every kernel was measured once")
+        return times, rounds
+
+    times, rounds = race(cands, budget_s * 0.5 * len(cands) / paths)
     rates = {k.label(): batch * m.seq_len / statistics.median(ts) for k, ts in times.items()}
     best = min(cands, key=lambda k: statistics.median(times[k]))
+    # the loss kernel raced on the fastest path, whole steps: timed alone it ranked differently
+    loss_paths = [Kernels(best.attention, best.ffn, best.optimizer, name) for name in LOSS]
+    loss_times, _ = race(loss_paths, budget_s * 0.5 * len(LOSS) / paths)
+    loss_med = {k.loss: statistics.median(ts) for k, ts in loss_times.items()}
+    best_loss = min(loss_med, key=lambda name: loss_med[name])
+    rates.update({f"loss={name} tok/s": batch * m.seq_len / t for name, t in loss_med.items()})
 
     opt_rates = _measure_optimizer(model, cfg)
     best_opt = max(opt_rates, key=lambda name: opt_rates[name])
     rates.update({f"adamw={name} steps/s": r for name, r in opt_rates.items()})
-    chosen = Kernels(best.attention, best.ffn, best_opt)
+    chosen = Kernels(best.attention, best.ffn, best_opt, best_loss)
     base = statistics.median(times[cands[0]])
     gain = base / statistics.median(times[best])
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     why = (f"fastest of {len(cands)} forward+backward paths at batch {batch}x{m.seq_len} "
-           f"({gain:.2f}x of {cands[0].label()}), {rounds} rounds; AdamW {best_opt} fastest; "
+           f"({gain:.2f}x of {cands[0].label()}), {rounds} rounds; loss {best_loss} "
+           f"({loss_med['full'] / loss_med[best_loss]:.2f}x of full); AdamW {best_opt} fastest; "
            f"load average {load}")
     return chosen, rates, why
 
