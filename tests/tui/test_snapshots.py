@@ -56,6 +56,22 @@ def test_wizard(ws, store, snap_compare):
     assert snap_compare(make_app(str(ws), watch=False), terminal_size=SIZE, run_before=open_wizard)
 
 
+def test_wizard_on_an_80_column_terminal(ws, store, snap_compare):
+    """Below 100 columns the fit meter (compact) goes above the form, which keeps the full width
+    (side by side, the form got 30 columns and its labels wrapped a letter a line)."""
+    async def open_wizard(pilot):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("n")
+        await pilot.press(*"tiny-1")
+        await pilot.pause()
+        pilot.app.screen.revalidate()
+        await pilot.pause()
+        fixed(pilot.app)
+
+    assert snap_compare(make_app(str(ws), watch=False), terminal_size=(80, 24),
+                        run_before=open_wizard)
+
+
 def test_help(ws, store, snap_compare):
     workspace_with_rows(store)
 

@@ -21,7 +21,7 @@ from engine.store.experiments import Store
 
 from ..messages import ActionDone
 from ..widgets.config_form import ConfigForm, build_config
-from ..widgets.fit_meter import FitMeter
+from ..widgets.fit_meter import BREAKPOINTS, FitMeter
 from ..widgets.key_bar import KeyBar
 from .base import ReportsWorkerErrors
 from .confirm import ConfirmScreen
@@ -29,6 +29,7 @@ from .wizard import DEBOUNCE_S, corpus_problem
 
 
 class EditConfigScreen(ReportsWorkerErrors, Screen[bool]):
+    HORIZONTAL_BREAKPOINTS = BREAKPOINTS  # below 100 columns the meter goes above the form
     CSS_PATH = "edit_config.tcss"
     HELP_TITLE = "Edit config"
     BINDINGS = [

@@ -27,7 +27,7 @@ from engine.store.experiments import Store, check_name
 from ..messages import ActionDone
 from ..widgets.choice import ChoiceField
 from ..widgets.config_form import ConfigForm, build_config
-from ..widgets.fit_meter import FitMeter
+from ..widgets.fit_meter import BREAKPOINTS, FitMeter
 from ..widgets.key_bar import KeyBar
 from .base import ReportsWorkerErrors
 from .confirm import ConfirmScreen
@@ -62,6 +62,7 @@ def outside_problems(store: Store, ws: Workspace, name: str,
 
 
 class NewExperimentScreen(ReportsWorkerErrors, Screen["str | None"]):
+    HORIZONTAL_BREAKPOINTS = BREAKPOINTS  # below 100 columns the meter goes above the form
     CSS_PATH = "wizard.tcss"
     HELP_TITLE = "New experiment"
     BINDINGS = [
