@@ -43,8 +43,11 @@ from ..workers.run_follower import LOG_NAME, RunFollower, RunUpdate
 TABS = ("overview", "training", "samples", "quantize")
 TAB_KEYS = Binding.Group("Tabs", compact=True)
 # action -> the tabs where its key is live (elsewhere it is hidden from the footer and the palette)
-TAB_OF = {"refresh": ("overview",), "run": ("training",), "resume": ("training",),
-          "stop": ("training",), "smoothing": ("training",), "generate": ("samples",),
+# run / resume / stop also on the Overview, the tab an experiment opens on (run and resume then
+# show the Training tab, where the curve will grow)
+TAB_OF = {"refresh": ("overview",), "run": ("overview", "training"),
+          "resume": ("overview", "training"), "stop": ("overview", "training"),
+          "smoothing": ("training",), "generate": ("samples",),
           "focus_prompt": ("samples",), "quantize": ("quantize",), "toggle_method": ("quantize",),
           "focus_qat": ("quantize",),
           "stop_job": ("samples", "quantize")}
@@ -287,9 +290,11 @@ class ExperimentScreen(Screen):
         self.follower.poke()
 
     def action_run(self) -> None:
+        self.action_tab("training")
         self.training_command(resume=False)
 
     def action_resume(self) -> None:
+        self.action_tab("training")
         self.training_command(resume=True)
 
     def action_stop(self) -> None:
