@@ -91,7 +91,8 @@ def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
         elapsed = fields.get("elapsed_s")
         if (refuse_finished and minutes > 0 and isinstance(elapsed, (int, float))
                 and elapsed >= 60 * minutes):
-            raise UserError(f"'{exp.name}' already trained its {minutes:g} minutes "
+            raise UserError(f"'{exp.name}' already trained its {minutes:g} "
+                            f"minute{'' if minutes == 1 else 's'} "
                             f"(train.max_minutes): raise it (`tinylm set {exp.name} "
                             f"train.max_minutes={minutes * 2:g}`, or 0 for steps only), then resume")
     info = read_lock(exp.folder)

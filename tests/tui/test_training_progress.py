@@ -30,6 +30,7 @@ async def test_time_budget_drives_the_bar_and_the_eta():
         bar = app.query_one(ProgressBar)
         assert bar.percentage is not None and abs(bar.percentage - 0.5) < 0.01
         assert str(app.query_one("#train-eta", Static).render()) == "ETA 1m 00s"
+        assert "step 100 of 1,000,000 or 2 min" in str(app.query_one("#train-stats", Static).render())
         panel.set_status("stopped")
         await pilot.pause()
         assert "of training time left" in str(app.query_one("#train-eta", Static).render())

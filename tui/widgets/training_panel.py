@@ -143,8 +143,10 @@ class TrainingPanel(Vertical):
         lr, tps = last.get("lr"), last.get("tok_per_s")
         val_now = next((r["val_loss"] for r in reversed(self.records)
                         if r.get("val_loss") is not None), None)
-        parts = [f"{self.status} · step {step:,}" + (f" of {self.max_steps:,}"
-                                                     if self.max_steps else ""),
+        limit = f" of {self.max_steps:,}" if self.max_steps else ""
+        if self.max_minutes:  # the run ends at whichever comes first
+            limit += f" or {self.max_minutes:g} min"
+        parts = [f"{self.status} · step {step:,}{limit}",
                  f"train {fmt_loss(last.get('train_loss'))}", f"val {fmt_loss(val_now)}"]
         if self.best is not None:
             parts.append(f"best {fmt_loss(self.best[0])} @ {self.best[1]:,}")
