@@ -146,6 +146,10 @@ async def test_edit_config_form_validates_inline_and_saves(ws, store):
         assert "divisible by model.n_heads = 7" in problem
         await pilot.press("ctrl+s")  # refused while invalid
         assert isinstance(app.screen, EditConfigScreen)
+        await pilot.press("escape")  # typed-in edits: leaving asks first
+        assert type(app.screen).__name__ == "ConfirmScreen"
+        await pilot.press("n")  # keep editing
+        assert isinstance(app.screen, EditConfigScreen)
         heads.value = "4"
         await wait_for(pilot, lambda: app.screen.config is not None)
         await pilot.press("ctrl+s")

@@ -1,8 +1,8 @@
 """New-experiment wizard: a preset, a name, the config keys that matter, and a live fit meter.
 
-Every keystroke re-validates after a short pause (DEBOUNCE_S): the engine's own validation (the
-messages name the key, the value and a fix) and the board budget (flash and RAM bars, advice). Both
-take a few milliseconds, so they run on the loop after the pause, not in a worker. Create is refused
+Every keystroke re-validates after a short pause (config_screen.DEBOUNCE_S): the engine's own
+validation (the messages name the key, the value and a fix) and the board budget (flash and RAM
+bars, advice). Create is refused
 while anything is invalid; the store then creates the folder in a worker and the screen dismisses
 with the new name, which the home table selects.
 """
@@ -13,11 +13,8 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import Button, Header, Input, Label, Static
 
-from engine.config.budget import compute
 from engine.config.presets import PRESETS, describe, preset_config
 from engine.config.schema import ExperimentConfig, apply_overrides
 from engine.config.workspace import Workspace
@@ -27,25 +24,16 @@ from engine.store.experiments import Store, check_name
 from ..messages import ActionDone
 from ..widgets.choice import ChoiceField
 from ..widgets.config_form import ConfigForm, build_config
-from ..widgets.fit_meter import BREAKPOINTS, FitMeter
+from ..widgets.fit_meter import FitMeter
 from ..widgets.key_bar import KeyBar
-from .base import ReportsWorkerErrors
-from .confirm import ConfirmScreen
+from .config_screen import ConfigFormScreen, corpus_problem
 
-DEBOUNCE_S = 0.15
 WIZARD_KEYS = [
     "device.board", "model.arch", "model.dim", "model.n_layers", "model.n_heads",
     "model.n_kv_heads", "model.hidden_dim", "tokenizer.vocab_size", "model.seq_len",
     "device.context_len", "quant.method", "quant.int_attention", "train.max_steps",
     "train.batch_size", "train.lr", "train.max_minutes", "data.corpus",
 ]
-
-
-def corpus_problem(ws: Workspace, cfg: ExperimentConfig | None) -> dict[str, list[str]]:
-    """The config rules do not look at the disk; training would fail on a missing corpus."""
-    if cfg is None or ws.resolve(cfg.data.corpus).is_file():
-        return {}
-    return {"data.corpus": [f"no such file (relative paths start at the workspace, {ws.root})"]}
 
 
 def outside_problems(store: Store, ws: Workspace, name: str,
@@ -61,19 +49,17 @@ def outside_problems(store: Store, ws: Workspace, name: str,
     return problems
 
 
-class NewExperimentScreen(ReportsWorkerErrors, Screen["str | None"]):
-    HORIZONTAL_BREAKPOINTS = BREAKPOINTS  # below 100 columns the meter goes above the form
+class NewExperimentScreen(ConfigFormScreen):
     CSS_PATH = "wizard.tcss"
     HELP_TITLE = "New experiment"
     BINDINGS = [
         Binding("ctrl+s", "create", "Create", id="wizard.create",
                 tooltip="Create the experiment (refused while a field is invalid)"),
         Binding("escape", "cancel", "Cancel", id="wizard.cancel", tooltip="Back, creating nothing"),
-        # priority: handled as the key arrives, so keys typed right after a tab (fast typing, a
-        # paste, tmux send-keys) go to the next field, not the one tab is leaving
-        Binding("tab", "app.focus_next", show=False, priority=True),
-        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
     ]
+    SUBMIT = "#create"
+    LOST_WORK = "the new experiment you are filling in"
+    LEAVE_QUESTION = ("Drop this new experiment?", "Drop")
 
     def __init__(self, store: Store, workspace: Workspace) -> None:
         super().__init__()
@@ -81,10 +67,6 @@ class NewExperimentScreen(ReportsWorkerErrors, Screen["str | None"]):
         self.workspace = workspace
         self.preset = workspace.default_preset
         self.base = self._preset_config(self.preset)
-        self.config: ExperimentConfig | None = None
-        self.problems: dict[str, list[str]] = {}
-        self._timer: Timer | None = None
-        self._pristine: dict[str, object] | None = None
 
     def _preset_config(self, preset: str) -> ExperimentConfig:
         cfg = preset_config(preset)
@@ -113,30 +95,18 @@ class NewExperimentScreen(ReportsWorkerErrors, Screen["str | None"]):
                     yield Button("Cancel (esc)", id="cancel")
         yield KeyBar()
 
-    def on_mount(self) -> None:
+    def on_mount(self) -> None:  # ConfigFormScreen.on_mount then checks the form
         self.query_one("#name", Input).focus()
-        self.revalidate()
-        self._pristine = self._snapshot()
 
     # ---- validation ------------------------------------------------------------------------------
 
-    @property
-    def form(self) -> ConfigForm:
-        return self.query_one(ConfigForm)
-
-    def _snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> dict[str, object]:
         return {"name": self.query_one("#name", Input).value, "preset": self.preset,
                 **self.form.raw()}
 
-    def _later(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(DEBOUNCE_S, self.revalidate)
-
-    @on(ConfigForm.Edited)
     @on(Input.Changed, "#name")
-    def _edited(self) -> None:
-        self._later()
+    def _name_edited(self) -> None:
+        self.check_later()
 
     @on(ChoiceField.Changed, "#preset")
     def _preset_picked(self, event: ChoiceField.Changed) -> None:
@@ -147,38 +117,26 @@ class NewExperimentScreen(ReportsWorkerErrors, Screen["str | None"]):
         self.base = self._preset_config(self.preset)
         self.query_one("#about", Static).update(describe(self.preset))
         self.form.fill(self.base)
-        self._later()
+        self.check_later()
 
     def revalidate(self) -> None:
-        self._timer = None
         name = self.query_one("#name", Input).value.strip()
         cfg, problems = build_config(self.base, self.form.raw())
         for key, texts in outside_problems(self.store, self.workspace, name, cfg).items():
             problems.setdefault(key, []).extend(texts)
-        self.problems = problems
-        self.config = cfg if not problems else None
-        self.form.show_problems(problems)
         name_problem = "\n".join(problems.get("name", []))
         self.query_one("#name-problem", Static).update(name_problem)
         self.query_one("#name", Input).set_class(bool(name_problem), "invalid")
-        if cfg is not None:  # the budget needs a valid config, not a name
-            self.query_one(FitMeter).show(compute(cfg))
-        else:
-            self.query_one(FitMeter).show(None, "the budget shows once the fields marked red "
-                                                "are fixed")
-        count = sum(len(v) for v in problems.values())
-        verdict = ("ready: ctrl+s creates it" if not count
-                   else f"{count} problem{'s' if count > 1 else ''} to fix before creating")
-        self.query_one("#verdict", Static).update("\n".join([verdict, *problems.get("", [])]))
-        self.query_one("#create", Button).disabled = bool(count)
+        # the budget needs a valid config, not a name
+        self.show_check(cfg, problems, "ready: ctrl+s creates it",
+                        "{count} problem{s} to fix before creating",
+                        "the budget shows once the fields marked red are fixed")
 
     # ---- create / cancel -------------------------------------------------------------------------
 
     @on(Button.Pressed, "#create")
     def action_create(self) -> None:
-        if self._timer is not None:  # a keystroke still waiting for its check: check it now
-            self._timer.stop()
-            self.revalidate()
+        self.check_pending()
         if self.config is None:
             first = ("name" if "name" in self.problems
                      else self.form.first_invalid(self.problems))
@@ -193,24 +151,9 @@ class NewExperimentScreen(ReportsWorkerErrors, Screen["str | None"]):
         self.store.create(name, cfg, preset=preset)
         self.post_message(ActionDone(f"created {name}", select=name))
 
-    @on(ActionDone)
-    def _created(self, message: ActionDone) -> None:
-        message.stop()
-        self._pristine = None
-        self.app.notify(message.text)
-        self.dismiss(message.select)
-
-    def unsaved_changes(self) -> str | None:
-        """For the app's quit: a form someone typed into is work that would be lost."""
-        if self._pristine is not None and self._snapshot() != self._pristine:
-            return "the new experiment you are filling in"
-        return None
+    def result_of(self, message: ActionDone) -> object:
+        return message.select
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
-        if self.unsaved_changes():
-            self.app.push_screen(ConfirmScreen("Drop this new experiment?", "Drop", "Keep editing"),
-                                 lambda ok: ok and self.dismiss(None))
-        else:
-            self.dismiss(None)
-
+        self.leave(None)
