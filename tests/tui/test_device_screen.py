@@ -218,6 +218,33 @@ async def test_port_list_follows_boards_started_elsewhere(demo):
         assert panel.picker.highlighted.value == "rv32"
 
 
+async def test_chat_takes_the_whole_width_of_a_narrow_terminal(demo):
+    """At 80 columns the Chat tab hides the ports/board/flash column (the three chat columns got
+    12 columns each beside it); the Monitor tab, the left column's own keys and wide terminals
+    bring or keep it. (No board here: the chat prompt is disabled, keys go to the panel.)"""
+    store, ws = demo
+    async with DeviceHost(store, ws, DEMO).run_test(size=(80, 24)) as pilot:
+        panel = await opened(pilot)
+        left = panel.query_one("#dev-left")
+        assert left.display
+        await keys(pilot, "t")
+        await until(pilot, lambda: not left.display, "the left column hidden on the Chat tab")
+        await until(pilot, lambda: panel.query_one("#col-device").size.width >= 20,
+                    "chat columns of a third of the width")
+        await keys(pilot, "m")
+        await until(pilot, lambda: left.display, "the left column back on the Monitor tab")
+        await keys(pilot, "t")
+        await until(pilot, lambda: not left.display, "hidden again on the Chat tab")
+        await keys(pilot, "p")  # the port list's key brings the column back, focused
+        await until(pilot, lambda: left.display and panel.picker.has_focus_within,
+                    "the port list shown and focused")
+    async with DeviceHost(store, ws, DEMO).run_test(size=SIZE) as pilot:
+        panel = await opened(pilot)
+        await keys(pilot, "t")
+        await until(pilot, lambda: panel.has_class("-chat-tab"), "the Chat tab")
+        assert panel.query_one("#dev-left").display
+
+
 async def test_rv32_board_shows_instructions_and_the_esp32c3_projection(demo):
     store, ws = demo
     async with DeviceHost(store, ws, DEMO).run_test(size=SIZE) as pilot:

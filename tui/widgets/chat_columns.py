@@ -42,7 +42,7 @@ def stream_stats(first_s: float | None, ms_per_token: float | None, tok_per_s: f
     parts = [f"{n} tokens"]
     parts.append(f"first {first_s * 1e3:.0f} ms" if first_s is not None else "first -")
     if ms_per_token is not None and tok_per_s is not None:
-        parts.append(f"{ms_per_token:.2f} ms/token · {tok_per_s:,.0f} tok/s")
+        parts.append(f"{ms_per_token:.3g} ms/token · {tok_per_s:,.0f} tok/s")
     if board_tok_per_s:
         parts.append(f"board {board_tok_per_s:,.0f} tok/s")
     return " · ".join(parts)

@@ -51,12 +51,18 @@ SERIES_POINTS = 600  # points kept per `label:value` series for the plot
 PORTS_EVERY_S = 2.0  # the port list follows boards plugged in or started elsewhere (`tinylm board`)
 
 
+NARROW_COLUMNS = 110  # below this the Chat tab hides the ports/board/flash column
+
+
 class DevicePanel(Vertical):
     DEFAULT_CSS = """
     DevicePanel { height: 1fr; }
     DevicePanel > #dev-status { height: 1; padding: 0 1; background: $boost; }
     DevicePanel > #dev-body { height: 1fr; }
     DevicePanel #dev-left { width: 46; max-width: 38%; border-right: vkey $primary-darken-2; }
+    /* narrow terminals: the Chat tab's three columns take the whole width (at 80 columns they got
+       16 each beside the left column, and their stats filled them); the status line stays */
+    DevicePanel.-narrow.-chat-tab #dev-left { display: none; }
     DevicePanel #dev-left > .dev-heading { padding: 0 1; text-style: bold; color: $accent; }
     DevicePanel #dev-exp { margin: 0 1; }
     DevicePanel #dev-tabs { width: 1fr; }
@@ -546,7 +552,21 @@ class DevicePanel(Vertical):
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        self.set_class(self.query_one(TabbedContent).active == "dev-chat", "-chat-tab")
+        self._focus_off_hidden_column()
         self.refresh_bindings()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW_COLUMNS, "-narrow")
+        self._focus_off_hidden_column()
+
+    def _focus_off_hidden_column(self) -> None:
+        """A hidden column must not keep the focus (its keys would go nowhere): the tab strip
+        takes it (and the chat prompt, when a board makes it usable, right after)."""
+        focused = self.app.focused
+        if self._left_hidden() and focused is not None and self.query_one("#dev-left") in (
+                focused, *focused.ancestors):
+            self.query_one(TabbedContent).query_one("Tabs").focus()
 
     def _set_busy(self, *, chatting: bool | None = None, flashing: bool | None = None) -> None:
         if chatting is not None:
@@ -626,12 +646,24 @@ class DevicePanel(Vertical):
     def action_toggle_plot(self) -> None:
         self.monitor.toggle_plot()
 
+    def _left_hidden(self) -> bool:
+        return self.has_class("-narrow") and self.has_class("-chat-tab")
+
+    def _in_left(self, focus: Callable[[], object]) -> None:
+        """Focus something in the left column; on a narrow Chat tab, which hides the column, go
+        back to the Monitor first and focus once the column is shown again."""
+        if self._left_hidden():
+            self.action_show_monitor()
+            self.call_after_refresh(focus)
+        else:
+            focus()
+
     def action_ports(self) -> None:
         self._list_ports()
-        self.picker.focus_list()
+        self._in_left(self.picker.focus_list)
 
     def action_pick_experiment(self) -> None:
-        self.query_one("#dev-exp", Select).focus()
+        self._in_left(self.query_one("#dev-exp", Select).focus)
 
     def action_stop(self) -> None:
         """Esc: stop what runs; else leave a text box; else let the screen have it (back)."""
@@ -640,7 +672,10 @@ class DevicePanel(Vertical):
         elif self.flashing:
             self.flash_panel.stop()
         elif isinstance(self.app.focused, Input):
-            self.picker.focus_list()
+            if self._left_hidden():  # the port list is not on screen: the tabs take the keys
+                self.query_one(TabbedContent).query_one("Tabs").focus()
+            else:
+                self.picker.focus_list()
         else:
             raise SkipAction()  # only reached if check_action let it through: the screen's Back
 
