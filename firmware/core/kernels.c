@@ -263,30 +263,50 @@ static inline uint64_t i8_term(int32_t isum, float sw, const xdec *d, uint32_t g
 static inline float int_out(uint64_t acc, int32_t k) { return tl_i64_scaled((int64_t)acc, k); }
 
 #ifndef TL_SSE2
-/* Four rows' exact group sums at once: x[k] is loaded once for the 4 rows (portable kernels). */
-static void dot4_i8(int32_t s[4], const int8_t *w0, size_t stride, const int8_t *x, uint32_t len) {
-    const int8_t *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride, *end = x + (len & ~3u);
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    /* pointers stepped so every load is `lb rd, imm(ptr)` on rv32; 8 columns a pass while they last */
-    for (const int8_t *end8 = x + (len & ~7u); x < end8; x += 8, w0 += 8, w1 += 8, w2 += 8, w3 += 8) {
-        int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3], x4 = x[4], x5 = x[5], x6 = x[6], x7 = x[7];
-        a0 += w0[0] * x0 + w0[1] * x1 + w0[2] * x2 + w0[3] * x3 + w0[4] * x4 + w0[5] * x5 + w0[6] * x6 + w0[7] * x7;
-        a1 += w1[0] * x0 + w1[1] * x1 + w1[2] * x2 + w1[3] * x3 + w1[4] * x4 + w1[5] * x5 + w1[6] * x6 + w1[7] * x7;
-        a2 += w2[0] * x0 + w2[1] * x1 + w2[2] * x2 + w2[3] * x3 + w2[4] * x4 + w2[5] * x5 + w2[6] * x6 + w2[7] * x7;
-        a3 += w3[0] * x0 + w3[1] * x1 + w3[2] * x2 + w3[3] * x3 + w3[4] * x4 + w3[5] * x5 + w3[6] * x6 + w3[7] * x7;
+/* Four rows' exact sums of every group (is[r * ng + g]), x loaded once for the 4 rows (portable
+   kernels). One call per block of 4 rows, not per group: the 4 row pointers and x just run on from
+   one group into the next (groups are consecutive columns), so a group boundary costs 4 stores and
+   4 zeroed sums instead of a call with its pointer setup and register spills (~75 instructions per
+   group on rv32, ~8 % of a token). Each column's x[k] is loaded once and used at once by the 4 rows
+   (lb, then lb / mul / add per row): few live registers, so nothing spills in the loop; 16 columns a
+   pass keep the 5 pointer increments and the branch at 0.1 instruction per multiply-add. */
+#define I8_MAC4(k)                                                                               \
+    do {                                                                                         \
+        int32_t xk = x[k];                                                                       \
+        a0 += w0[k] * xk, a1 += w1[k] * xk, a2 += w2[k] * xk, a3 += w3[k] * xk;                 \
+    } while (0)
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-schedule-insns"))) /* GCC's first scheduling pass hoists the loads and spills */
+#endif
+static TL_NOINLINE void dot4_i8_groups(int32_t *is, const int8_t *w0, size_t stride, const int8_t *x,
+                                       uint32_t n, uint32_t gs, uint32_t ng) {
+    const int8_t *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+    for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+        uint32_t len = start + gs <= n ? gs : n - start;
+        const int8_t *end16 = x + (len & ~15u), *end = x + len;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (; x < end16; x += 16, w0 += 16, w1 += 16, w2 += 16, w3 += 16) {
+            I8_MAC4(0); I8_MAC4(1); I8_MAC4(2); I8_MAC4(3); I8_MAC4(4); I8_MAC4(5); I8_MAC4(6); I8_MAC4(7);
+            I8_MAC4(8); I8_MAC4(9); I8_MAC4(10); I8_MAC4(11); I8_MAC4(12); I8_MAC4(13); I8_MAC4(14); I8_MAC4(15);
+        }
+        for (; x < end; x++, w0++, w1++, w2++, w3++) I8_MAC4(0); /* the short last group (cols % 16) */
+        is[g] = a0, is[ng + g] = a1, is[2 * ng + g] = a2, is[3 * ng + g] = a3;
     }
-    for (; x < end; x += 4, w0 += 4, w1 += 4, w2 += 4, w3 += 4) {
-        int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
-        a0 += w0[0] * x0 + w0[1] * x1 + w0[2] * x2 + w0[3] * x3;
-        a1 += w1[0] * x0 + w1[1] * x1 + w1[2] * x2 + w1[3] * x3;
-        a2 += w2[0] * x0 + w2[1] * x1 + w2[2] * x2 + w2[3] * x3;
-        a3 += w3[0] * x0 + w3[1] * x1 + w3[2] * x2 + w3[3] * x3;
+}
+#undef I8_MAC4
+
+/* (lo, hi) += floor(p / 2^sh), sh >= 0, p = (phi:plo) a signed 64-bit product: the two words are
+   shifted and added as words (on rv32 an int64 shift by a variable amount is a branchy sequence). */
+static inline void i8_add_shifted(uint32_t *lo, uint32_t *hi, uint32_t plo, uint32_t phi, int32_t sh) {
+    if (sh >= 32) { /* floor(p / 2^sh) fits one word: the high word shifted on */
+        plo = (uint32_t)tl_asr32((int32_t)phi, sh - 32);
+        phi = (uint32_t)tl_asr32((int32_t)phi, 31);
+    } else if (sh > 0) {
+        plo = (plo >> sh) | (phi << (32 - sh));
+        phi = (uint32_t)tl_asr32((int32_t)phi, sh);
     }
-    for (uint32_t k = 0; k < (len & 3u); k++) {
-        int32_t xv = x[k];
-        a0 += w0[k] * xv, a1 += w1[k] * xv, a2 += w2[k] * xv, a3 += w3[k] * xv;
-    }
-    s[0] = a0, s[1] = a1, s[2] = a2, s[3] = a3;
+    *lo += plo;
+    *hi += phi + (*lo < plo); /* the carry of the low words */
 }
 
 /* One row of BLOB.md "integer matmul" (int8) from its exact group sums: B, the terms, the conversion.
@@ -294,6 +314,23 @@ static void dot4_i8(int32_t s[4], const int8_t *w0, size_t stride, const int8_t 
    as two 32-bit words: the product isum * m is one mul + one mulhsu on rv32, the group with the
    largest exponent (shift 0) needs no shift at all, and the others shift the two words. */
 static TL_NOINLINE float i8_row_out(const int32_t *is, const float *sw, const xdec *d, uint32_t ng) {
+    if (ng == 2) {
+        /* two groups (dim 64, group 32: every matrix of stories260K but w2), straight-line: no
+           per-group arrays or loop, and only the term of the smaller exponent is shifted; the
+           loop below cost ~40 instructions a group on rv32 */
+        uint32_t u0 = tl_fbits(sw[0]), u1 = tl_fbits(sw[1]);
+        int32_t e0 = tl_fexp(u0) + d->e[0], e1 = tl_fexp(u1) + d->e[1];
+        int64_t p0 = (int64_t)is[0] * (int64_t)(tl_fm16(u0) * d->m[0]); /* m < 2^32 */
+        int64_t p1 = (int64_t)is[1] * (int64_t)(tl_fm16(u1) * d->m[1]);
+        if (e0 < e1) { /* the term of the larger exponent first: it is added unshifted */
+            int64_t t = p0;
+            int32_t te = e0;
+            p0 = p1, p1 = t, e0 = e1, e1 = te;
+        }
+        uint32_t lo = (uint32_t)p0, hi = (uint32_t)tl_hi32(p0);
+        i8_add_shifted(&lo, &hi, (uint32_t)p1, (uint32_t)tl_hi32(p1), e0 - e1);
+        return int_out((uint64_t)hi << 32 | lo, e0 - 284);
+    }
     int32_t e[XDEC_MAX], b = 0;
     uint32_t m[XDEC_MAX];
     for (uint32_t g = 0; g < ng; g++) {
@@ -305,24 +342,14 @@ static TL_NOINLINE float i8_row_out(const int32_t *is, const float *sw, const xd
     uint32_t lo = 0, hi = 0;
     for (uint32_t g = 0; g < ng; g++) {
         int64_t p = (int64_t)is[g] * (int64_t)m[g];
-        uint32_t plo = (uint32_t)p, phi = (uint32_t)tl_hi32(p);
-        int32_t sh = b - e[g];
-        if (sh >= 32) { /* floor(p / 2^sh) fits one word: the high word shifted on */
-            plo = (uint32_t)tl_asr32((int32_t)phi, sh - 32);
-            phi = (uint32_t)tl_asr32((int32_t)phi, 31);
-        } else if (sh > 0) {
-            plo = (plo >> sh) | (phi << (32 - sh));
-            phi = (uint32_t)tl_asr32((int32_t)phi, sh);
-        }
-        lo += plo;
-        hi += phi + (lo < plo); /* the carry of the low words */
+        i8_add_shifted(&lo, &hi, (uint32_t)p, (uint32_t)tl_hi32(p), b - e[g]);
     }
     return int_out((uint64_t)hi << 32 | lo, b - 284);
 }
 
-/* Integer mode, portable: per block of 4 rows, every group's exact sums first (dot4_i8, x loaded once
-   for the 4 rows), then each row's terms (i8_row_out); the remaining rows one by one. GCC's first
-   scheduling pass would hoist the 16 weight loads of an iteration and spill on rv32. */
+/* Integer mode, portable: per block of 4 rows, every group's exact sums first (dot4_i8_groups, x
+   loaded once for the 4 rows), then each row's terms (i8_row_out); the remaining rows one by one.
+   GCC's first scheduling pass would hoist the weight loads of an iteration and spill on rv32. */
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-schedule-insns")))
 #endif
@@ -333,13 +360,8 @@ static uint32_t matmul_i8_int4(float *out, const tl_tensor *W, const tl_qvec *qx
     if (!d.ok) return 0; /* more than XDEC_MAX groups: matmul_i8_rows */
     int32_t is[4 * XDEC_MAX];
     for (; i + 4 <= W->rows; i += 4) {
-        const int8_t *w = W->q8 + (size_t)i * n;
         const float *sw = W->scales + (size_t)i * ng;
-        for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
-            int32_t s4[4];
-            dot4_i8(s4, w + start, n, qx->q + start, start + gs <= n ? gs : n - start);
-            is[g] = s4[0], is[ng + g] = s4[1], is[2 * ng + g] = s4[2], is[3 * ng + g] = s4[3];
-        }
+        dot4_i8_groups(is, W->q8 + (size_t)i * n, n, qx->q, n, gs, ng);
         for (uint32_t r = 0; r < 4; r++) out[i + r] = i8_row_out(is + r * ng, sw + (size_t)r * ng, &d, ng);
     }
     return i;
