@@ -972,34 +972,81 @@ static uint32_t matmul_t3_sse(float *out, const tl_tensor *W, tl_qvec *qx) {
    of the bytes that touch it. A block is as many whole groups as TL_T2_TABLES tables hold (two of 32
    columns: 7 + 7 tables); with several blocks, row sums wait in t2acc as in matmul_t2_tab. */
 
-/* tab[byte] = sum of the byte's weights times q[c] for its columns c in [lo, hi), 0 for the others.
-   Entry 27e + 9c + l (l = digits 0, 1; c = digit 2; e = digits 3, 4; digit d is weight d - 1) is
-   l(l) + mid(c) + h(e), written 9 entries at a time from registers (the build is the cost of base-3:
-   243 entries per 5 activations, against 81 per 4 for T2 tables). Unsigned arithmetic: the entries
-   are stored modulo 2^16 and are exact int16 values, so no sign extension is ever needed. */
-static void t3_build(int16_t *tab, const int8_t *q, uint32_t c0, uint32_t lo, uint32_t hi) {
+/* tab[byte] = T3_BIAS + the sum of the byte's weights times q[c] for its columns c in [lo, hi), 0 for
+   the others. Entry 27e + 9c + l (l = digits 0, 1; c = digit 2; e = digits 3, 4; digit d is weight
+   d - 1) is L(l) + M(c) + H(e). The build is the cost of base-3 (243 entries per 5 activations,
+   against 81 per 4 for T2 tables): written 2 entries per 32-bit store, 122 stores of one add each
+   (the 16-bit stores of 9-entry rows cost ~560 instructions a table on rv32, ~250 K a token).
+   Two entries share a word as lo + hi * 2^16 (mod 2^32). That is exact only if the low entry is
+   >= 0 (a negative one would borrow from the high half), hence the bias: |L + M| <= 3 * 128 and
+   |H| <= 2 * 128, so with +384 and +256 every entry is in [0, 1280]; the lookups subtract
+   T3_BIAS per byte (t3_bias). Blocks e = 2p, 2p + 1 (54 entries, starting at an even entry) are
+   27 words: 13 of the even block's entries 0..25 (P0 + H(2p) in both halves), its entry 26 with the
+   odd block's entry 0 (S), and the odd block's entries 1..26 (P1 + H(2p + 1)); the last block
+   (e = 8) ends with entry 242 and the padding entry 243 (TL_T2_STRIDE 244). The table is 4-byte
+   aligned: the scratch block is, and TL_T2_STRIDE is even. */
+#define T3_BIAS 640
+#if defined(__GNUC__)
+#define TL_ASSUME_ALIGNED4(p) __builtin_assume_aligned((p), 4)
+#else
+#define TL_ASSUME_ALIGNED4(p) (p)
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-schedule-insns"))) /* as dot4_i8_groups: GCC's first scheduling pass spills */
+#endif
+static TL_NOINLINE void t3_build(int16_t *tab, const int8_t *q, uint32_t c0, uint32_t lo, uint32_t hi) {
     uint32_t v[5];
     if (c0 >= lo && c0 + 5u <= hi) /* the usual case: all 5 columns in the group */
         for (uint32_t i = 0; i < 5; i++) v[i] = (uint32_t)(int32_t)q[c0 + i];
     else
         for (uint32_t i = 0; i < 5; i++) v[i] = c0 + i >= lo && c0 + i < hi ? (uint32_t)(int32_t)q[c0 + i] : 0u;
+    /* unsigned: the words wrap mod 2^32 as they should */
     uint32_t a = v[0], b = v[1], c3 = v[3], c4 = v[4];
-    const uint32_t l[9] = {0u - a - b, 0u - b, a - b, 0u - a, 0u, a, b - a, b, a + b};
-    const uint32_t h[9] = {0u - c3 - c4, 0u - c4, c3 - c4, 0u - c3, 0u, c3, c4 - c3, c4, c3 + c4};
-    const uint32_t mid[3] = {0u - v[2], 0u, v[2]};
-    uint16_t *t = (uint16_t *)(void *)tab;
-    for (uint32_t c = 0; c < 3; c++) {
-        uint32_t m = mid[c];
-        uint32_t a0 = l[0] + m, a1 = l[1] + m, a2 = l[2] + m, a3 = l[3] + m, a4 = l[4] + m;
-        uint32_t a5 = l[5] + m, a6 = l[6] + m, a7 = l[7] + m, a8 = l[8] + m;
-        for (uint32_t e = 0; e < 9; e++) {
-            uint16_t *p = t + 27u * e + 9u * c;
-            uint32_t x = h[e];
-            p[0] = (uint16_t)(a0 + x), p[1] = (uint16_t)(a1 + x), p[2] = (uint16_t)(a2 + x);
-            p[3] = (uint16_t)(a3 + x), p[4] = (uint16_t)(a4 + x), p[5] = (uint16_t)(a5 + x);
-            p[6] = (uint16_t)(a6 + x), p[7] = (uint16_t)(a7 + x), p[8] = (uint16_t)(a8 + x);
-        }
+    uint32_t L0 = 0u - a - b, L1 = 0u - b, L2 = a - b, L3 = 0u - a, L4 = 0u, L5 = a, L6 = b - a, L7 = b, L8 = a + b;
+    uint32_t M0 = 384u - v[2], M1 = 384u, M2 = 384u + v[2];
+#define PK(x, y) ((x) + ((y) << 16))
+    uint32_t M0p = M0 * 0x10001u, M1p = M1 * 0x10001u, M2p = M2 * 0x10001u;
+    uint32_t E01 = PK(L0, L1), E23 = PK(L2, L3), E45 = PK(L4, L5), E67 = PK(L6, L7);
+    uint32_t O12 = PK(L1, L2), O34 = PK(L3, L4), O56 = PK(L5, L6), O78 = PK(L7, L8);
+    uint32_t H[10] = {256u - c3 - c4, 256u - c4, 256u + c3 - c4, 256u - c3, 256u,
+                      256u + c3, 256u + c4 - c3, 256u + c4, 256u + c3 + c4, 0u}; /* H[9]: padding */
+    uint8_t *t = TL_ASSUME_ALIGNED4((void *)tab);
+#define T3W(i, val)                                                                              \
+    do {                                                                                         \
+        uint32_t w_ = (val);                                                                     \
+        memcpy(t + 4u * (i), &w_, 4);                                                            \
+    } while (0)
+    /* one block at a time, straight-line, so that only its 13 pair words and one H are live (rv32:
+       few spills; GCC turned the loop form into index arithmetic and stack traffic) */
+#define T3_BLOCK(w, h, P)                                                                        \
+    do {                                                                                         \
+        uint32_t h_ = (h) * 0x10001u;                                                            \
+        T2_OPAQUE(h_); /* else GCC folds h_ into the 13 sums and keeps 60 values live */        \
+        T3W((w) + 0, P##0 + h_); T3W((w) + 1, P##1 + h_); T3W((w) + 2, P##2 + h_);              \
+        T3W((w) + 3, P##3 + h_); T3W((w) + 4, P##4 + h_); T3W((w) + 5, P##5 + h_);              \
+        T3W((w) + 6, P##6 + h_); T3W((w) + 7, P##7 + h_); T3W((w) + 8, P##8 + h_);              \
+        T3W((w) + 9, P##9 + h_); T3W((w) + 10, P##10 + h_); T3W((w) + 11, P##11 + h_);          \
+        T3W((w) + 12, P##12 + h_);                                                               \
+    } while (0)
+    { /* even blocks: entries 0..25 */
+        uint32_t A0 = E01 + M0p, A1 = E23 + M0p, A2 = E45 + M0p, A3 = E67 + M0p, A4 = PK(L8 + M0, L0 + M1);
+        uint32_t A5 = O12 + M1p, A6 = O34 + M1p, A7 = O56 + M1p, A8 = O78 + M1p;
+        uint32_t A9 = E01 + M2p, A10 = E23 + M2p, A11 = E45 + M2p, A12 = E67 + M2p;
+        T3_BLOCK(0, H[0], A); T3_BLOCK(27, H[2], A); T3_BLOCK(54, H[4], A); T3_BLOCK(81, H[6], A);
+        T3_BLOCK(108, H[8], A);
     }
+    { /* odd blocks: entries 1..26 */
+        uint32_t B0 = O12 + M0p, B1 = O34 + M0p, B2 = O56 + M0p, B3 = O78 + M0p;
+        uint32_t B4 = E01 + M1p, B5 = E23 + M1p, B6 = E45 + M1p, B7 = E67 + M1p, B8 = PK(L8 + M1, L0 + M2);
+        uint32_t B9 = O12 + M2p, B10 = O34 + M2p, B11 = O56 + M2p, B12 = O78 + M2p;
+        T3_BLOCK(14, H[1], B); T3_BLOCK(41, H[3], B); T3_BLOCK(68, H[5], B); T3_BLOCK(95, H[7], B);
+    }
+#undef T3_BLOCK
+    /* entry 26 of block 2p with entry 0 of block 2p + 1 */
+    uint32_t S = PK(L8 + M2, L0 + M0);
+    for (uint32_t p = 0; p < 5; p++) T3W(27u * p + 13u, S + PK(H[2 * p], H[2 * p + 1]));
+#undef T3W
+#undef PK
 }
 
 /* 7 bytes, 7 tables (a group of 32 columns starts inside a byte or at one: it touches 7 of them,
@@ -1035,12 +1082,12 @@ static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
         for (uint32_t g0 = 0, g1; g0 < ng; g0 = g1) {
             /* the block's groups: first byte, bytes, first table, multiplier and shift */
             uint32_t b0[TL_T2_TABLES], nb[TL_T2_TABLES], t0[TL_T2_TABLES], m[TL_T2_TABLES], nt = 0;
-            int32_t sh[TL_T2_TABLES];
+            int32_t sh[TL_T2_TABLES], bias[TL_T2_TABLES]; /* bias: T3_BIAS per byte of the group */
             for (g1 = g0; g1 < ng; g1++) {
                 uint32_t lo = g1 * gs, hi = lo + gs < n ? lo + gs : n, j = g1 - g0;
                 uint32_t first = lo / 5u, cnt = (hi - 1u) / 5u + 1u - first;
                 if (nt + cnt > TL_T2_TABLES) break;
-                b0[j] = first, nb[j] = cnt, t0[j] = nt;
+                b0[j] = first, nb[j] = cnt, t0[j] = nt, bias[j] = T3_BIAS * (int32_t)cnt;
                 int32_t e = d.ok ? d.e[g1] : base - tl_fexp(tl_fbits(d.s[g1]));
                 m[j] = xdec_m(&d, g1);
                 sh[j] = e > 31 ? 31 : e;
@@ -1058,10 +1105,11 @@ static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
             const int16_t *tab1 = qx->t2tab + t0[1 % ngb] * TL_T2_STRIDE;
             const uint8_t *w = W->t2 + (size_t)r0 * rb;
             for (uint32_t r = 0; r < rn; r++, w += rb) {
-                int32_t bs = tl_asr32(t3_lookup(w + b0[0], qx->t2tab, nb[0]) * (int32_t)m[0], sh[0]);
-                if (ngb > 1) bs += tl_asr32(t3_lookup(w + b0[1], tab1, nb[1]) * (int32_t)m[1], sh[1]);
+                int32_t bs = tl_asr32((t3_lookup(w + b0[0], qx->t2tab, nb[0]) - bias[0]) * (int32_t)m[0], sh[0]);
+                if (ngb > 1) bs += tl_asr32((t3_lookup(w + b0[1], tab1, nb[1]) - bias[1]) * (int32_t)m[1], sh[1]);
                 for (uint32_t j = 2; j < ngb; j++)
-                    bs += tl_asr32(t2_lookup(w + b0[j], qx->t2tab + t0[j] * TL_T2_STRIDE, nb[j]) * (int32_t)m[j], sh[j]);
+                    bs += tl_asr32((t2_lookup(w + b0[j], qx->t2tab + t0[j] * TL_T2_STRIDE, nb[j]) - bias[j]) *
+                                   (int32_t)m[j], sh[j]);
                 if (single) {
                     out[r0 + r] = t2_out(bs, base - 142, sw, swk);
                     continue;
