@@ -1071,6 +1071,21 @@ static inline int32_t t3_lookup(const uint8_t *w, const int16_t *tab, uint32_t n
     return nb == 7u ? t3_lookup7(w, tab) : nb == 8u ? t2_lookup8(w, tab) : t2_lookup(w, tab, nb);
 }
 
+/* The usual block (stories260K's dim-64 matrices: q, k, v, o, w1, w3): the whole matrix in one
+   block of two groups of 7 bytes (group 1 starting at byte b1), every row's sum straight to its
+   output. Out of line with the group constants in registers: the generic loop reloads each group's
+   bias, multiplier and shift from the stack and branches on the block's shape for every row. */
+static TL_NOINLINE void t3_rows_2x7(float *out, const uint8_t *w, uint32_t rb, uint32_t rn, const int16_t *tab,
+                                    uint32_t b1, const uint32_t m[2], const int32_t sh[2], int32_t k, float sw,
+                                    float swk) {
+    const int16_t *tab1 = tab + 7u * TL_T2_STRIDE;
+    int32_t m0 = (int32_t)m[0], m1 = (int32_t)m[1], sh0 = sh[0], sh1 = sh[1];
+    for (uint32_t r = 0; r < rn; r++, w += rb) {
+        int32_t s0 = t3_lookup7(w, tab) - 7 * T3_BIAS, s1 = t3_lookup7(w + b1, tab1) - 7 * T3_BIAS;
+        out[r] = t2_out(tl_asr32(s0 * m0, sh0) + tl_asr32(s1 * m1, sh1), k, sw, swk);
+    }
+}
+
 static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
     uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, rows = W->rows;
     uint32_t ng = (n + gs - 1u) / gs;
@@ -1082,12 +1097,15 @@ static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
         for (uint32_t g0 = 0, g1; g0 < ng; g0 = g1) {
             /* the block's groups: first byte, bytes, first table, multiplier and shift */
             uint32_t b0[TL_T2_TABLES], nb[TL_T2_TABLES], t0[TL_T2_TABLES], m[TL_T2_TABLES], nt = 0;
+            uint32_t two7 = 0, b1 = 0; /* the block is t3_rows_2x7's shape; group 1's first byte */
             int32_t sh[TL_T2_TABLES], bias[TL_T2_TABLES]; /* bias: T3_BIAS per byte of the group */
             for (g1 = g0; g1 < ng; g1++) {
                 uint32_t lo = g1 * gs, hi = lo + gs < n ? lo + gs : n, j = g1 - g0;
                 uint32_t first = lo / 5u, cnt = (hi - 1u) / 5u + 1u - first;
                 if (nt + cnt > TL_T2_TABLES) break;
                 b0[j] = first, nb[j] = cnt, t0[j] = nt, bias[j] = T3_BIAS * (int32_t)cnt;
+                two7 = j == 0u ? first == 0u && cnt == 7u : j == 1u && two7 && cnt == 7u && nt == 7u;
+                if (j == 1u) b1 = first;
                 int32_t e = d.ok ? d.e[g1] : base - tl_fexp(tl_fbits(d.s[g1]));
                 m[j] = xdec_m(&d, g1);
                 sh[j] = e > 31 ? 31 : e;
@@ -1104,6 +1122,10 @@ static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
             }
             const int16_t *tab1 = qx->t2tab + t0[1 % ngb] * TL_T2_STRIDE;
             const uint8_t *w = W->t2 + (size_t)r0 * rb;
+            if (single && two7 && ngb == 2u) {
+                t3_rows_2x7(out + r0, w, rb, rn, qx->t2tab, b1, m, sh, base - 142, sw, swk);
+                continue;
+            }
             for (uint32_t r = 0; r < rn; r++, w += rb) {
                 int32_t bs = tl_asr32((t3_lookup(w + b0[0], qx->t2tab, nb[0]) - bias[0]) * (int32_t)m[0], sh[0]);
                 if (ngb > 1) bs += tl_asr32((t3_lookup(w + b0[1], tab1, nb[1]) - bias[1]) * (int32_t)m[1], sh[1]);
