@@ -295,6 +295,42 @@ static TL_NOINLINE void dot4_i8_groups(int32_t *is, const int8_t *w0, size_t str
 }
 #undef I8_MAC4
 
+/* The same for 8 rows: x[k] loaded once for 8 rows (0.125 loads per multiply-add instead of 0.25;
+   8 pointers, 8 sums, x and its end still fit rv32's registers). */
+#define I8_MAC8(k)                                                                               \
+    do {                                                                                         \
+        int32_t xk = x[k];                                                                       \
+        a0 += w0[k] * xk, a1 += w1[k] * xk, a2 += w2[k] * xk, a3 += w3[k] * xk;                 \
+        a4 += w4[k] * xk, a5 += w5[k] * xk, a6 += w6[k] * xk, a7 += w7[k] * xk;                 \
+    } while (0)
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-schedule-insns")))
+#endif
+static TL_NOINLINE void dot8_i8_groups(int32_t *is, const int8_t *w0, size_t stride, const int8_t *x,
+                                       uint32_t n, uint32_t gs, uint32_t ng) {
+    const int8_t *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride, *w4 = w3 + stride;
+    const int8_t *w5 = w4 + stride, *w6 = w5 + stride, *w7 = w6 + stride;
+    for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+        uint32_t len = start + gs <= n ? gs : n - start;
+        const int8_t *end16 = x + (len & ~15u), *end8 = x + (len & ~7u), *end = x + len;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        /* 16 columns a pass: the 10 pointer increments cost 0.08 instructions per multiply-add */
+        for (; x < end16; x += 16, w0 += 16, w1 += 16, w2 += 16, w3 += 16, w4 += 16, w5 += 16, w6 += 16, w7 += 16) {
+            I8_MAC8(0); I8_MAC8(1); I8_MAC8(2); I8_MAC8(3); I8_MAC8(4); I8_MAC8(5); I8_MAC8(6); I8_MAC8(7);
+            I8_MAC8(8); I8_MAC8(9); I8_MAC8(10); I8_MAC8(11); I8_MAC8(12); I8_MAC8(13); I8_MAC8(14); I8_MAC8(15);
+        }
+        if (x < end8) { /* 8 of the short last group's columns (hidden 172 = 5 * 32 + 12) */
+            I8_MAC8(0); I8_MAC8(1); I8_MAC8(2); I8_MAC8(3); I8_MAC8(4); I8_MAC8(5); I8_MAC8(6); I8_MAC8(7);
+            x += 8, w0 += 8, w1 += 8, w2 += 8, w3 += 8, w4 += 8, w5 += 8, w6 += 8, w7 += 8;
+        }
+        for (; x < end; x++, w0++, w1++, w2++, w3++, w4++, w5++, w6++, w7++) I8_MAC8(0);
+        int32_t *o = is + g;
+        o[0] = a0, o[ng] = a1, o[2 * ng] = a2, o[3 * ng] = a3;
+        o[4 * ng] = a4, o[5 * ng] = a5, o[6 * ng] = a6, o[7 * ng] = a7;
+    }
+}
+#undef I8_MAC8
+
 /* (lo, hi) += floor(p / 2^sh), sh >= 0, p = (phi:plo) a signed 64-bit product: the two words are
    shifted and added as words (on rv32 an int64 shift by a variable amount is a branchy sequence). */
 static inline void i8_add_shifted(uint32_t *lo, uint32_t *hi, uint32_t plo, uint32_t phi, int32_t sh) {
@@ -358,7 +394,12 @@ static uint32_t matmul_i8_int4(float *out, const tl_tensor *W, const tl_qvec *qx
     xdec d;
     xdec_init(&d, qx, ng);
     if (!d.ok) return 0; /* more than XDEC_MAX groups: matmul_i8_rows */
-    int32_t is[4 * XDEC_MAX];
+    int32_t is[8 * XDEC_MAX];
+    for (; i + 8 <= W->rows; i += 8) {
+        const float *sw = W->scales + (size_t)i * ng;
+        dot8_i8_groups(is, W->q8 + (size_t)i * n, n, qx->q, n, gs, ng);
+        for (uint32_t r = 0; r < 8; r++) out[i + r] = i8_row_out(is + r * ng, sw + (size_t)r * ng, &d, ng);
+    }
     for (; i + 4 <= W->rows; i += 4) {
         const float *sw = W->scales + (size_t)i * ng;
         dot4_i8_groups(is, W->q8 + (size_t)i * n, n, qx->q, n, gs, ng);
