@@ -101,28 +101,46 @@ static inline uint32_t kv_scale_word(float s) {
 #define KV_M(w) ((w) & 0xFFFFu)
 
 /* z_t of BLOB.md from dot_t and the decoded k scale; c32 = 244 - ec, so sh = 276 - E(ks) - ec is
-   s32 + 32 with s32 = c32 - E(ks) */
+   s32 + 32 with s32 = c32 - E(ks). The host SSE2 build (x86-64: int64 shifts and compares are single
+   instructions) keeps the int64 form; the portable one (rv32, and the host's TL_NO_SIMD build that the
+   parity tests run) works on 32-bit words. */
+#if defined(__SSE2__) && !defined(TL_NO_SIMD)
+#define TL_INT64_FORM 1
+#endif
 static inline int32_t score_z(int32_t dot, uint32_t kw, uint32_t mc, int32_t c32) {
+#ifdef TL_INT64_FORM
+    int32_t sh64 = c32 + 32 - KV_E(kw);
+    int64_t p64 = (int64_t)dot * (int64_t)(uint32_t)(KV_M(kw) * mc);
+    if (sh64 >= 32) return tl_asr32(tl_hi32(p64), sh64 - 32);
+    int64_t z64 = tl_asr64(p64, sh64 < 0 ? 0 : sh64);
+    if (z64 > (1 << 30)) z64 = 1 << 30;
+    if (z64 < -(1 << 30)) z64 = -(1 << 30);
+    return (int32_t)z64;
+#else
     int32_t s32 = c32 - KV_E(kw);
     int64_t p = (int64_t)dot * (int64_t)(uint32_t)(KV_M(kw) * mc);
     int32_t hi = tl_hi32(p);
     /* E(ks) + E(c) <= 244: the high word of the product is the floor by 2^32 (one mulhsu on rv32);
        |dot * M| < 2^49 keeps the rest inside the clamp */
     if (s32 >= 0) return tl_asr32(hi, s32);
+    int32_t sh = s32 < -32 ? 0 : s32 + 32;
     /* else (common with int8 weights) z = p >> sh for sh in [0, 32), as words: zh:zl; it is inside
        the clamp range only if zh is zl's sign extension (rv32: no int64 shift or compares) */
-    int32_t sh = s32 < -32 ? 0 : s32 + 32;
     uint32_t zl = ((uint32_t)p >> sh) | (((uint32_t)hi << 1) << (31 - sh)); /* hi << (32 - sh), 0 for sh = 0 */
     int32_t zh = tl_asr32(hi, sh);
     if (zh != tl_asr32((int32_t)zl, 31)) return zh < 0 ? -(1 << 30) : 1 << 30;
     int32_t z = (int32_t)zl;
     return z > (1 << 30) ? 1 << 30 : z < -(1 << 30) ? -(1 << 30) : z;
+#endif
 }
 
 /* score_z for head_dim 8: |dot| <= 8 * 127 * 127 < 2^17, so for sh in [18, 32) the product of
    (dot << (32 - sh)) (< 2^31) and M has z = floor(dot * M / 2^sh) as its high word: one mulh, no
    int64 shift (the int8 blobs take this path for most positions: their k scales are larger). */
 static inline int32_t score_z8(int32_t dot, uint32_t kw, uint32_t mc, int32_t c32) {
+#ifdef TL_INT64_FORM
+    return score_z(dot, kw, mc, c32);
+#else
     int32_t s32 = c32 - KV_E(kw);
     uint32_t m = KV_M(kw) * mc;
     if (s32 >= 0) return tl_asr32(tl_hi32((int64_t)dot * (int64_t)m), s32);
@@ -131,6 +149,7 @@ static inline int32_t score_z8(int32_t dot, uint32_t kw, uint32_t mc, int32_t c3
         return z > (1 << 30) ? 1 << 30 : z < -(1 << 30) ? -(1 << 30) : z;
     }
     return score_z(dot, kw, mc, c32);
+#endif
 }
 
 /* max E(vs_t): E is the word's top half, so the largest word has the largest E */
