@@ -263,30 +263,86 @@ static inline uint64_t i8_term(int32_t isum, float sw, const xdec *d, uint32_t g
 static inline float int_out(uint64_t acc, int32_t k) { return tl_i64_scaled((int64_t)acc, k); }
 
 #ifndef TL_SSE2
-/* Four rows' exact group sums at once: x[k] is loaded once for the 4 rows (portable kernels). */
-static void dot4_i8(int32_t s[4], const int8_t *w0, size_t stride, const int8_t *x, uint32_t len) {
-    const int8_t *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride, *end = x + (len & ~3u);
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    /* pointers stepped so every load is `lb rd, imm(ptr)` on rv32; 8 columns a pass while they last */
-    for (const int8_t *end8 = x + (len & ~7u); x < end8; x += 8, w0 += 8, w1 += 8, w2 += 8, w3 += 8) {
-        int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3], x4 = x[4], x5 = x[5], x6 = x[6], x7 = x[7];
-        a0 += w0[0] * x0 + w0[1] * x1 + w0[2] * x2 + w0[3] * x3 + w0[4] * x4 + w0[5] * x5 + w0[6] * x6 + w0[7] * x7;
-        a1 += w1[0] * x0 + w1[1] * x1 + w1[2] * x2 + w1[3] * x3 + w1[4] * x4 + w1[5] * x5 + w1[6] * x6 + w1[7] * x7;
-        a2 += w2[0] * x0 + w2[1] * x1 + w2[2] * x2 + w2[3] * x3 + w2[4] * x4 + w2[5] * x5 + w2[6] * x6 + w2[7] * x7;
-        a3 += w3[0] * x0 + w3[1] * x1 + w3[2] * x2 + w3[3] * x3 + w3[4] * x4 + w3[5] * x5 + w3[6] * x6 + w3[7] * x7;
+/* Four rows' exact sums of every group (is[r * ng + g]), x loaded once for the 4 rows (portable
+   kernels). One call per block of 4 rows, not per group: the 4 row pointers and x just run on from
+   one group into the next (groups are consecutive columns), so a group boundary costs 4 stores and
+   4 zeroed sums instead of a call with its pointer setup and register spills (~75 instructions per
+   group on rv32, ~8 % of a token). Each column's x[k] is loaded once and used at once by the 4 rows
+   (lb, then lb / mul / add per row): few live registers, so nothing spills in the loop; 16 columns a
+   pass keep the 5 pointer increments and the branch at 0.1 instruction per multiply-add. */
+#define I8_MAC4(k)                                                                               \
+    do {                                                                                         \
+        int32_t xk = x[k];                                                                       \
+        a0 += w0[k] * xk, a1 += w1[k] * xk, a2 += w2[k] * xk, a3 += w3[k] * xk;                 \
+    } while (0)
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-schedule-insns"))) /* GCC's first scheduling pass hoists the loads and spills */
+#endif
+static TL_NOINLINE void dot4_i8_groups(int32_t *is, const int8_t *w0, size_t stride, const int8_t *x,
+                                       uint32_t n, uint32_t gs, uint32_t ng) {
+    const int8_t *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+    for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+        uint32_t len = start + gs <= n ? gs : n - start;
+        const int8_t *end16 = x + (len & ~15u), *end = x + len;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (; x < end16; x += 16, w0 += 16, w1 += 16, w2 += 16, w3 += 16) {
+            I8_MAC4(0); I8_MAC4(1); I8_MAC4(2); I8_MAC4(3); I8_MAC4(4); I8_MAC4(5); I8_MAC4(6); I8_MAC4(7);
+            I8_MAC4(8); I8_MAC4(9); I8_MAC4(10); I8_MAC4(11); I8_MAC4(12); I8_MAC4(13); I8_MAC4(14); I8_MAC4(15);
+        }
+        for (; x < end; x++, w0++, w1++, w2++, w3++) I8_MAC4(0); /* the short last group (cols % 16) */
+        is[g] = a0, is[ng + g] = a1, is[2 * ng + g] = a2, is[3 * ng + g] = a3;
     }
-    for (; x < end; x += 4, w0 += 4, w1 += 4, w2 += 4, w3 += 4) {
-        int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
-        a0 += w0[0] * x0 + w0[1] * x1 + w0[2] * x2 + w0[3] * x3;
-        a1 += w1[0] * x0 + w1[1] * x1 + w1[2] * x2 + w1[3] * x3;
-        a2 += w2[0] * x0 + w2[1] * x1 + w2[2] * x2 + w2[3] * x3;
-        a3 += w3[0] * x0 + w3[1] * x1 + w3[2] * x2 + w3[3] * x3;
+}
+#undef I8_MAC4
+
+/* The same for 8 rows: x[k] loaded once for 8 rows (0.125 loads per multiply-add instead of 0.25;
+   8 pointers, 8 sums, x and its end still fit rv32's registers). */
+#define I8_MAC8(k)                                                                               \
+    do {                                                                                         \
+        int32_t xk = x[k];                                                                       \
+        a0 += w0[k] * xk, a1 += w1[k] * xk, a2 += w2[k] * xk, a3 += w3[k] * xk;                 \
+        a4 += w4[k] * xk, a5 += w5[k] * xk, a6 += w6[k] * xk, a7 += w7[k] * xk;                 \
+    } while (0)
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-schedule-insns")))
+#endif
+static TL_NOINLINE void dot8_i8_groups(int32_t *is, const int8_t *w0, size_t stride, const int8_t *x,
+                                       uint32_t n, uint32_t gs, uint32_t ng) {
+    const int8_t *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride, *w4 = w3 + stride;
+    const int8_t *w5 = w4 + stride, *w6 = w5 + stride, *w7 = w6 + stride;
+    for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
+        uint32_t len = start + gs <= n ? gs : n - start;
+        const int8_t *end16 = x + (len & ~15u), *end8 = x + (len & ~7u), *end = x + len;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        /* 16 columns a pass: the 10 pointer increments cost 0.08 instructions per multiply-add */
+        for (; x < end16; x += 16, w0 += 16, w1 += 16, w2 += 16, w3 += 16, w4 += 16, w5 += 16, w6 += 16, w7 += 16) {
+            I8_MAC8(0); I8_MAC8(1); I8_MAC8(2); I8_MAC8(3); I8_MAC8(4); I8_MAC8(5); I8_MAC8(6); I8_MAC8(7);
+            I8_MAC8(8); I8_MAC8(9); I8_MAC8(10); I8_MAC8(11); I8_MAC8(12); I8_MAC8(13); I8_MAC8(14); I8_MAC8(15);
+        }
+        if (x < end8) { /* 8 of the short last group's columns (hidden 172 = 5 * 32 + 12) */
+            I8_MAC8(0); I8_MAC8(1); I8_MAC8(2); I8_MAC8(3); I8_MAC8(4); I8_MAC8(5); I8_MAC8(6); I8_MAC8(7);
+            x += 8, w0 += 8, w1 += 8, w2 += 8, w3 += 8, w4 += 8, w5 += 8, w6 += 8, w7 += 8;
+        }
+        for (; x < end; x++, w0++, w1++, w2++, w3++, w4++, w5++, w6++, w7++) I8_MAC8(0);
+        int32_t *o = is + g;
+        o[0] = a0, o[ng] = a1, o[2 * ng] = a2, o[3 * ng] = a3;
+        o[4 * ng] = a4, o[5 * ng] = a5, o[6 * ng] = a6, o[7 * ng] = a7;
     }
-    for (uint32_t k = 0; k < (len & 3u); k++) {
-        int32_t xv = x[k];
-        a0 += w0[k] * xv, a1 += w1[k] * xv, a2 += w2[k] * xv, a3 += w3[k] * xv;
+}
+#undef I8_MAC8
+
+/* (lo, hi) += floor(p / 2^sh), sh >= 0, p = (phi:plo) a signed 64-bit product: the two words are
+   shifted and added as words (on rv32 an int64 shift by a variable amount is a branchy sequence). */
+static inline void i8_add_shifted(uint32_t *lo, uint32_t *hi, uint32_t plo, uint32_t phi, int32_t sh) {
+    if (sh >= 32) { /* floor(p / 2^sh) fits one word: the high word shifted on */
+        plo = (uint32_t)tl_asr32((int32_t)phi, sh - 32);
+        phi = (uint32_t)tl_asr32((int32_t)phi, 31);
+    } else if (sh > 0) {
+        plo = (plo >> sh) | (phi << (32 - sh));
+        phi = (uint32_t)tl_asr32((int32_t)phi, sh);
     }
-    s[0] = a0, s[1] = a1, s[2] = a2, s[3] = a3;
+    *lo += plo;
+    *hi += phi + (*lo < plo); /* the carry of the low words */
 }
 
 /* One row of BLOB.md "integer matmul" (int8) from its exact group sums: B, the terms, the conversion.
@@ -294,6 +350,23 @@ static void dot4_i8(int32_t s[4], const int8_t *w0, size_t stride, const int8_t 
    as two 32-bit words: the product isum * m is one mul + one mulhsu on rv32, the group with the
    largest exponent (shift 0) needs no shift at all, and the others shift the two words. */
 static TL_NOINLINE float i8_row_out(const int32_t *is, const float *sw, const xdec *d, uint32_t ng) {
+    if (ng == 2) {
+        /* two groups (dim 64, group 32: every matrix of stories260K but w2), straight-line: no
+           per-group arrays or loop, and only the term of the smaller exponent is shifted; the
+           loop below cost ~40 instructions a group on rv32 */
+        uint32_t u0 = tl_fbits(sw[0]), u1 = tl_fbits(sw[1]);
+        int32_t e0 = tl_fexp(u0) + d->e[0], e1 = tl_fexp(u1) + d->e[1];
+        int64_t p0 = (int64_t)is[0] * (int64_t)(tl_fm16(u0) * d->m[0]); /* m < 2^32 */
+        int64_t p1 = (int64_t)is[1] * (int64_t)(tl_fm16(u1) * d->m[1]);
+        if (e0 < e1) { /* the term of the larger exponent first: it is added unshifted */
+            int64_t t = p0;
+            int32_t te = e0;
+            p0 = p1, p1 = t, e0 = e1, e1 = te;
+        }
+        uint32_t lo = (uint32_t)p0, hi = (uint32_t)tl_hi32(p0);
+        i8_add_shifted(&lo, &hi, (uint32_t)p1, (uint32_t)tl_hi32(p1), e0 - e1);
+        return int_out((uint64_t)hi << 32 | lo, e0 - 284);
+    }
     int32_t e[XDEC_MAX], b = 0;
     uint32_t m[XDEC_MAX];
     for (uint32_t g = 0; g < ng; g++) {
@@ -305,24 +378,14 @@ static TL_NOINLINE float i8_row_out(const int32_t *is, const float *sw, const xd
     uint32_t lo = 0, hi = 0;
     for (uint32_t g = 0; g < ng; g++) {
         int64_t p = (int64_t)is[g] * (int64_t)m[g];
-        uint32_t plo = (uint32_t)p, phi = (uint32_t)tl_hi32(p);
-        int32_t sh = b - e[g];
-        if (sh >= 32) { /* floor(p / 2^sh) fits one word: the high word shifted on */
-            plo = (uint32_t)tl_asr32((int32_t)phi, sh - 32);
-            phi = (uint32_t)tl_asr32((int32_t)phi, 31);
-        } else if (sh > 0) {
-            plo = (plo >> sh) | (phi << (32 - sh));
-            phi = (uint32_t)tl_asr32((int32_t)phi, sh);
-        }
-        lo += plo;
-        hi += phi + (lo < plo); /* the carry of the low words */
+        i8_add_shifted(&lo, &hi, (uint32_t)p, (uint32_t)tl_hi32(p), b - e[g]);
     }
     return int_out((uint64_t)hi << 32 | lo, b - 284);
 }
 
-/* Integer mode, portable: per block of 4 rows, every group's exact sums first (dot4_i8, x loaded once
-   for the 4 rows), then each row's terms (i8_row_out); the remaining rows one by one. GCC's first
-   scheduling pass would hoist the 16 weight loads of an iteration and spill on rv32. */
+/* Integer mode, portable: per block of 4 rows, every group's exact sums first (dot4_i8_groups, x
+   loaded once for the 4 rows), then each row's terms (i8_row_out); the remaining rows one by one.
+   GCC's first scheduling pass would hoist the weight loads of an iteration and spill on rv32. */
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-schedule-insns")))
 #endif
@@ -331,15 +394,15 @@ static uint32_t matmul_i8_int4(float *out, const tl_tensor *W, const tl_qvec *qx
     xdec d;
     xdec_init(&d, qx, ng);
     if (!d.ok) return 0; /* more than XDEC_MAX groups: matmul_i8_rows */
-    int32_t is[4 * XDEC_MAX];
-    for (; i + 4 <= W->rows; i += 4) {
-        const int8_t *w = W->q8 + (size_t)i * n;
+    int32_t is[8 * XDEC_MAX];
+    for (; i + 8 <= W->rows; i += 8) {
         const float *sw = W->scales + (size_t)i * ng;
-        for (uint32_t g = 0, start = 0; start < n; g++, start += gs) {
-            int32_t s4[4];
-            dot4_i8(s4, w + start, n, qx->q + start, start + gs <= n ? gs : n - start);
-            is[g] = s4[0], is[ng + g] = s4[1], is[2 * ng + g] = s4[2], is[3 * ng + g] = s4[3];
-        }
+        dot8_i8_groups(is, W->q8 + (size_t)i * n, n, qx->q, n, gs, ng);
+        for (uint32_t r = 0; r < 8; r++) out[i + r] = i8_row_out(is + r * ng, sw + (size_t)r * ng, &d, ng);
+    }
+    for (; i + 4 <= W->rows; i += 4) {
+        const float *sw = W->scales + (size_t)i * ng;
+        dot4_i8_groups(is, W->q8 + (size_t)i * n, n, qx->q, n, gs, ng);
         for (uint32_t r = 0; r < 4; r++) out[i + r] = i8_row_out(is + r * ng, sw + (size_t)r * ng, &d, ng);
     }
     return i;
@@ -950,34 +1013,81 @@ static uint32_t matmul_t3_sse(float *out, const tl_tensor *W, tl_qvec *qx) {
    of the bytes that touch it. A block is as many whole groups as TL_T2_TABLES tables hold (two of 32
    columns: 7 + 7 tables); with several blocks, row sums wait in t2acc as in matmul_t2_tab. */
 
-/* tab[byte] = sum of the byte's weights times q[c] for its columns c in [lo, hi), 0 for the others.
-   Entry 27e + 9c + l (l = digits 0, 1; c = digit 2; e = digits 3, 4; digit d is weight d - 1) is
-   l(l) + mid(c) + h(e), written 9 entries at a time from registers (the build is the cost of base-3:
-   243 entries per 5 activations, against 81 per 4 for T2 tables). Unsigned arithmetic: the entries
-   are stored modulo 2^16 and are exact int16 values, so no sign extension is ever needed. */
-static void t3_build(int16_t *tab, const int8_t *q, uint32_t c0, uint32_t lo, uint32_t hi) {
+/* tab[byte] = T3_BIAS + the sum of the byte's weights times q[c] for its columns c in [lo, hi), 0 for
+   the others. Entry 27e + 9c + l (l = digits 0, 1; c = digit 2; e = digits 3, 4; digit d is weight
+   d - 1) is L(l) + M(c) + H(e). The build is the cost of base-3 (243 entries per 5 activations,
+   against 81 per 4 for T2 tables): written 2 entries per 32-bit store, 122 stores of one add each
+   (the 16-bit stores of 9-entry rows cost ~560 instructions a table on rv32, ~250 K a token).
+   Two entries share a word as lo + hi * 2^16 (mod 2^32). That is exact only if the low entry is
+   >= 0 (a negative one would borrow from the high half), hence the bias: |L + M| <= 3 * 128 and
+   |H| <= 2 * 128, so with +384 and +256 every entry is in [0, 1280]; the lookups subtract
+   T3_BIAS per byte (t3_bias). Blocks e = 2p, 2p + 1 (54 entries, starting at an even entry) are
+   27 words: 13 of the even block's entries 0..25 (P0 + H(2p) in both halves), its entry 26 with the
+   odd block's entry 0 (S), and the odd block's entries 1..26 (P1 + H(2p + 1)); the last block
+   (e = 8) ends with entry 242 and the padding entry 243 (TL_T2_STRIDE 244). The table is 4-byte
+   aligned: the scratch block is, and TL_T2_STRIDE is even. */
+#define T3_BIAS 640
+#if defined(__GNUC__)
+#define TL_ASSUME_ALIGNED4(p) __builtin_assume_aligned((p), 4)
+#else
+#define TL_ASSUME_ALIGNED4(p) (p)
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-schedule-insns"))) /* as dot4_i8_groups: GCC's first scheduling pass spills */
+#endif
+static TL_NOINLINE void t3_build(int16_t *tab, const int8_t *q, uint32_t c0, uint32_t lo, uint32_t hi) {
     uint32_t v[5];
     if (c0 >= lo && c0 + 5u <= hi) /* the usual case: all 5 columns in the group */
         for (uint32_t i = 0; i < 5; i++) v[i] = (uint32_t)(int32_t)q[c0 + i];
     else
         for (uint32_t i = 0; i < 5; i++) v[i] = c0 + i >= lo && c0 + i < hi ? (uint32_t)(int32_t)q[c0 + i] : 0u;
+    /* unsigned: the words wrap mod 2^32 as they should */
     uint32_t a = v[0], b = v[1], c3 = v[3], c4 = v[4];
-    const uint32_t l[9] = {0u - a - b, 0u - b, a - b, 0u - a, 0u, a, b - a, b, a + b};
-    const uint32_t h[9] = {0u - c3 - c4, 0u - c4, c3 - c4, 0u - c3, 0u, c3, c4 - c3, c4, c3 + c4};
-    const uint32_t mid[3] = {0u - v[2], 0u, v[2]};
-    uint16_t *t = (uint16_t *)(void *)tab;
-    for (uint32_t c = 0; c < 3; c++) {
-        uint32_t m = mid[c];
-        uint32_t a0 = l[0] + m, a1 = l[1] + m, a2 = l[2] + m, a3 = l[3] + m, a4 = l[4] + m;
-        uint32_t a5 = l[5] + m, a6 = l[6] + m, a7 = l[7] + m, a8 = l[8] + m;
-        for (uint32_t e = 0; e < 9; e++) {
-            uint16_t *p = t + 27u * e + 9u * c;
-            uint32_t x = h[e];
-            p[0] = (uint16_t)(a0 + x), p[1] = (uint16_t)(a1 + x), p[2] = (uint16_t)(a2 + x);
-            p[3] = (uint16_t)(a3 + x), p[4] = (uint16_t)(a4 + x), p[5] = (uint16_t)(a5 + x);
-            p[6] = (uint16_t)(a6 + x), p[7] = (uint16_t)(a7 + x), p[8] = (uint16_t)(a8 + x);
-        }
+    uint32_t L0 = 0u - a - b, L1 = 0u - b, L2 = a - b, L3 = 0u - a, L4 = 0u, L5 = a, L6 = b - a, L7 = b, L8 = a + b;
+    uint32_t M0 = 384u - v[2], M1 = 384u, M2 = 384u + v[2];
+#define PK(x, y) ((x) + ((y) << 16))
+    uint32_t M0p = M0 * 0x10001u, M1p = M1 * 0x10001u, M2p = M2 * 0x10001u;
+    uint32_t E01 = PK(L0, L1), E23 = PK(L2, L3), E45 = PK(L4, L5), E67 = PK(L6, L7);
+    uint32_t O12 = PK(L1, L2), O34 = PK(L3, L4), O56 = PK(L5, L6), O78 = PK(L7, L8);
+    uint32_t H[10] = {256u - c3 - c4, 256u - c4, 256u + c3 - c4, 256u - c3, 256u,
+                      256u + c3, 256u + c4 - c3, 256u + c4, 256u + c3 + c4, 0u}; /* H[9]: padding */
+    uint8_t *t = TL_ASSUME_ALIGNED4((void *)tab);
+#define T3W(i, val)                                                                              \
+    do {                                                                                         \
+        uint32_t w_ = (val);                                                                     \
+        memcpy(t + 4u * (i), &w_, 4);                                                            \
+    } while (0)
+    /* one block at a time, straight-line, so that only its 13 pair words and one H are live (rv32:
+       few spills; GCC turned the loop form into index arithmetic and stack traffic) */
+#define T3_BLOCK(w, h, P)                                                                        \
+    do {                                                                                         \
+        uint32_t h_ = (h) * 0x10001u;                                                            \
+        T2_OPAQUE(h_); /* else GCC folds h_ into the 13 sums and keeps 60 values live */        \
+        T3W((w) + 0, P##0 + h_); T3W((w) + 1, P##1 + h_); T3W((w) + 2, P##2 + h_);              \
+        T3W((w) + 3, P##3 + h_); T3W((w) + 4, P##4 + h_); T3W((w) + 5, P##5 + h_);              \
+        T3W((w) + 6, P##6 + h_); T3W((w) + 7, P##7 + h_); T3W((w) + 8, P##8 + h_);              \
+        T3W((w) + 9, P##9 + h_); T3W((w) + 10, P##10 + h_); T3W((w) + 11, P##11 + h_);          \
+        T3W((w) + 12, P##12 + h_);                                                               \
+    } while (0)
+    { /* even blocks: entries 0..25 */
+        uint32_t A0 = E01 + M0p, A1 = E23 + M0p, A2 = E45 + M0p, A3 = E67 + M0p, A4 = PK(L8 + M0, L0 + M1);
+        uint32_t A5 = O12 + M1p, A6 = O34 + M1p, A7 = O56 + M1p, A8 = O78 + M1p;
+        uint32_t A9 = E01 + M2p, A10 = E23 + M2p, A11 = E45 + M2p, A12 = E67 + M2p;
+        T3_BLOCK(0, H[0], A); T3_BLOCK(27, H[2], A); T3_BLOCK(54, H[4], A); T3_BLOCK(81, H[6], A);
+        T3_BLOCK(108, H[8], A);
     }
+    { /* odd blocks: entries 1..26 */
+        uint32_t B0 = O12 + M0p, B1 = O34 + M0p, B2 = O56 + M0p, B3 = O78 + M0p;
+        uint32_t B4 = E01 + M1p, B5 = E23 + M1p, B6 = E45 + M1p, B7 = E67 + M1p, B8 = PK(L8 + M1, L0 + M2);
+        uint32_t B9 = O12 + M2p, B10 = O34 + M2p, B11 = O56 + M2p, B12 = O78 + M2p;
+        T3_BLOCK(14, H[1], B); T3_BLOCK(41, H[3], B); T3_BLOCK(68, H[5], B); T3_BLOCK(95, H[7], B);
+    }
+#undef T3_BLOCK
+    /* entry 26 of block 2p with entry 0 of block 2p + 1 */
+    uint32_t S = PK(L8 + M2, L0 + M0);
+    for (uint32_t p = 0; p < 5; p++) T3W(27u * p + 13u, S + PK(H[2 * p], H[2 * p + 1]));
+#undef T3W
+#undef PK
 }
 
 /* 7 bytes, 7 tables (a group of 32 columns starts inside a byte or at one: it touches 7 of them,
@@ -1002,6 +1112,21 @@ static inline int32_t t3_lookup(const uint8_t *w, const int16_t *tab, uint32_t n
     return nb == 7u ? t3_lookup7(w, tab) : nb == 8u ? t2_lookup8(w, tab) : t2_lookup(w, tab, nb);
 }
 
+/* The usual block (stories260K's dim-64 matrices: q, k, v, o, w1, w3): the whole matrix in one
+   block of two groups of 7 bytes (group 1 starting at byte b1), every row's sum straight to its
+   output. Out of line with the group constants in registers: the generic loop reloads each group's
+   bias, multiplier and shift from the stack and branches on the block's shape for every row. */
+static TL_NOINLINE void t3_rows_2x7(float *out, const uint8_t *w, uint32_t rb, uint32_t rn, const int16_t *tab,
+                                    uint32_t b1, const uint32_t m[2], const int32_t sh[2], int32_t k, float sw,
+                                    float swk) {
+    const int16_t *tab1 = tab + 7u * TL_T2_STRIDE;
+    int32_t m0 = (int32_t)m[0], m1 = (int32_t)m[1], sh0 = sh[0], sh1 = sh[1];
+    for (uint32_t r = 0; r < rn; r++, w += rb) {
+        int32_t s0 = t3_lookup7(w, tab) - 7 * T3_BIAS, s1 = t3_lookup7(w + b1, tab1) - 7 * T3_BIAS;
+        out[r] = t2_out(tl_asr32(s0 * m0, sh0) + tl_asr32(s1 * m1, sh1), k, sw, swk);
+    }
+}
+
 static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
     uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, rows = W->rows;
     uint32_t ng = (n + gs - 1u) / gs;
@@ -1013,12 +1138,15 @@ static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
         for (uint32_t g0 = 0, g1; g0 < ng; g0 = g1) {
             /* the block's groups: first byte, bytes, first table, multiplier and shift */
             uint32_t b0[TL_T2_TABLES], nb[TL_T2_TABLES], t0[TL_T2_TABLES], m[TL_T2_TABLES], nt = 0;
-            int32_t sh[TL_T2_TABLES];
+            uint32_t two7 = 0, b1 = 0; /* the block is t3_rows_2x7's shape; group 1's first byte */
+            int32_t sh[TL_T2_TABLES], bias[TL_T2_TABLES]; /* bias: T3_BIAS per byte of the group */
             for (g1 = g0; g1 < ng; g1++) {
                 uint32_t lo = g1 * gs, hi = lo + gs < n ? lo + gs : n, j = g1 - g0;
                 uint32_t first = lo / 5u, cnt = (hi - 1u) / 5u + 1u - first;
                 if (nt + cnt > TL_T2_TABLES) break;
-                b0[j] = first, nb[j] = cnt, t0[j] = nt;
+                b0[j] = first, nb[j] = cnt, t0[j] = nt, bias[j] = T3_BIAS * (int32_t)cnt;
+                two7 = j == 0u ? first == 0u && cnt == 7u : j == 1u && two7 && cnt == 7u && nt == 7u;
+                if (j == 1u) b1 = first;
                 int32_t e = d.ok ? d.e[g1] : base - tl_fexp(tl_fbits(d.s[g1]));
                 m[j] = xdec_m(&d, g1);
                 sh[j] = e > 31 ? 31 : e;
@@ -1035,11 +1163,16 @@ static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
             }
             const int16_t *tab1 = qx->t2tab + t0[1 % ngb] * TL_T2_STRIDE;
             const uint8_t *w = W->t2 + (size_t)r0 * rb;
+            if (single && two7 && ngb == 2u) {
+                t3_rows_2x7(out + r0, w, rb, rn, qx->t2tab, b1, m, sh, base - 142, sw, swk);
+                continue;
+            }
             for (uint32_t r = 0; r < rn; r++, w += rb) {
-                int32_t bs = tl_asr32(t3_lookup(w + b0[0], qx->t2tab, nb[0]) * (int32_t)m[0], sh[0]);
-                if (ngb > 1) bs += tl_asr32(t3_lookup(w + b0[1], tab1, nb[1]) * (int32_t)m[1], sh[1]);
+                int32_t bs = tl_asr32((t3_lookup(w + b0[0], qx->t2tab, nb[0]) - bias[0]) * (int32_t)m[0], sh[0]);
+                if (ngb > 1) bs += tl_asr32((t3_lookup(w + b0[1], tab1, nb[1]) - bias[1]) * (int32_t)m[1], sh[1]);
                 for (uint32_t j = 2; j < ngb; j++)
-                    bs += tl_asr32(t2_lookup(w + b0[j], qx->t2tab + t0[j] * TL_T2_STRIDE, nb[j]) * (int32_t)m[j], sh[j]);
+                    bs += tl_asr32((t2_lookup(w + b0[j], qx->t2tab + t0[j] * TL_T2_STRIDE, nb[j]) - bias[j]) *
+                                   (int32_t)m[j], sh[j]);
                 if (single) {
                     out[r0 + r] = t2_out(bs, base - 142, sw, swk);
                     continue;

@@ -89,39 +89,88 @@ static void attention(const tl_blob *b, tl_transformer *s, uint32_t layer, uint3
    probabilities, exact int32 sum of p·v, one conversion per output. All integer, so the passes may be
    fused and the loops shaped freely; HD_FAST (head_dim 8, stories260K) keeps q and the 8 output sums
    in registers. */
-static inline int32_t score_z(int32_t dot, float ks, uint32_t mc, int32_t ec) {
-    uint32_t uk = tl_fbits(ks);
-    int32_t sh = 276 - tl_fexp(uk) - ec;
-    int64_t p = (int64_t)dot * (int64_t)(uint32_t)(tl_fm16(uk) * mc);
-    /* the usual case (E(ks) + E(c) <= 244): the high word of the product is the floor by 2^32 (one
-       mulhsu on rv32); |dot * M| < 2^49 keeps the rest inside the clamp */
-    if (sh >= 32) return tl_asr32(tl_hi32(p), sh - 32);
-    int64_t z = tl_asr64(p, sh < 0 ? 0 : sh);
-    if (z > (1 << 30)) z = 1 << 30;
-    if (z < -(1 << 30)) z = -(1 << 30);
-    return (int32_t)z;
+/* The K/V cache keeps each position's scale decoded (kv_scale_word): the scores and the values read
+   every cached position of every head each token, and decoding E and m16 from the float bits (with
+   the subnormal cases) cost ~8 instructions a position on rv32; the word is decoded once, when the
+   position is written. E = max(exponent field, 1) in bits 16.., m16 in bits 0..15. */
+static inline uint32_t kv_scale_word(float s) {
+    uint32_t u = tl_fbits(s);
+    return (uint32_t)tl_fexp(u) << 16 | tl_fm16(u);
+}
+#define KV_E(w) ((int32_t)((w) >> 16))
+#define KV_M(w) ((w) & 0xFFFFu)
+
+/* z_t of BLOB.md from dot_t and the decoded k scale; c32 = 244 - ec, so sh = 276 - E(ks) - ec is
+   s32 + 32 with s32 = c32 - E(ks). The host SSE2 build (x86-64: int64 shifts and compares are single
+   instructions) keeps the int64 form; the portable one (rv32, and the host's TL_NO_SIMD build that the
+   parity tests run) works on 32-bit words. */
+#if defined(__SSE2__) && !defined(TL_NO_SIMD)
+#define TL_INT64_FORM 1
+#endif
+static inline int32_t score_z(int32_t dot, uint32_t kw, uint32_t mc, int32_t c32) {
+#ifdef TL_INT64_FORM
+    int32_t sh64 = c32 + 32 - KV_E(kw);
+    int64_t p64 = (int64_t)dot * (int64_t)(uint32_t)(KV_M(kw) * mc);
+    if (sh64 >= 32) return tl_asr32(tl_hi32(p64), sh64 - 32);
+    int64_t z64 = tl_asr64(p64, sh64 < 0 ? 0 : sh64);
+    if (z64 > (1 << 30)) z64 = 1 << 30;
+    if (z64 < -(1 << 30)) z64 = -(1 << 30);
+    return (int32_t)z64;
+#else
+    int32_t s32 = c32 - KV_E(kw);
+    int64_t p = (int64_t)dot * (int64_t)(uint32_t)(KV_M(kw) * mc);
+    int32_t hi = tl_hi32(p);
+    /* E(ks) + E(c) <= 244: the high word of the product is the floor by 2^32 (one mulhsu on rv32);
+       |dot * M| < 2^49 keeps the rest inside the clamp */
+    if (s32 >= 0) return tl_asr32(hi, s32);
+    int32_t sh = s32 < -32 ? 0 : s32 + 32;
+    /* else (common with int8 weights) z = p >> sh for sh in [0, 32), as words: zh:zl; it is inside
+       the clamp range only if zh is zl's sign extension (rv32: no int64 shift or compares) */
+    uint32_t zl = ((uint32_t)p >> sh) | (((uint32_t)hi << 1) << (31 - sh)); /* hi << (32 - sh), 0 for sh = 0 */
+    int32_t zh = tl_asr32(hi, sh);
+    if (zh != tl_asr32((int32_t)zl, 31)) return zh < 0 ? -(1 << 30) : 1 << 30;
+    int32_t z = (int32_t)zl;
+    return z > (1 << 30) ? 1 << 30 : z < -(1 << 30) ? -(1 << 30) : z;
+#endif
 }
 
-/* max E(vs_t): the scales are >= +0, so the largest bit pattern has the largest exponent */
-static int32_t value_exp_max(const float *vsh, uint32_t n) {
-    uint32_t top = 0;
-    for (uint32_t t = 0; t < n; t++) {
-        uint32_t u = tl_fbits(vsh[t]);
-        if (u > top) top = u;
+/* score_z for head_dim 8: |dot| <= 8 * 127 * 127 < 2^17, so for sh in [18, 32) the product of
+   (dot << (32 - sh)) (< 2^31) and M has z = floor(dot * M / 2^sh) as its high word: one mulh, no
+   int64 shift (the int8 blobs take this path for most positions: their k scales are larger). */
+static inline int32_t score_z8(int32_t dot, uint32_t kw, uint32_t mc, int32_t c32) {
+#ifdef TL_INT64_FORM
+    return score_z(dot, kw, mc, c32);
+#else
+    int32_t s32 = c32 - KV_E(kw);
+    uint32_t m = KV_M(kw) * mc;
+    if (s32 >= 0) return tl_asr32(tl_hi32((int64_t)dot * (int64_t)m), s32);
+    if (s32 >= -14) {
+        int32_t z = tl_hi32((int64_t)(int32_t)((uint32_t)dot << -s32) * (int64_t)m); /* |z| < 2^31 */
+        return z > (1 << 30) ? 1 << 30 : z < -(1 << 30) ? -(1 << 30) : z;
     }
-    return tl_fexp(top);
+    return score_z(dot, kw, mc, c32);
+#endif
+}
+
+/* max E(vs_t): E is the word's top half, so the largest word has the largest E */
+static int32_t value_exp_max(const uint32_t *vsh, uint32_t n) {
+    uint32_t top = 0;
+    for (uint32_t t = 0; t < n; t++)
+        if (vsh[t] > top) top = vsh[t];
+    return n ? KV_E(top) : 1;
 }
 
 /* pass 1: a[t] = z_t; returns max z */
-static TL_NOINLINE int32_t scores_int(int32_t *a, const int8_t *qq, const int8_t *kh, const float *ksh, uint32_t n,
-                          uint32_t hd, uint32_t mc, int32_t ec) {
+static TL_NOINLINE int32_t scores_int(int32_t *a, const int8_t *qq, const int8_t *kh, const uint32_t *ksh,
+                                      uint32_t n, uint32_t hd, uint32_t mc, int32_t ec) {
+    int32_t c32 = 244 - ec;
     int32_t zmax = -(1 << 30);
     if (hd == 8) {
         int32_t q0 = qq[0], q1 = qq[1], q2 = qq[2], q3 = qq[3], q4 = qq[4], q5 = qq[5], q6 = qq[6], q7 = qq[7];
         for (uint32_t t = 0; t < n; t++, kh += 8) {
             int32_t dot = q0 * kh[0] + q1 * kh[1] + q2 * kh[2] + q3 * kh[3] + q4 * kh[4] + q5 * kh[5] +
                           q6 * kh[6] + q7 * kh[7];
-            int32_t z = score_z(dot, ksh[t], mc, ec);
+            int32_t z = score_z8(dot, ksh[t], mc, c32);
             a[t] = z;
             if (z > zmax) zmax = z;
         }
@@ -129,7 +178,7 @@ static TL_NOINLINE int32_t scores_int(int32_t *a, const int8_t *qq, const int8_t
         for (uint32_t t = 0; t < n; t++, kh += hd) {
             int32_t dot = 0;
             for (uint32_t i = 0; i < hd; i++) dot += (int32_t)qq[i] * (int32_t)kh[i];
-            int32_t z = score_z(dot, ksh[t], mc, ec);
+            int32_t z = score_z(dot, ksh[t], mc, c32);
             a[t] = z;
             if (z > zmax) zmax = z;
         }
@@ -154,15 +203,15 @@ static uint64_t exps_int(int32_t *a, uint32_t n, int32_t zmax) {
 
 /* w_t of BLOB.md from e_t: p_t = (e_t * R) >> 31 is the high word of (2 e_t) * R (e_t <= 2^15,
    R <= 2^31: one mulhu on rv32); p_t * m16(vs_t) < 2^31 */
-static inline int32_t value_weight(int32_t e, uint32_t r, float vs, int32_t ev) {
+static inline int32_t value_weight(int32_t e, uint32_t r, uint32_t vw, int32_t ev) {
     if (e == 0) return 0;
-    uint32_t p = (uint32_t)(((uint64_t)(2u * (uint32_t)e) * r) >> 32), uv = tl_fbits(vs);
-    int32_t sh = 8 + ev - tl_fexp(uv);
-    return sh >= 32 ? 0 : (int32_t)((p * tl_fm16(uv)) >> sh);
+    uint32_t p = (uint32_t)(((uint64_t)(2u * (uint32_t)e) * r) >> 32);
+    int32_t sh = 8 + ev - KV_E(vw);
+    return sh >= 32 ? 0 : (int32_t)((p * KV_M(vw)) >> sh);
 }
 
 /* pass 3: out[i] = (float)(sum_t w_t * vq_t[i]) * 2^(V - 149); a holds e_t */
-static TL_NOINLINE void values_int(float *out, int32_t *a, const int8_t *vh, const float *vsh, uint32_t n,
+static TL_NOINLINE void values_int(float *out, int32_t *a, const int8_t *vh, const uint32_t *vsh, uint32_t n,
                                    uint32_t hd, uint32_t r, int32_t ev) {
     float f = tl_pow2f(ev - 149);
     if (hd == 8) {
@@ -197,7 +246,7 @@ static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, u
     for (uint32_t h = 0; h < b->n_heads; h++) {
         size_t kvh = (size_t)layer * b->n_kv_heads + h / group;
         const int8_t *kh = s->kq + kvh * ctx * hd, *vh = s->vq + kvh * ctx * hd;
-        const float *ksh = s->ks + kvh * ctx, *vsh = s->vs + kvh * ctx;
+        const uint32_t *ksh = s->ks + kvh * ctx, *vsh = s->vs + kvh * ctx;
         float qs;
         tl_iquant(qq, &qs, s->q + h * hd, hd, hd);
         uint32_t uc = tl_fbits(qs * s->att_a);
@@ -247,13 +296,19 @@ static tl_err forward_int(const tl_blob *b, tl_transformer *s, uint32_t token, u
         rope(kv, cs, b->n_kv_heads, hd);
         TL_PROF(TL_P_ROPE);
         size_t slot = (size_t)l * b->n_kv_heads * ctx + pos; /* (layer, kv head 0, pos) */
-        for (uint32_t j = 0; j < b->n_kv_heads; j++)
-            tl_iquant(s->kq + (slot + (size_t)j * ctx) * hd, s->ks + slot + (size_t)j * ctx, kv + j * hd, hd, hd);
+        for (uint32_t j = 0; j < b->n_kv_heads; j++) {
+            float sc;
+            tl_iquant(s->kq + (slot + (size_t)j * ctx) * hd, &sc, kv + j * hd, hd, hd);
+            s->ks[slot + (size_t)j * ctx] = kv_scale_word(sc);
+        }
         TL_PROF(TL_P_KVCACHE);
         tl_matmul(kv, &wv, s->xb, qv);
         TL_PROF(TL_P_QKV);
-        for (uint32_t j = 0; j < b->n_kv_heads; j++)
-            tl_iquant(s->vq + (slot + (size_t)j * ctx) * hd, s->vs + slot + (size_t)j * ctx, kv + j * hd, hd, hd);
+        for (uint32_t j = 0; j < b->n_kv_heads; j++) {
+            float sc;
+            tl_iquant(s->vq + (slot + (size_t)j * ctx) * hd, &sc, kv + j * hd, hd, hd);
+            s->vs[slot + (size_t)j * ctx] = kv_scale_word(sc);
+        }
         TL_PROF(TL_P_KVCACHE);
         attention_int(b, s, l, pos);
         tl_blob_tensor(b, r0 + TL_T_WO, &wo);

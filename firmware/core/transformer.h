@@ -19,11 +19,12 @@ typedef struct {
     tl_qvec *qv;        /* activation quantization scratch ([max(dim, hidden)]), or NULL for f32 */
     uint32_t ctx;       /* positions in the cache */
     /* integer mode (BLOB.md flags bit 1): int8 K/V [n_layers][n_kv_heads][ctx][head_dim] with one
-       f32 scale per (layer, kv head, position) [n_layers][n_kv_heads][ctx]; att as ctx int32 */
+       scale per (layer, kv head, position) [n_layers][n_kv_heads][ctx], kept decoded as
+       E << 16 | m16 (transformer.c kv_scale_word); att as ctx int32 */
     uint32_t imode;
     float att_a;        /* 1.44269504f / sqrtf(head_dim) */
     int8_t *kq, *vq;
-    float *ks, *vs;
+    uint32_t *ks, *vs;
     int32_t *iatt;      /* [ctx] */
 } tl_transformer;
 
