@@ -206,9 +206,9 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
 
     Steps of the candidates are interleaved, so a neighbour that takes a core slows all alike, and
     the median of each candidate's step times counts. The time spent is `budget_s`, or up to
-    RUN_SHARE of the run's estimated length (at most BUDGET_MAX_S) for a long run: a batch cut
-    to one sequence can rank the attention paths the other way round from the run's batch (host-7m
-    at 1x256 preferred SDPA, at 16x256 the block-causal kernel is faster). If one step at the
+    RUN_SHARE of the run's estimated length (at most BUDGET_MAX_S) for a long run, so that it can
+    time whole steps near the run's batch: a batch cut to one sequence ranks differently (host-7m:
+    SDPA 1.12x faster than the block-causal kernel at 1x256, a tie at 10x256). If one step at the
     run's batch would still not let every candidate take three steps, the batch is cut.
     """
     import statistics
