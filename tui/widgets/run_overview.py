@@ -121,4 +121,4 @@ class RunOverview(Horizontal):
     def set_hash(self, name: str, sha256: str) -> None:
         table = self.query_one("#ov-files", DataTable)
         if name in table.rows:
-            table.update_cell(name, "sha256", sha256[:SHA_SHOWN] + "…")
+            table.update_cell(name, "sha256", sha256[:SHA_SHOWN] + "…", update_width=True)
