@@ -116,6 +116,11 @@ class TrainConfig:
     compile: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = all cores, one fewer while another process takes one
 
+    def out_of_time(self, trained_s: float) -> bool:
+        """True once a run with a time budget has trained that long (the loop ends there, and a
+        resume past it is refused before anything starts)."""
+        return self.max_minutes > 0 and trained_s >= 60.0 * self.max_minutes
+
 
 @dataclass
 class QuantConfig:

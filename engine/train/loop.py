@@ -74,11 +74,6 @@ def lr_at(step: int, cfg: ExperimentConfig, elapsed_s: float = 0.0) -> float:
     return lr
 
 
-def out_of_time(cfg: ExperimentConfig, elapsed_s: float) -> bool:
-    """True once a run with a time budget (train.max_minutes) has trained that long."""
-    return cfg.train.max_minutes > 0 and elapsed_s >= 60.0 * cfg.train.max_minutes
-
-
 class StopFlag:
     """Set by SIGTERM/SIGINT; the loop checks it between steps and checkpoints before exiting."""
 
@@ -450,7 +445,7 @@ class Trainer:
         try:
             while self.step < t.max_steps and not self.stop:
                 trained_s = self.elapsed + time.perf_counter() - window_start
-                if out_of_time(cfg, trained_s):
+                if t.out_of_time(trained_s):
                     break
                 lr = lr_at(self.step, cfg, trained_s)
                 for group in self.optimizer.param_groups:
@@ -483,7 +478,7 @@ class Trainer:
                     self._compile_step(now - step_start)
                 if self.governor is not None:
                     self._govern_threads(now)
-                last = self.step >= t.max_steps or out_of_time(cfg, self.elapsed + now - window_start)
+                last = self.step >= t.max_steps or t.out_of_time(self.elapsed + now - window_start)
                 do_eval = self.step % t.eval_every == 0 or last
                 if self.step % t.log_every == 0 or do_eval or self.stop:
                     dt = now - window_start
@@ -517,7 +512,7 @@ class Trainer:
         finally:
             if metrics is not None:
                 metrics.close()
-        finished = self.step >= t.max_steps or out_of_time(cfg, self.elapsed)
+        finished = self.step >= t.max_steps or t.out_of_time(self.elapsed)
         return "done" if finished else "stopped"
 
 

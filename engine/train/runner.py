@@ -89,8 +89,8 @@ def start_training(exp: Experiment, ws: Workspace, resume: bool = False,
                             f"train.max_steps={max_steps * 2}`, or e in the app), then resume")
         minutes = exp.config.train.max_minutes
         elapsed = fields.get("elapsed_s")
-        if (refuse_finished and minutes > 0 and isinstance(elapsed, (int, float))
-                and elapsed >= 60 * minutes):
+        if (refuse_finished and isinstance(elapsed, (int, float))
+                and exp.config.train.out_of_time(elapsed)):
             raise UserError(f"'{exp.name}' already trained its {minutes:g} "
                             f"minute{'' if minutes == 1 else 's'} "
                             f"(train.max_minutes): raise it (`tinylm set {exp.name} "
