@@ -61,7 +61,7 @@ class DevicePanel(Vertical):
     DevicePanel > #dev-body { height: 1fr; }
     DevicePanel #dev-left { width: 46; max-width: 38%; border-right: vkey $primary-darken-2; }
     /* narrow terminals: the Chat tab's three columns take the whole width (at 80 columns they got
-       16 each beside the left column, and their stats filled them); the status line stays */
+       about 12 each beside the left column, and their stats filled them); the status line stays */
     DevicePanel.-narrow.-chat-tab #dev-left { display: none; }
     DevicePanel #dev-left > .dev-heading { padding: 0 1; text-style: bold; color: $accent; }
     DevicePanel #dev-exp { margin: 0 1; }
@@ -566,7 +566,10 @@ class DevicePanel(Vertical):
         focused = self.app.focused
         if self._left_hidden() and focused is not None and self.query_one("#dev-left") in (
                 focused, *focused.ancestors):
-            self.query_one(TabbedContent).query_one("Tabs").focus()
+            self._focus_tabs()
+
+    def _focus_tabs(self) -> None:
+        self.query_one(TabbedContent).query_one("Tabs").focus()
 
     def _set_busy(self, *, chatting: bool | None = None, flashing: bool | None = None) -> None:
         if chatting is not None:
@@ -673,7 +676,7 @@ class DevicePanel(Vertical):
             self.flash_panel.stop()
         elif isinstance(self.app.focused, Input):
             if self._left_hidden():  # the port list is not on screen: the tabs take the keys
-                self.query_one(TabbedContent).query_one("Tabs").focus()
+                self._focus_tabs()
             else:
                 self.picker.focus_list()
         else:

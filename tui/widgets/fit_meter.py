@@ -65,12 +65,12 @@ def budget_lines(b: Budget, room: int | None = None, compact: bool = False) -> l
         lines.append(Text(f"largest block {fmt_bytes(placed.largest_left)} < needed "
                           f"{fmt_bytes(placed.needed)} ({placed.failed.replace('_', ' ')})",
                           style="bold red"))
-    ram = [f"{part.replace('_', ' ')} {fmt_bytes(n)}" for part, n in b.ram.items()
-           if part != "total" and n]
     if not compact:
+        ram = [f"{part.replace('_', ' ')} {fmt_bytes(n)}" for part, n in b.ram.items()
+               if part != "total" and n]
         lines.append(Text("RAM: " + ", ".join(ram), style="dim"))
-    if b.piece_bytes_estimated and not compact:
-        lines.append(Text("vocab bytes estimated until the tokenizer is trained", style="dim"))
+        if b.piece_bytes_estimated:
+            lines.append(Text("vocab bytes estimated until the tokenizer is trained", style="dim"))
     if b.advice:
         lines.append(Text("to make it fit, try:", style="bold"))
         lines.extend(Text(f"  {tip}") for tip in b.advice[:4])
