@@ -83,3 +83,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "env TINYLM_CHIP)")
     group.addoption("--hw-blob", default=None, help="the blob to flash (default: stories260K int8 in "
                     "integer mode, the esp32-260k preset's shape)")
+
+
+@pytest.fixture(scope="session")
+def native_attention_kernel():
+    """The native attention kernel, built on this machine (~20 s the first time, then cached under
+    ~/.cache/tinylm/native). Skipped only where no C++ compiler exists; any other failure fails."""
+    import shutil
+
+    from engine.models import native_attention
+
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler here: the native attention kernel cannot be built")
+    why = native_attention.ensure(build=True)
+    assert why == "", why
+    return native_attention

@@ -10,16 +10,21 @@ by the number of ops rather than FLOPs:
   stay `wq`, `wk`, `wv`; the cat of a few KB of weights costs less than two extra matmul launches),
   and RoPE rotates q and k together in four elementwise ops, with cos/sin tables precomputed as
   non-persistent buffers (not in the state dict) and no complex numbers;
-- attention on a CPU while training can be `BlockCausalAttention` below instead of ATen's CPU flash
-  kernel (`Attention.blocked`); which one a run uses, like the fused w1|w3 matmul
-  (`FeedForward.fused`), is measured per machine and shape by engine/train/kernels.py, because the
-  winner differs between CPUs (the figures below are from one AMD EPYC; on a Xeon SDPA won).
-  With head_dim 8 the flash kernel spends most of the step in tiny GEMMs and recomputation. Ours groups
-  the query heads that share a kv head into one matrix (no repeat of k/v), computes only the
-  causal blocks of the score matrix (64 positions a block), in chunks that stay in cache, and keeps
-  the softmax for the backward. Forward + backward it is ~1.4x (16x256) to ~1.9x (64x512) faster
-  than SDPA here, and it keeps ~0.6*B*n_heads*T*T floats per layer for the backward (21 MB a layer
-  at 16x256 with 8 heads, 340 MB at 64x512).
+- attention on a CPU while training has three kernels (`Attention.kernel`): ATen's CPU flash kernel
+  ("sdpa"), `BlockCausalAttention` below ("blocked") and a C++ kernel built on the machine that
+  runs it ("native", engine/models/native_attention.cpp). Which one a run uses, like the fused
+  w1|w3 matmul (`FeedForward.fused`), is measured per machine and shape by
+  engine/train/kernels.py, because the winner differs between CPUs (on a Xeon SDPA won).
+  With head_dim 8 the flash kernel spends most of the step in tiny GEMMs and recomputation.
+  "blocked" groups the query heads that share a kv head into one matrix (no repeat of k/v),
+  computes only the causal blocks of the score matrix (64 positions a block), in chunks that stay
+  in cache, and keeps the softmax for the backward: at the 260K shape, forward + backward ~1.4x
+  (16x256) to ~1.9x (64x512) faster than SDPA on one AMD EPYC; it keeps ~0.6*B*n_heads*T*T floats
+  per layer for the backward (21 MB a layer at 16x256 with 8 heads, 340 MB at 64x512) and cannot
+  be traced by torch.compile. "native" does the same blocks inside one task per (sequence, kv
+  head) with the scores in cache, recomputes them in the backward from the log-sum-exp (no T*T
+  storage) and is one opaque op to torch.compile: at host-7m's head_dim 48 it is 1.4x faster
+  than SDPA forward + backward, where "blocked" ties.
   Everywhere else (inference, CUDA, attention dropout) it is `F.scaled_dot_product_attention` with
   is_causal=True and enable_gqa=True, so k and v are never copied n_heads / n_kv_heads times;
 - RMSNorm is `F.rms_norm`;
@@ -42,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config.schema import ModelConfig
+from engine.models import native_attention
 from engine.models.losses import classifier_cross_entropy
 
 
@@ -182,7 +188,9 @@ class Attention(nn.Module):
         self.wo = nn.Linear(cfg.n_heads * self.head_dim, cfg.dim, bias=False)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
-        self.blocked = True  # BlockCausalAttention for CPU training; False = always SDPA
+        # CPU float32 training kernel: "blocked" (BlockCausalAttention, eager only), "native"
+        # (native_attention.cpp, once loaded) or "sdpa"; elsewhere SDPA always
+        self.kernel = "blocked"
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -200,9 +208,13 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         q, k, v = self._qkv(x, cos, sin)
         dropout = self.dropout if self.training else 0.0
-        if (self.blocked and dropout == 0.0 and x.device.type == "cpu" and q.dtype == torch.float32
-                and v.dtype == torch.float32 and torch.is_grad_enabled()
-                and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
+        cpu_f32 = (self.kernel != "sdpa" and dropout == 0.0 and x.device.type == "cpu"
+                   and q.dtype == torch.float32 and v.dtype == torch.float32
+                   and not torch.is_autocast_enabled("cpu"))
+        if cpu_f32 and self.kernel == "native" and native_attention.available():
+            y = native_attention.causal_attention(q, k, v)
+        elif (cpu_f32 and self.kernel == "blocked" and torch.is_grad_enabled()
+              and not torch.compiler.is_compiling()):
             y = block_causal_attention(q, k, v)
         else:
             y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),

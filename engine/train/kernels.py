@@ -14,8 +14,8 @@ differs. Calibration never fails a run: any error gives the default choice, with
 from __future__ import annotations
 
 import json
+import logging
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +23,14 @@ from typing import Any, Callable
 
 from engine.atomic import atomic_write_json
 from engine.config.schema import ExperimentConfig
+from engine.machine import cpu_model
+
+log = logging.getLogger(__name__)
 
 CACHE_FILE = Path(".tinylm") / "kernels.json"
-CACHE_VERSION = 2  # 2: the loss kernel joined the choice (version 1 entries are measured again)
-ATTENTION = ("blocked", "sdpa")  # BlockCausalAttention | F.scaled_dot_product_attention (GQA)
+CACHE_VERSION = 3  # 2: the loss kernel joined the choice; 3: the native attention kernel did
+# BlockCausalAttention | F.scaled_dot_product_attention (GQA) | engine/models/native_attention.cpp
+ATTENTION = ("blocked", "sdpa", "native")
 FFN = ("split", "fused")  # w1 and w3 as two matmuls | one matmul over the concatenated weights
 OPTIMIZER = ("fused", "foreach", "loop")  # torch.optim.AdamW(fused=True) | (foreach=True) | neither
 LOSS = ("full", "chunked")  # F.cross_entropy over all logits | classifier + loss by row blocks
@@ -66,17 +70,6 @@ class Calibration:
 
 
 # ---- cache key and file --------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), so a different machine measures again."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def calibration_key(cfg: ExperimentConfig, threads: int, torch_version: str,
                     cpu: str | None = None) -> dict[str, Any]:
@@ -159,10 +152,18 @@ def check(k: Kernels) -> None:
 # ---- applying a choice ---------------------------------------------------------------------------
 
 def apply(model: Any, kernels: Kernels) -> None:
-    """Set the transformer's kernel switches (a GRU has none: nothing to do)."""
+    """Set the transformer's kernel switches (a GRU has none: nothing to do). A native attention
+    kernel that is not built here (a cache copied from another machine, a cleared build) leaves
+    SDPA in use, with a warning."""
+    if kernels.attention == "native" and getattr(model, "layers", None):
+        from engine.models import native_attention
+
+        why = native_attention.ensure(build=False)
+        if why:
+            log.warning("kernels: native attention %s; SDPA is used", why)
     for layer in getattr(model, "layers", []):
         if hasattr(layer, "attention") and hasattr(layer, "feed_forward"):
-            layer.attention.blocked = kernels.attention == "blocked"
+            layer.attention.kernel = kernels.attention
             layer.feed_forward.fused = kernels.ffn == "fused"
     if hasattr(model, "loss_kernel"):
         model.loss_kernel = kernels.loss
@@ -188,11 +189,12 @@ def adamw(params: list, cfg: ExperimentConfig, kernels: Kernels, device_kind: st
 
 # ---- measuring -----------------------------------------------------------------------------------
 
-def _candidates() -> list[Kernels]:
+def _candidates(native: bool) -> list[Kernels]:
     """The forward+backward variants; the optimizer and the loss are measured on their own (neither
     depends on the attention or FFN path, and timing them apart keeps the product of choices
-    small)."""
-    return [Kernels(a, f, DEFAULT.optimizer) for a in ATTENTION for f in FFN]
+    small). The native attention kernel only where it is loaded."""
+    return [Kernels(a, f, DEFAULT.optimizer) for a in ATTENTION for f in FFN
+            if native or a != "native"]
 
 
 RUN_SHARE = 0.01  # a long run may spend this share of its length measuring its kernels
@@ -227,7 +229,6 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
     finally:
         torch.set_rng_state(rng_state)
     model.train()
-    cands = _candidates()
 
     def make_batch(b: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.randint(0, vocab, (b, m.seq_len + 1), generator=gen)
@@ -245,12 +246,15 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
     t_start = time.perf_counter()
     batch = cfg.train.batch_size
     x, y = make_batch(1)
-    fwd_bwd(cands[0], x, y)  # the first call pays one-off costs: not an estimate
-    one = fwd_bwd(cands[0], x, y)
+    fwd_bwd(DEFAULT, x, y)  # the first call pays one-off costs: not an estimate
+    one = fwd_bwd(DEFAULT, x, y)
     run_estimate_s = one * batch * max(cfg.train.max_steps, 1)
     if cfg.train.max_minutes:
         run_estimate_s = min(run_estimate_s, cfg.train.max_minutes * 60.0)
     budget_s = max(budget_s, min(BUDGET_MAX_S, RUN_SHARE * run_estimate_s))
+    native_why = _native_attention(run_estimate_s)
+    t_start = time.perf_counter()  # a build is not measuring time
+    cands = _candidates(native=not native_why)
     paths = len(cands) + len(LOSS)  # both races below, each a warm-up and three rounds at least
     per_step_budget = budget_s * 0.6 / (paths * 4)
     if one * batch > per_step_budget:
@@ -297,8 +301,17 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
     why = (f"fastest of {len(cands)} forward+backward paths at batch {batch}x{m.seq_len} "
            f"({gain:.2f}x of {cands[0].label()}), {rounds} rounds; loss {best_loss} "
            f"({loss_med['full'] / loss_med[best_loss]:.2f}x of full); AdamW {best_opt} fastest; "
-           f"load average {load}")
+           f"{'native attention ' + native_why + '; ' if native_why else ''}load average {load}")
     return chosen, rates, why
+
+
+def _native_attention(run_estimate_s: float) -> str:
+    """Load the native attention kernel, building it when the build costs at most RUN_SHARE of the
+    run ("" when it is a candidate; else why it is not)."""
+    from engine.models import native_attention
+
+    build = RUN_SHARE * run_estimate_s >= native_attention.BUILD_SECONDS
+    return native_attention.ensure(build=build)
 
 
 def _measure_optimizer(model: Any, cfg: ExperimentConfig, steps: int = 5) -> dict[str, float]:

@@ -62,7 +62,8 @@ def one_step(kernels: K.Kernels, lora: bool = False) -> tuple[float, list[torch.
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_every_kernel_choice_gives_the_same_loss_gradients_and_step(lora: bool) -> None:
+def test_every_kernel_choice_gives_the_same_loss_gradients_and_step(lora: bool,
+                                                                   native_attention_kernel) -> None:
     ref_loss, ref_grads, ref_weights = one_step(K.DEFAULT, lora)
     for k in ALL:
         loss, grads, weights = one_step(k, lora)
@@ -73,16 +74,18 @@ def test_every_kernel_choice_gives_the_same_loss_gradients_and_step(lora: bool) 
         # into ~0.4 % of lr in its first update (2e-6 seen for the chunked loss)
         for a, b in zip(weights, ref_weights, strict=True):
             torch.testing.assert_close(a, b, atol=5e-6, rtol=1e-5, msg=k.label())
-    assert {k.attention for k in ALL} == {"blocked", "sdpa"} and {k.loss for k in ALL} == set(K.LOSS)
+    assert {k.attention for k in ALL} == {"blocked", "sdpa", "native"}
+    assert {k.loss for k in ALL} == set(K.LOSS)
 
 
 def test_apply_sets_the_model_switches_and_ignores_a_gru() -> None:
     model = build_model(tiny_cfg())
     K.apply(model, K.Kernels("sdpa", "fused", "loop", "chunked"))
-    assert all(not layer.attention.blocked and layer.feed_forward.fused for layer in model.layers)
+    assert all(layer.attention.kernel == "sdpa" and layer.feed_forward.fused for layer in model.layers)
     assert model.loss_kernel == "chunked"
     K.apply(model, K.Kernels("blocked", "split", "fused"))
-    assert all(layer.attention.blocked and not layer.feed_forward.fused for layer in model.layers)
+    assert all(layer.attention.kernel == "blocked" and not layer.feed_forward.fused
+               for layer in model.layers)
     assert model.loss_kernel == "full"
     gru = tiny_cfg()
     gru.model.arch = "gru"
@@ -112,7 +115,12 @@ def test_first_start_measures_and_caches_later_starts_read_the_cache(tmp_path: P
     first = K.choose(cfg, cache, threads=1, device_kind="cpu", budget_s=0.5, max_load=1e9)
     assert first.source == "measured", first.reason
     K.check(first.kernels)
-    assert len([r for r in first.rates if r.startswith("attention=")]) == len(K.ATTENTION) * len(K.FFN)
+    # the native kernel races only where it is built: a 0.5-s calibration never builds it
+    from engine.models import native_attention
+    attention = {r.split()[0] for r in first.rates if r.startswith("attention=")}
+    assert len([r for r in first.rates if r.startswith("attention=")]) == len(K.FFN) * (
+        3 if native_attention.available() else 2)
+    assert attention >= {"attention=blocked", "attention=sdpa"}
     assert {r for r in first.rates if r.startswith("loss=")} == {f"loss={n} tok/s" for n in K.LOSS}
     assert all(v > 0 for v in first.rates.values())
     again = K.choose(cfg, cache, threads=1, device_kind="cpu")

@@ -188,7 +188,7 @@ def test_training_path_matches_sdpa_path() -> None:
     _, loss = model(x, y)
     grads = torch.autograd.grad(loss, list(model.parameters()))
     for layer in model.layers:
-        layer.attention.blocked = False
+        layer.attention.kernel = "sdpa"
     _, loss2 = model(x, y)
     grads2 = torch.autograd.grad(loss2, list(model.parameters()))
     torch.testing.assert_close(loss, loss2)
