@@ -150,6 +150,24 @@ def block_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) ->
     return out.view(B, KV, T, H // KV, hd).permute(0, 2, 1, 3, 4).reshape(B, T, H * hd)
 
 
+def causal_attention(kernel: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     dropout: float = 0.0) -> torch.Tensor:
+    """q [B, T, H, hd], k and v [B, T, KV, hd] (RoPE applied) -> [B, T, H * hd] with `kernel`:
+    "native" (once loaded) or "blocked" (training, eager) for CPU float32 without dropout or
+    autocast, SDPA otherwise. engine/train/kernels.py times this very function."""
+    cpu_f32 = (dropout == 0.0 and q.device.type == "cpu" and q.dtype == torch.float32
+               and v.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))
+    if cpu_f32 and kernel == "native" and native_attention.available():
+        return native_attention.causal_attention(q, k, v)
+    if (cpu_f32 and kernel == "blocked" and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()):
+        return block_causal_attention(q, k, v)
+    B, T = q.shape[:2]
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                       dropout_p=dropout, is_causal=True, enable_gqa=True)
+    return y.transpose(1, 2).reshape(B, T, -1)
+
+
 # ---- modules -------------------------------------------------------------------------------------
 
 class RMSNorm(nn.Module):
@@ -188,9 +206,8 @@ class Attention(nn.Module):
         self.wo = nn.Linear(cfg.n_heads * self.head_dim, cfg.dim, bias=False)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
-        # CPU float32 training kernel: "blocked" (BlockCausalAttention, eager only), "native"
-        # (native_attention.cpp, once loaded) or "sdpa"; elsewhere SDPA always
-        self.kernel = "blocked"
+        # CPU float32 kernel (see causal_attention), and the one a torch.compile'd model uses
+        self.kernel, self.compiled_kernel = "blocked", "sdpa"
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -205,21 +222,9 @@ class Attention(nn.Module):
         return qk[:, :, :H], qk[:, :, H:], qkv[:, :, H + KV:]
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
         q, k, v = self._qkv(x, cos, sin)
-        dropout = self.dropout if self.training else 0.0
-        cpu_f32 = (self.kernel != "sdpa" and dropout == 0.0 and x.device.type == "cpu"
-                   and q.dtype == torch.float32 and v.dtype == torch.float32
-                   and not torch.is_autocast_enabled("cpu"))
-        if cpu_f32 and self.kernel == "native" and native_attention.available():
-            y = native_attention.causal_attention(q, k, v)
-        elif (cpu_f32 and self.kernel == "blocked" and torch.is_grad_enabled()
-              and not torch.compiler.is_compiling()):
-            y = block_causal_attention(q, k, v)
-        else:
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               dropout_p=dropout, is_causal=True, enable_gqa=True)
-            y = y.transpose(1, 2).reshape(B, T, -1)
+        kernel = self.compiled_kernel if torch.compiler.is_compiling() else self.kernel
+        y = causal_attention(kernel, q, k, v, self.dropout if self.training else 0.0)
         return self.resid_dropout(self.wo(y))
 
     def forward_step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

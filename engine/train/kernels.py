@@ -31,6 +31,7 @@ CACHE_FILE = Path(".tinylm") / "kernels.json"
 CACHE_VERSION = 3  # 2: the loss kernel joined the choice; 3: the native attention kernel did
 # BlockCausalAttention | F.scaled_dot_product_attention (GQA) | engine/models/native_attention.cpp
 ATTENTION = ("blocked", "sdpa", "native")
+COMPILED_ATTENTION = ("sdpa", "native")  # what torch.compile can trace (blocked is a python loop)
 FFN = ("split", "fused")  # w1 and w3 as two matmuls | one matmul over the concatenated weights
 OPTIMIZER = ("fused", "foreach", "loop")  # torch.optim.AdamW(fused=True) | (foreach=True) | neither
 LOSS = ("full", "chunked")  # F.cross_entropy over all logits | classifier + loss by row blocks
@@ -44,9 +45,11 @@ class Kernels:
     ffn: str = "split"
     optimizer: str = "fused"
     loss: str = "full"
+    compiled_attention: str = "sdpa"  # the attention of a torch.compile'd model
 
     def label(self) -> str:
-        return f"attention={self.attention} ffn={self.ffn} adamw={self.optimizer} loss={self.loss}"
+        return (f"attention={self.attention} ffn={self.ffn} adamw={self.optimizer} loss={self.loss}"
+                f" compiled_attention={self.compiled_attention}")
 
 
 DEFAULT = Kernels()
@@ -145,7 +148,7 @@ def clear(path: Path) -> int:
 
 def check(k: Kernels) -> None:
     if (k.attention not in ATTENTION or k.ffn not in FFN or k.optimizer not in OPTIMIZER
-            or k.loss not in LOSS):
+            or k.loss not in LOSS or k.compiled_attention not in COMPILED_ATTENTION):
         raise ValueError(f"unknown kernels {k}")
 
 
@@ -155,7 +158,7 @@ def apply(model: Any, kernels: Kernels) -> None:
     """Set the transformer's kernel switches (a GRU has none: nothing to do). A native attention
     kernel that is not built here (a cache copied from another machine, a cleared build) leaves
     SDPA in use, with a warning."""
-    if kernels.attention == "native" and getattr(model, "layers", None):
+    if "native" in (kernels.attention, kernels.compiled_attention) and getattr(model, "layers", None):
         from engine.models import native_attention
 
         why = native_attention.ensure(build=False)
@@ -164,6 +167,7 @@ def apply(model: Any, kernels: Kernels) -> None:
     for layer in getattr(model, "layers", []):
         if hasattr(layer, "attention") and hasattr(layer, "feed_forward"):
             layer.attention.kernel = kernels.attention
+            layer.attention.compiled_kernel = kernels.compiled_attention
             layer.feed_forward.fused = kernels.ffn == "fused"
     if hasattr(model, "loss_kernel"):
         model.loss_kernel = kernels.loss
@@ -189,14 +193,6 @@ def adamw(params: list, cfg: ExperimentConfig, kernels: Kernels, device_kind: st
 
 # ---- measuring -----------------------------------------------------------------------------------
 
-def _candidates(native: bool) -> list[Kernels]:
-    """The forward+backward variants; the optimizer and the loss are measured on their own (neither
-    depends on the attention or FFN path, and timing them apart keeps the product of choices
-    small). The native attention kernel only where it is loaded."""
-    return [Kernels(a, f, DEFAULT.optimizer) for a in ATTENTION for f in FFN
-            if native or a != "native"]
-
-
 RUN_SHARE = 0.01  # a long run may spend this share of its length measuring its kernels
 BUDGET_MAX_S = 60.0
 
@@ -204,20 +200,25 @@ BUDGET_MAX_S = 60.0
 def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
             on_progress: Callable[[int, int, str], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> tuple[Kernels, dict[str, float], str]:
-    """Time each candidate on random tokens at the run's shape; returns (fastest, rates, why).
+    """Time the candidates on random tokens at the run's shape; returns (fastest, rates, why).
 
+    The attention kernels are raced alone (forward + backward of the very function the model
+    calls, on q, k, v shaped and strided like the model's): they differ by 10-40 %, which whole
+    steps on a shared machine blur, and the fastest compile-able one is what a compiled run uses.
+    Then the FFN and the loss kernels race as whole steps on the fastest attention, and AdamW alone.
     Steps of the candidates are interleaved, so a neighbour that takes a core slows all alike, and
-    the median of each candidate's step times counts. The time spent is `budget_s`, or up to
-    RUN_SHARE of the run's estimated length (at most BUDGET_MAX_S) for a long run, so that it can
-    time whole steps near the run's batch: a batch cut to one sequence ranks differently (host-7m:
-    SDPA 1.12x faster than the block-causal kernel at 1x256, a tie at 10x256). If one step at the
-    run's batch would still not let every candidate take three steps, the batch is cut.
+    the median of each candidate's times counts. The time spent is `budget_s`, or up to RUN_SHARE
+    of the run's estimated length (at most BUDGET_MAX_S) for a long run, so that it can time whole
+    steps near the run's batch: a batch cut to one sequence ranks differently (host-7m: SDPA 1.12x
+    faster than the block-causal kernel at 1x256, a tie at 10x256). If one step at the run's batch
+    would still not let every candidate take three steps, the batch is cut.
     """
     import statistics
 
     import torch
 
     from engine.models import build_model
+    from engine.models.transformer import causal_attention
 
     progress = on_progress or (lambda done, total, what: None)
     stop = should_stop or (lambda: False)
@@ -254,53 +255,79 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
     budget_s = max(budget_s, min(BUDGET_MAX_S, RUN_SHARE * run_estimate_s))
     native_why = _native_attention(run_estimate_s)
     t_start = time.perf_counter()  # a build is not measuring time
-    cands = _candidates(native=not native_why)
-    paths = len(cands) + len(LOSS)  # both races below, each a warm-up and three rounds at least
-    per_step_budget = budget_s * 0.6 / (paths * 4)
+    attentions = [a for a in ATTENTION if a != "native" or not native_why]
+    whole_steps = len(FFN) + len(LOSS)  # two races of whole steps, each a warm-up and 3+ rounds
+    per_step_budget = budget_s * 0.6 / (whole_steps * 4)
     if one * batch > per_step_budget:
         batch = max(1, min(batch, int(per_step_budget / max(one, 1e-6))))
     x, y = make_batch(batch)
     hard_stop = t_start + 2 * budget_s  # a machine far busier than estimated: stop, use what we have
 
-    def race(ks: list[Kernels], seconds: float) -> tuple[dict[Kernels, list[float]], int]:
-        """Step times of each path, interleaved (alternating order) for at least three rounds."""
-        times: dict[Kernels, list[float]] = {k: [] for k in ks}
-        for k in ks:  # warm-up each path once (allocator, autograd caches)
-            fwd_bwd(k, x, y)
+    def race(paths: dict[str, Callable[[], float]], seconds: float) -> tuple[dict[str, float], int]:
+        """Median time of each path, run interleaved (alternating order) for three rounds or more."""
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        for run in paths.values():  # warm-up each path once (allocator, autograd caches)
+            run()
         start = time.perf_counter()
         rounds = 0
+        order = list(paths)
         while rounds < 12 and not stop():
             now = time.perf_counter()
             if (rounds >= 3 and now - start > seconds) or (rounds >= 1 and now > hard_stop):
                 break
-            for k in (ks if rounds % 2 == 0 else ks[::-1]):
-                times[k].append(fwd_bwd(k, x, y))
+            for name in (order if rounds % 2 == 0 else order[::-1]):
+                times[name].append(paths[name]())
             rounds += 1
             progress(rounds, 3, "measuring kernels")
         if not all(times.values()):
             raise RuntimeError("stopped before every kernel was measured once")
-        return times, rounds
+        return {name: statistics.median(ts) for name, ts in times.items()}, rounds
 
-    times, rounds = race(cands, budget_s * 0.5 * len(cands) / paths)
-    rates = {k.label(): batch * m.seq_len / statistics.median(ts) for k, ts in times.items()}
-    best = min(cands, key=lambda k: statistics.median(times[k]))
+    qkv = torch.randn(batch, m.seq_len, m.n_heads + 2 * m.n_kv_heads, m.head_dim(), generator=gen,
+                      requires_grad=True)
+    d_out = torch.randn(batch, m.seq_len, m.n_heads * m.head_dim(), generator=gen)
+
+    def attention_path(kernel: str) -> Callable[[], float]:
+        def run() -> float:
+            q, k, v = qkv.split([m.n_heads, m.n_kv_heads, m.n_kv_heads], dim=2)
+            t0 = time.perf_counter()
+            causal_attention(kernel, q, k, v).backward(d_out)
+            dt = time.perf_counter() - t0
+            qkv.grad = None
+            return dt
+        return run
+
+    att, _ = race({a: attention_path(a) for a in attentions}, budget_s * 0.2)
+    best_att = min(att, key=lambda a: att[a])
+    best_compiled = min((a for a in att if a in COMPILED_ATTENTION), key=lambda a: att[a])
+    rates = {f"attention={a} fwd+bwd/s": batch / t for a, t in att.items()}
+
+    def step_path(k: Kernels) -> Callable[[], float]:
+        return lambda: fwd_bwd(k, x, y)
+
+    ffn_paths = {f: Kernels(best_att, f, DEFAULT.optimizer) for f in FFN}
+    ffn, rounds = race({f: step_path(k) for f, k in ffn_paths.items()}, budget_s * 0.4)
+    best_ffn = min(ffn, key=lambda f: ffn[f])
+    rates.update({f"ffn={f} tok/s": batch * m.seq_len / t for f, t in ffn.items()})
     # the loss kernel raced on the fastest path, whole steps: timed alone it ranked differently
-    loss_paths = [Kernels(best.attention, best.ffn, best.optimizer, name) for name in LOSS]
-    loss_times, _ = race(loss_paths, budget_s * 0.5 * len(LOSS) / paths)
-    loss_med = {k.loss: statistics.median(ts) for k, ts in loss_times.items()}
-    best_loss = min(loss_med, key=lambda name: loss_med[name])
-    rates.update({f"loss={name} tok/s": batch * m.seq_len / t for name, t in loss_med.items()})
+    loss_paths = {name: Kernels(best_att, best_ffn, DEFAULT.optimizer, name) for name in LOSS}
+    loss, _ = race({name: step_path(k) for name, k in loss_paths.items()}, budget_s * 0.4)
+    best_loss = min(loss, key=lambda name: loss[name])
+    rates.update({f"loss={name} tok/s": batch * m.seq_len / t for name, t in loss.items()})
 
     opt_rates = _measure_optimizer(model, cfg)
     best_opt = max(opt_rates, key=lambda name: opt_rates[name])
     rates.update({f"adamw={name} steps/s": r for name, r in opt_rates.items()})
-    chosen = Kernels(best.attention, best.ffn, best_opt, best_loss)
-    base = statistics.median(times[cands[0]])
-    gain = base / statistics.median(times[best])
+    chosen = Kernels(best_att, best_ffn, best_opt, best_loss, best_compiled)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    why = (f"fastest of {len(cands)} forward+backward paths at batch {batch}x{m.seq_len} "
-           f"({gain:.2f}x of {cands[0].label()}), {rounds} rounds; loss {best_loss} "
-           f"({loss_med['full'] / loss_med[best_loss]:.2f}x of full); AdamW {best_opt} fastest; "
+
+    def versus(best: str, default: str, times: dict[str, float]) -> str:
+        return f"{best} ({times[default] / times[best]:.2f}x of {default})"
+
+    why = (f"attention {versus(best_att, DEFAULT.attention, att)} alone, compiled {best_compiled}; "
+           f"ffn {versus(best_ffn, DEFAULT.ffn, ffn)}, loss {versus(best_loss, 'full', loss)} in "
+           f"whole steps at batch "
+           f"{batch}x{m.seq_len}, {rounds} rounds; AdamW {best_opt} fastest; "
            f"{'native attention ' + native_why + '; ' if native_why else ''}load average {load}")
     return chosen, rates, why
 

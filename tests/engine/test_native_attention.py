@@ -126,3 +126,20 @@ def test_not_built_failed_and_bad_input_say_why(tmp_path, monkeypatch, native_at
     with pytest.raises(RuntimeError, match="multiple of kv_heads"):
         x = torch.randn(1, 8, 3, 4)
         torch.ops.tinylm.causal_attention(x, x[:, :, :2], x[:, :, :2], 0.5, 64)
+
+
+def test_a_compiled_model_uses_its_compiled_kernel(native_attention_kernel) -> None:
+    """kernels.apply sets both: eager "blocked" (a python loop torch.compile cannot trace) and
+    compiled "native"; fullgraph=True fails on any graph break, so the op must be the native one."""
+    from engine.train import kernels as K
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    K.apply(model, K.Kernels("blocked", "fused", "fused", "chunked", compiled_attention="native"))
+    assert all(layer.attention.compiled_kernel == "native" for layer in model.layers)
+    x = torch.randint(0, 64, (2, 96))
+    with torch.no_grad():
+        eager = model(x)[0]  # blocked is a training kernel: inference runs SDPA
+        compiled = torch.compile(model, fullgraph=True, dynamic=False)(x)[0]
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
