@@ -205,7 +205,7 @@ def cmd_kernels(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
         compiled = ("-" if not isinstance(comp, dict) else
                     f"{'on' if comp.get('faster') else 'off'} ({comp.get('gain', 0):.2f}x)")
         rows.append([f"{c.get('dim')}d x{c.get('n_layers')} {c.get('batch')}x{c.get('seq_len')}",
-                     str(c.get("threads")), k.get("attention", "?"), k.get("ffn", "?"),
+                     str(c.get("threads")), _attention_cell(k), k.get("ffn", "?"),
                      k.get("optimizer", "?"), k.get("loss", "?"), compiled,
                      str(e.get("measured", "?")),
                      f"{c.get('cpu')}, torch {c.get('torch')}"])
@@ -213,6 +213,12 @@ def cmd_kernels(args: argparse.Namespace, ws: Workspace, store: Store) -> int:
                "machine"],
               rows))
     return 0
+
+
+def _attention_cell(k: dict) -> str:
+    """"native", or "blocked, compiled sdpa" where a compiled run uses another kernel."""
+    eager, compiled = k.get("attention", "?"), k.get("compiled_attention", "sdpa")
+    return eager if eager == compiled else f"{eager}, compiled {compiled}"
 
 
 @command("doctor")

@@ -253,7 +253,7 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
     if cfg.train.max_minutes:
         run_estimate_s = min(run_estimate_s, cfg.train.max_minutes * 60.0)
     budget_s = max(budget_s, min(BUDGET_MAX_S, RUN_SHARE * run_estimate_s))
-    native_why = _native_attention(run_estimate_s)
+    native_why = _native_attention(run_estimate_s, progress)
     t_start = time.perf_counter()  # a build is not measuring time
     attentions = [a for a in ATTENTION if a != "native" or not native_why]
     whole_steps = len(FFN) + len(LOSS)  # two races of whole steps, each a warm-up and 3+ rounds
@@ -332,12 +332,14 @@ def measure(cfg: ExperimentConfig, *, budget_s: float = 5.0,
     return chosen, rates, why
 
 
-def _native_attention(run_estimate_s: float) -> str:
+def _native_attention(run_estimate_s: float, progress: Callable[[int, int, str], None]) -> str:
     """Load the native attention kernel, building it when the build costs at most RUN_SHARE of the
     run ("" when it is a candidate; else why it is not)."""
     from engine.models import native_attention
 
     build = RUN_SHARE * run_estimate_s >= native_attention.BUILD_SECONDS
+    if build and not native_attention.available():
+        progress(0, 3, "building the native attention kernel (once on this machine)")
     return native_attention.ensure(build=build)
 
 

@@ -146,7 +146,7 @@ class Trainer:
         self.lora_rank = lora_rank
         self.on_step = on_step or (lambda rec: None)
         self.stop = StopFlag()
-        self._progress_seen: dict[str, int] = {}
+        self._progress_seen: dict[str, int | str] = {}
 
     # ---- setup -------------------------------------------------------------------------------------
 
@@ -265,7 +265,8 @@ class Trainer:
                                  device_kind=self.runtime.kind,
                                  autocast=self.runtime.autocast_dtype is not None,
                                  allow_measure=not self.dist.enabled,
-                                 should_stop=lambda: bool(self.stop))
+                                 should_stop=lambda: bool(self.stop),
+                                 on_progress=self._kernel_stage)
         log.info("kernels: %s (%s: %s)", cal.kernels.label(), cal.source, cal.reason)
         if cal.rates and cal.source == "measured":
             log.info("kernel rates: %s", ", ".join(f"{k} {v:,.0f}" for k, v in cal.rates.items()))
@@ -339,6 +340,13 @@ class Trainer:
         if self.dist.enabled:
             import torch.distributed as td
             td.barrier()
+
+    def _kernel_stage(self, done: int, total: int, what: str) -> None:
+        """Say in train.log when the calibration moves to another stage (a native kernel build
+        takes ~20 s before any step: the log says why nothing moves)."""
+        if self._progress_seen.get("kernels") != what:
+            self._progress_seen["kernels"] = what
+            log.info("%s", what)
 
     def _progress(self, what: str, fraction: float) -> None:
         """Log data preparation in quarter steps (the callback fires per chunk)."""

@@ -177,13 +177,15 @@ def test_cli_lists_and_clears_the_measurements(tmp_path: Path) -> None:
 
     cfg = tiny_cfg()
     key = K.calibration_key(cfg, 2, "2.13.0", cpu="Test CPU")
-    K.store(tmp_path / K.CACHE_FILE, K.Calibration(K.Kernels("sdpa", "fused", "fused"), "measured",
-                                                   "test", key, {"x": 1.0}, 1.0))
+    K.store(tmp_path / K.CACHE_FILE, K.Calibration(K.Kernels("blocked", "fused", "fused",
+                                                             compiled_attention="native"),
+                                                   "measured", "test", key, {"x": 1.0}, 1.0))
     K.store_compile_verdict(tmp_path / K.CACHE_FILE, key, {"faster": True, "gain": 1.64})
     assert K.compile_verdict(tmp_path / K.CACHE_FILE, key)["gain"] == 1.64
     shown = run_cli(tmp_path, "kernels")
     assert shown.returncode == 0, shown.stderr
-    assert "sdpa" in shown.stdout and "Test CPU" in shown.stdout and "32d x2 2x40" in shown.stdout
+    assert "blocked, compiled native" in shown.stdout
+    assert "Test CPU" in shown.stdout and "32d x2 2x40" in shown.stdout
     assert "loss" in shown.stdout.splitlines()[0] and "full" in shown.stdout
     assert "on (1.64x)" in shown.stdout
     cleared = run_cli(tmp_path, "kernels", "--clear")
