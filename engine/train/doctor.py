@@ -89,6 +89,8 @@ def run_checks(cfg: ExperimentConfig | None = None, params: int | None = None) -
         checks.append(Check("esptool", False, "missing", "pip install esptool"))
     tools = [
         ("gcc", ["gcc", "--version"], "apt-get install gcc (builds the virtual board)"),
+        ("c++", ["c++", "--version"], "apt-get install g++ (long training runs build the native "
+                                      "attention kernel with it; without it torch's are used)"),
         ("make", ["make", "--version"], "apt-get install make"),
         ("clang", ["clang", "--version"], "apt-get install clang libclang-rt-14-dev (fuzzing)"),
         ("riscv64-unknown-elf-gcc", ["riscv64-unknown-elf-gcc", "--version"],
@@ -103,6 +105,7 @@ def run_checks(cfg: ExperimentConfig | None = None, params: int | None = None) -
         found = shutil.which(cmd[0])
         version = _version(cmd) if found else None
         checks.append(Check(name, bool(version), version or "not found", "" if version else fix))
+    checks.append(_native_attention_check())
     if cfg is not None and params is not None:
         mem = training_memory(cfg, params)
         ok = ram is None or mem["total"] < ram
@@ -111,6 +114,23 @@ def run_checks(cfg: ExperimentConfig | None = None, params: int | None = None) -
                             f"(batch {cfg.train.batch_size} x seq {cfg.model.seq_len})",
                             "" if ok else "lower train.batch_size or model.seq_len"))
     return checks
+
+
+def _native_attention_check() -> Check:
+    """Whether long runs here can race the native attention kernel (a missing build is normal
+    until the first long run; a failed one is worth fixing)."""
+    try:
+        from engine.models import native_attention
+    except ImportError:
+        return Check("native attention", True, "needs torch")
+    why = native_attention.ensure(build=False)
+    if not why:
+        return Check("native attention", True, f"built for this CPU and torch "
+                                               f"({native_attention.cache_dir()})")
+    failed = "failed" in why or "not usable" in why
+    return Check("native attention", not failed, why,
+                 f"install g++ and ninja, then `rm -rf {native_attention.cache_dir()}`: the next "
+                 "long run builds it again" if failed else "")
 
 
 def as_rows(checks: list[Check]) -> list[dict[str, Any]]:

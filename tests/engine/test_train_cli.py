@@ -140,4 +140,4 @@ def test_eval_data_doctor(cli, workspace):
     assert rep["documents"] > 300
     r = cli("doctor", "s", "--json")
     names = {c["name"] for c in json.loads(r.stdout)}
-    assert {"torch", "esptool", "training memory", "serial ports"} <= names
+    assert {"torch", "esptool", "training memory", "serial ports", "c++", "native attention"} <= names
