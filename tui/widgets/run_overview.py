@@ -38,6 +38,22 @@ class OverviewData:
     files: list[Any] = field(default_factory=list)  # workers.file_hashes.FileEntry
 
 
+def kernels_text(meta: dict[str, Any]) -> str | None:
+    """What the run trains with (engine/train/kernels.py's choice and the compile trial's), so a
+    slow run can be told from a slow machine without opening train.log."""
+    k = meta.get("kernels")
+    if not isinstance(k, dict) or "attention" not in k:
+        return None
+    parts = [f"attention {k['attention']}", f"ffn {k.get('ffn', '?')}", f"loss {k.get('loss', '?')}",
+             f"adamw {k.get('optimizer', '?')}"]
+    comp = meta.get("compile")
+    if isinstance(comp, dict) and isinstance(comp.get("faster"), bool):
+        parts.append(f"compiled {comp.get('gain', 0):.2f}x, attention "
+                     f"{k.get('compiled_attention', 'sdpa')}" if comp["faster"] else
+                     f"eager (compiled was {comp.get('gain', 0):.2f}x)")
+    return " · ".join(parts) + f" ({k.get('source', '?')})"
+
+
 def meta_table(meta: dict[str, Any], status: str) -> Table:
     """Key / value grid: long notes wrap inside their column instead of under the keys."""
     grid = Table.grid(padding=(0, 1))
@@ -49,7 +65,8 @@ def meta_table(meta: dict[str, Any], status: str) -> Table:
     grid.add_row("status", head)
     rows = [("parent", meta.get("parent")), ("tags", ", ".join(meta.get("tags") or [])),
             ("created", fmt_time(meta.get("created"))), ("updated", fmt_time(meta.get("updated"))),
-            ("notes", meta.get("notes")), ("error", meta.get("error"))]
+            ("kernels", kernels_text(meta)), ("notes", meta.get("notes")),
+            ("error", meta.get("error"))]
     for key, value in rows:
         if value:
             grid.add_row(key, Text(str(value), style="red" if key == "error" else ""))
