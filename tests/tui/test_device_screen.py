@@ -229,6 +229,25 @@ async def test_port_list_follows_boards_started_elsewhere(demo):
         assert panel.picker.highlighted.value == "rv32"
 
 
+async def test_experiment_list_opens_over_the_whole_left_column(demo):
+    """The experiment picker's list covers the column edge to edge: with a margin, the port list's
+    first character showed through beside every option (seen with 1,000 experiments)."""
+    from textual.widgets import Select
+    from textual.widgets._select import SelectOverlay
+
+    store, ws = demo
+    async with DeviceHost(store, ws, DEMO).run_test(size=SIZE) as pilot:
+        panel = await opened(pilot)
+        select = panel.query_one("#dev-exp", Select)
+        select.focus()
+        select.expanded = True
+        overlay = select.query_one(SelectOverlay)
+        await until(pilot, lambda: overlay.display and overlay.region.width > 0, "the list open")
+        left = panel.query_one("#dev-left")
+        assert overlay.region.x == left.content_region.x
+        assert overlay.region.right >= left.content_region.right
+
+
 async def test_chat_takes_the_whole_width_of_a_narrow_terminal(demo):
     """At 80 columns the Chat tab hides the ports/board/flash column (the three chat columns got
     12 columns each beside it); the Monitor tab, the left column's own keys and wide terminals

@@ -64,7 +64,10 @@ class DevicePanel(Vertical):
        about 12 each beside the left column, and their stats filled them); the status line stays */
     DevicePanel.-narrow.-chat-tab #dev-left { display: none; }
     DevicePanel #dev-left > .dev-heading { padding: 0 1; text-style: bold; color: $accent; }
-    DevicePanel #dev-exp { margin: 0 1; }
+    /* no margin: the option list opens over the column's full width (with a margin the ports
+       list's first column showed through beside it); the current value keeps its indent */
+    DevicePanel #dev-exp { margin: 0; }
+    DevicePanel #dev-exp > SelectCurrent, DevicePanel #dev-exp > SelectOverlay { padding: 0 1; }
     DevicePanel #dev-tabs { width: 1fr; }
     DevicePanel TabPane { padding: 0; }
     """
