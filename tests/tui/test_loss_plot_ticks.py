@@ -67,3 +67,16 @@ async def test_a_toggle_redraws_now_while_data_redraws_wait():
         await pilot.pause(0.2)
         assert plot._version == version + 1 and not plot.pending  # drawn at once, with the point
         assert plot._cache is not None and plot._cache[0][0] == plot._version
+
+
+async def test_a_lone_point_is_drawn_as_a_visible_marker():
+    """A run's first eval is one point: one braille dot was all but invisible in the Diff plot."""
+    app = OnePlot()
+    async with app.run_test(size=(60, 16)) as pilot:
+        plot = app.query_one(LossPlot)
+        plot.set_series("val", [30], [5.9])
+        await pilot.pause(0.3)
+        assert str(plot.render()).count("●") >= 2  # the point and its legend entry
+        plot.set_series("val", [30, 60], [5.9, 5.1])
+        await pilot.pause(0.6)
+        assert "●" not in str(plot.render())  # two points: a line again

@@ -201,7 +201,8 @@ class LossPlot(PlotextPlot):
             smoothed = s.smooth and self.smoothing and len(s.values) > 2
             values = ema(s.values, self.smoothing) if smoothed else s.values
             steps, values = decimate(s.steps, values, max(8, (self.size.width or 100) // 2))
-            kwargs = {"label": name, "marker": s.marker}
+            # a lone point (a run's first eval) as one braille dot is all but invisible
+            kwargs = {"label": name, "marker": s.marker if len(steps) > 1 else "●"}
             if s.color:
                 kwargs["color"] = s.color
             plt.plot(steps, values, **kwargs)
