@@ -1,7 +1,7 @@
 """The native causal-attention kernel (native_attention.cpp): built here, loaded, made a torch op.
 
 Why built on the user's machine: the kernel is compiled with -march=native for the CPU that runs
-it, against the torch it runs with; nothing binary ships in the repo. A build takes ~20 s once per
+it, against the torch it runs with; nothing binary ships in the repo. A build takes ~10 s once per
 machine and torch version (kept under ~/.cache/tinylm/native/), so it is only started where it pays
 back: engine/train/kernels.py builds it for a run long enough to spend that on its calibration, and
 then races it against the torch paths like any other candidate. Everything else only loads a build
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("native_attention.cpp")
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 BLOCK = 64  # query positions per block of scores: 64 x 512 floats stay in L2 (measured: 32 ties)
-BUILD_SECONDS = 30.0  # what a build costs, rounded up (measured ~20 s on 2 EPYC cores)
+BUILD_SECONDS = 30.0  # what a build costs, rounded up (measured 10-14 s on 2 EPYC cores)
 
 _state: dict[str, bool] = {"loaded": False}
 
@@ -71,7 +71,7 @@ def ensure(build: bool) -> str:
                     f"delete {folder} to try again")
         elif not build:
             return ("being built by another process" if being_built else
-                    "not built on this machine yet (a run long enough to pay its ~20 s build does it)")
+                    "not built on this machine yet (a run long enough to pay its ~10 s build does it)")
         else:
             _build(folder)  # waits for another process's build of the same key, if any
     except Exception as e:  # noqa: BLE001 - any failure leaves the torch paths, with the reason

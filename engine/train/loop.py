@@ -343,7 +343,7 @@ class Trainer:
 
     def _kernel_stage(self, done: int, total: int, what: str) -> None:
         """Say in train.log when the calibration moves to another stage (a native kernel build
-        takes ~20 s before any step: the log says why nothing moves)."""
+        takes ~10 s before any step: the log says why nothing moves)."""
         if self._progress_seen.get("kernels") != what:
             self._progress_seen["kernels"] = what
             log.info("%s", what)

@@ -109,6 +109,18 @@ def test_key_changes_with_machine_torch_threads_and_shape() -> None:
     assert K.calibration_key(cfg, 2, "2.13.0", cpu="AMD EPYC") == base
 
 
+def test_a_new_native_kernel_source_measures_again(tmp_path: Path, monkeypatch) -> None:
+    """A cached "native" choice names a build of one source: after an update of the source the
+    old build is gone, so the cached choice must not be reused (it would run SDPA)."""
+    from engine.models import native_attention
+
+    base = K.calibration_key(tiny_cfg(), 2, "2.13.0", cpu="AMD EPYC")
+    changed = tmp_path / "native_attention.cpp"
+    changed.write_text(native_attention.SOURCE.read_text() + "\n// a change\n")
+    monkeypatch.setattr(native_attention, "SOURCE", changed)
+    assert K.calibration_key(tiny_cfg(), 2, "2.13.0", cpu="AMD EPYC") != base
+
+
 def test_first_start_measures_and_caches_later_starts_read_the_cache(tmp_path: Path) -> None:
     cache = tmp_path / K.CACHE_FILE
     cfg = tiny_cfg()
