@@ -716,7 +716,14 @@ static inline float t2_out32(int32_t acc, const t2_cv *c, int32_t k, float sw, f
     uint32_t m = (uint32_t)acc, se = 156u; /* as tl_i2f_i */
     if (acc < 0) m = 0u - m, se += 256u;
     if (c->ok && m - 1u < 0x7FFFFFFFu) {
-        m = tl_sf_norm(m, &se);
+        /* normalized to [2^30, 2^31) by the bit length from a table (rv32: ~10 instructions against
+           ~20 for tl_sf_norm's halving) */
+        uint32_t t = m >> 16, len;
+        if (t)
+            len = t >> 8 ? 24u + TL_BITLEN8[t >> 8] : 16u + TL_BITLEN8[t];
+        else
+            len = m >> 8 ? 8u + TL_BITLEN8[m >> 8] : TL_BITLEN8[m];
+        m <<= 31u - len, se -= 31u - len;
         uint32_t fb = (se << 23) + ((m + 0x3Fu + ((m >> 7) & 1u)) >> 7); /* the bits of (float)acc */
         uint64_t p = (uint64_t)((fb << 8) | 0x80000000u) * c->wm;
         uint32_t hi = (uint32_t)(p >> 32) | ((uint32_t)p != 0u), n = hi >> 31;
