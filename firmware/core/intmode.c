@@ -66,6 +66,24 @@ float tl_i64_scaled_int(int64_t acc, int32_t k) {
 static inline int32_t qcore(uint32_t mag, uint32_t r) { return (int32_t)((mag * r + (1u << 22)) >> 23); }
 #define QNUM 1065353216u /* 127 * 2^23 */
 
+/* a / 127.0f * 2^-k (k = 0 or 15) for a normal a > 0 with bits u, correctly rounded like the float
+   division, through one integer division: N = M(a) * 2^7 in [2^30, 2^31), Q = N / 127 has 24 or 25
+   bits, the remainder decides the rounding (127 is odd: no exact tie from it). A result below the
+   normal range takes the float division itself. */
+static inline float div127(uint32_t u, int32_t k) {
+#ifdef TL_SOFT_FLOAT
+    int32_t e = (int32_t)(u >> 23) - k; /* a's exponent field, less k */
+    if (e >= 8 && (u >> 31) == 0u && (u >> 23) < 255u) {
+        uint32_t n = ((u & 0x7FFFFFu) | 0x800000u) << 7, q = n / 127u, r = n - 127u * q;
+        if (q < 1u << 24) /* 24 bits: the rest r / 127 rounds up from 64 / 127 */
+            return tl_sf_float(((uint32_t)(e - 8) << 23) + q + (r >= 64u));
+        /* 25 bits: bit 0 is the round bit, r the sticky part; ties to even */
+        return tl_sf_float(((uint32_t)(e - 7) << 23) + (q >> 1) + ((q & 1u) & ((r != 0u) | ((q >> 1) & 1u))));
+    }
+#endif
+    return k ? tl_sf_float(u) / 4161536.0f : tl_sf_float(u) / 127.0f;
+}
+
 void tl_iquant(int8_t *q, float *s, const float *x, uint32_t n, uint32_t group) {
     for (uint32_t g = 0, start = 0; start < n; g++, start += group) {
         uint32_t end = start + group < n ? start + group : n, a = 0;
@@ -78,9 +96,7 @@ void tl_iquant(int8_t *q, float *s, const float *x, uint32_t n, uint32_t group) 
             memset(q + start, 0, end - start);
             continue;
         }
-        float amax;
-        memcpy(&amax, &a, sizeof amax);
-        s[g] = amax / 127.0f;
+        s[g] = div127(a, 0); /* amax / 127.0f, amax the float with bits a */
         int32_t ea = (int32_t)(a >> 23);
         uint32_t r = QNUM / (((a & 0x7FFFFFu) | 0x800000u) >> 8);
         for (uint32_t j = start; j < end; j++) {
@@ -133,7 +149,7 @@ void tl_swiglu_int(tl_qvec *out, const float *hb, const float *hb2, uint32_t n) 
             int32_t k = qcore(z >= 0 ? m >> z : m << -z, r);
             q[j] = (int8_t)(y[j] < 0 ? -k : k);
         }
-        out->s[g] = ((float)top * (sa * sb)) / 4161536.0f; /* 127 * 32768 */
+        out->s[g] = div127(tl_fbits(TL_FMUL(TL_I2F((int32_t)top), TL_FMUL(sa, sb))), 15); /* / (127 * 32768) */
     }
 }
 

@@ -249,7 +249,7 @@ static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, u
         const uint32_t *ksh = s->ks + kvh * ctx, *vsh = s->vs + kvh * ctx;
         float qs;
         tl_iquant(qq, &qs, s->q + h * hd, hd, hd);
-        uint32_t uc = tl_fbits(qs * s->att_a);
+        uint32_t uc = tl_fbits(TL_FMUL(qs, s->att_a));
         int32_t zmax = scores_int(a, qq, kh, ksh, n, hd, tl_fm16(uc), tl_fexp(uc));
         if (h % group == 0) ev = value_exp_max(vsh, n); /* shared by the heads of this kv head */
         TL_PROF(TL_P_ATTN);
