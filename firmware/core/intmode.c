@@ -2,6 +2,8 @@
    in kernels.c (it shares the exact group sums), the attention in transformer.c. */
 #include "intmode.h"
 
+#include "softf.h"
+
 float tl_pow2f(int32_t k) {
     if (k < -126) return 0.0f;
     uint32_t bits = k > 127 ? 0x7F800000u : (uint32_t)(k + 127) << 23;
@@ -11,7 +13,7 @@ float tl_pow2f(int32_t k) {
 }
 
 /* bit length of a byte (rv32imc has no clz; a table lookup beats a halving search) */
-static const uint8_t BITLEN8[256] = {
+const uint8_t TL_BITLEN8[256] = {
     0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
     6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
     7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
@@ -23,8 +25,8 @@ static const uint8_t BITLEN8[256] = {
 };
 
 static uint32_t bitlen32(uint32_t v) { /* 0..32 */
-    if (v >> 16) return v >> 24 ? 24u + BITLEN8[v >> 24] : 16u + BITLEN8[v >> 16];
-    return v >> 8 ? 8u + BITLEN8[v >> 8] : BITLEN8[v];
+    if (v >> 16) return v >> 24 ? 24u + TL_BITLEN8[v >> 24] : 16u + TL_BITLEN8[v >> 16];
+    return v >> 8 ? 8u + TL_BITLEN8[v >> 8] : TL_BITLEN8[v];
 }
 
 float tl_i64_scaled(int64_t acc, int32_t k) {
@@ -35,46 +37,52 @@ float tl_i64_scaled(int64_t acc, int32_t k) {
 #endif
 }
 
-/* mag (bit length len, 1..32) rounded to 24 significant bits, nearest even: the float bits of
-   mag * 2^k when that is a normal float, else 0 (the caller falls back to the float operations).
-   32-bit words only: on rv32 a 64-bit shift or compare is several instructions. */
-static uint32_t u32_scaled_bits(uint32_t mag, int32_t len, int32_t k) {
-    uint32_t mant;
-    if (len <= 24) {
-        mant = mag << (24 - len);
-    } else {
-        int32_t sh = len - 24;
-        uint32_t rest = mag & ((1u << sh) - 1u), half = 1u << (sh - 1);
-        mant = mag >> sh;
-        if (rest > half || (rest == half && (mant & 1u))) mant++;
-        if (mant == 1u << 24) mant >>= 1, len++;
-    }
-    int32_t e = len - 1 + 127 + k;
-    return e < 1 || e > 254 ? 0u : (uint32_t)e << 23 | (mant & 0x7FFFFFu);
-}
-
+/* The bits of (float)acc * 2^k through integer operations: |acc| normalized to a word v in
+   [2^31, 2^32) (the bits below it ORed into bit 0: they only count as sticky), then rounded to 24
+   bits, nearest even, by softf.h's tl_sf_pack (a rounding carry lands in the exponent field). A
+   result exponent outside 1..253 (subnormal, or near overflow) takes the two float operations
+   themselves. 32-bit words only: on rv32 a 64-bit shift or compare is several instructions. */
 float tl_i64_scaled_int(int64_t acc, int32_t k) {
     if (acc == 0 || k < -126 || k > 127) return (float)acc * tl_pow2f(k);
     uint64_t mag = acc < 0 ? 0u - (uint64_t)acc : (uint64_t)acc;
-    uint32_t hi = (uint32_t)(mag >> 32), v = (uint32_t)mag, bits;
+    uint32_t hi = (uint32_t)(mag >> 32), v = (uint32_t)mag;
+    int32_t len;
     if (hi) { /* the top 32 bits, the rest only as a sticky bit 0: rounds like the whole */
         int32_t s = (int32_t)bitlen32(hi);
         v = s == 32 ? hi | (v != 0u) : (hi << (32 - s)) | (v >> s) | ((v << (32 - s)) != 0u);
-        bits = u32_scaled_bits(v, 32, k + s);
+        len = 32 + s;
     } else {
-        bits = u32_scaled_bits(v, (int32_t)bitlen32(v), k);
+        len = (int32_t)bitlen32(v);
+        v <<= 32 - len;
     }
-    if (!bits) return (float)acc * tl_pow2f(k);
-    bits |= acc < 0 ? 0x80000000u : 0u;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
+    int32_t e = len + 126 + k; /* biased exponent before rounding */
+    if (e < 1 || e > 253) return (float)acc * tl_pow2f(k);
+    uint32_t se = (acc < 0 ? 256u : 0u) | (uint32_t)(e - 1);
+    return tl_sf_pack(se, (v >> 1) | (v & 1u)); /* [2^30, 2^31), sticky kept */
 }
 
 /* round(127 * mag / top) for 0 <= mag <= top, 2^15 <= top < 2^16, with r = floor(127 * 2^23 / top):
    (mag * r + 2^22) >> 23 (all < 2^31). */
 static inline int32_t qcore(uint32_t mag, uint32_t r) { return (int32_t)((mag * r + (1u << 22)) >> 23); }
 #define QNUM 1065353216u /* 127 * 2^23 */
+
+/* a / 127.0f * 2^-k (k = 0 or 15) for a normal a > 0 with bits u, correctly rounded like the float
+   division, through one integer division: N = M(a) * 2^7 in [2^30, 2^31), Q = N / 127 has 24 or 25
+   bits, the remainder decides the rounding (127 is odd: no exact tie from it). A result below the
+   normal range takes the float division itself. */
+static inline float div127(uint32_t u, int32_t k) {
+#ifdef TL_SOFT_FLOAT
+    int32_t e = (int32_t)(u >> 23) - k; /* a's exponent field, less k */
+    if (e >= 8 && (u >> 31) == 0u && (u >> 23) < 255u) {
+        uint32_t n = ((u & 0x7FFFFFu) | 0x800000u) << 7, q = n / 127u, r = n - 127u * q;
+        if (q < 1u << 24) /* 24 bits: the rest r / 127 rounds up from 64 / 127 */
+            return tl_sf_float(((uint32_t)(e - 8) << 23) + q + (r >= 64u));
+        /* 25 bits: bit 0 is the round bit, r the sticky part; ties to even */
+        return tl_sf_float(((uint32_t)(e - 7) << 23) + (q >> 1) + ((q & 1u) & ((r != 0u) | ((q >> 1) & 1u))));
+    }
+#endif
+    return k ? tl_sf_float(u) / 4161536.0f : tl_sf_float(u) / 127.0f;
+}
 
 void tl_iquant(int8_t *q, float *s, const float *x, uint32_t n, uint32_t group) {
     for (uint32_t g = 0, start = 0; start < n; g++, start += group) {
@@ -88,9 +96,7 @@ void tl_iquant(int8_t *q, float *s, const float *x, uint32_t n, uint32_t group) 
             memset(q + start, 0, end - start);
             continue;
         }
-        float amax;
-        memcpy(&amax, &a, sizeof amax);
-        s[g] = amax / 127.0f;
+        s[g] = div127(a, 0); /* amax / 127.0f, amax the float with bits a */
         int32_t ea = (int32_t)(a >> 23);
         uint32_t r = QNUM / (((a & 0x7FFFFFu) | 0x800000u) >> 8);
         for (uint32_t j = start; j < end; j++) {
@@ -143,7 +149,7 @@ void tl_swiglu_int(tl_qvec *out, const float *hb, const float *hb2, uint32_t n) 
             int32_t k = qcore(z >= 0 ? m >> z : m << -z, r);
             q[j] = (int8_t)(y[j] < 0 ? -k : k);
         }
-        out->s[g] = ((float)top * (sa * sb)) / 4161536.0f; /* 127 * 32768 */
+        out->s[g] = div127(tl_fbits(TL_FMUL(TL_I2F((int32_t)top), TL_FMUL(sa, sb))), 15); /* / (127 * 32768) */
     }
 }
 

@@ -23,6 +23,7 @@
 
 extern const uint16_t TL_EXP2_LUT[256]; /* round(32768 * 2^(-b/256)) */
 extern const uint16_t TL_SIG_LUT[513];  /* round(32768 * sigmoid(-16 + i/16)) */
+extern const uint8_t TL_BITLEN8[256];   /* bit length of a byte (rv32imc has no clz) */
 
 static inline uint32_t tl_fbits(float x) {
     uint32_t u;

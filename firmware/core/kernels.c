@@ -693,12 +693,58 @@ static float t2_scale_k(float sw, int32_t k) {
     return f;
 }
 
+/* t2_out for an int32 sum, fused (integer float ops only): (float)acc is rounded and packed as
+   tl_i2f_i does, and multiplied by swk as tl_fmul_i does, without the per-row range checks. Those
+   hold for every nonzero acc once, per matrix (t2_cv_init): (float)acc has an exponent field in
+   [127, 158], so k in [-126, 96] keeps (float)acc * 2^k normal (t2_out's condition) and an swk
+   exponent field in [1, 221] keeps the product's in tl_fmul_i's range. acc = 0 or INT32_MIN and any
+   other matrix take t2_out. Same operations on the same bits, so the same result. */
+typedef struct {
+    uint32_t wm, sb; /* swk's significand at the top of a word; its sign:exponent field - 128 */
+    int ok;
+} t2_cv;
+static t2_cv t2_cv_init(float swk, int32_t k) {
+    uint32_t u = tl_fbits(swk), eb = (u >> 23) & 255u;
+    t2_cv c;
+    c.wm = (u << 8) | 0x80000000u;
+    c.sb = (u >> 23) - 128u;
+    c.ok = u != 0u && eb - 1u < 221u && k >= -126 && k <= 96;
+    return c;
+}
+static inline float t2_out32(int32_t acc, const t2_cv *c, int32_t k, float sw, float swk) {
+#ifdef TL_SOFT_FLOAT
+    uint32_t m = (uint32_t)acc, se = 156u; /* as tl_i2f_i */
+    if (acc < 0) m = 0u - m, se += 256u;
+    if (c->ok && m - 1u < 0x7FFFFFFFu) {
+        /* normalized to [2^30, 2^31) by the bit length from a table (rv32: ~10 instructions against
+           ~20 for tl_sf_norm's halving) */
+        uint32_t t = m >> 16, len;
+        if (t)
+            len = t >> 8 ? 24u + TL_BITLEN8[t >> 8] : 16u + TL_BITLEN8[t];
+        else
+            len = m >> 8 ? 8u + TL_BITLEN8[m >> 8] : TL_BITLEN8[m];
+        m <<= 31u - len, se -= 31u - len;
+        uint32_t fb = (se << 23) + ((m + 0x3Fu + ((m >> 7) & 1u)) >> 7); /* the bits of (float)acc */
+        uint64_t p = (uint64_t)((fb << 8) | 0x80000000u) * c->wm;
+        uint32_t hi = (uint32_t)(p >> 32) | ((uint32_t)p != 0u), n = hi >> 31;
+        return tl_sf_pack((fb >> 23) + c->sb + n, (hi >> n) | (hi & 1u));
+    }
+#else
+    (void)c;
+#endif
+    return t2_out(acc, k, sw, swk);
+}
+static inline float t2_out64(int64_t acc, const t2_cv *c, int32_t k, float sw, float swk) {
+    return acc >= INT32_MIN && acc <= INT32_MAX ? t2_out32((int32_t)acc, c, k, sw, swk) : t2_out(acc, k, sw, swk);
+}
+
 static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
     uint32_t n = W->cols, gs = qx->group, rb = W->row_bytes, rows = W->rows, bw = 4u * TL_T2_TABLES;
     uint32_t nblocks = (n + bw - 1u) / bw;
     xdec d;
     int32_t base = t2_vec_init(&d, qx, n);
     float sw = W->scales[0], swk = t2_scale_k(sw, base - 142);
+    t2_cv cv = t2_cv_init(swk, base - 142);
     for (uint32_t r0 = 0; r0 < rows; r0 += TL_T2_ROWS) {
         uint32_t rn = rows - r0 < TL_T2_ROWS ? rows - r0 : TL_T2_ROWS;
         for (uint32_t c0 = 0; c0 < n; c0 += bw) {
@@ -735,7 +781,7 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
                                        (int32_t)m[1], sh[1]);
                 }
                 if (nblocks == 1) {
-                    out[r0 + r] = t2_out(bs, base - 142, sw, swk);
+                    out[r0 + r] = t2_out32(bs, &cv, base - 142, sw, swk);
                     continue;
                 }
                 uint64_t acc = c0 ? ((uint64_t)qx->t2acc[2 * r + 1] << 32 | qx->t2acc[2 * r]) : 0u;
@@ -743,7 +789,7 @@ static uint32_t matmul_t2_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
                 if (c0 + cn < n) {
                     qx->t2acc[2 * r] = (uint32_t)acc, qx->t2acc[2 * r + 1] = (uint32_t)(acc >> 32);
                 } else {
-                    out[r0 + r] = t2_out((int64_t)acc, base - 142, sw, swk);
+                    out[r0 + r] = t2_out64((int64_t)acc, &cv, base - 142, sw, swk);
                 }
             }
         }
@@ -1121,9 +1167,10 @@ static TL_NOINLINE void t3_rows_2x7(float *out, const uint8_t *w, uint32_t rb, u
                                     float swk) {
     const int16_t *tab1 = tab + 7u * TL_T2_STRIDE;
     int32_t m0 = (int32_t)m[0], m1 = (int32_t)m[1], sh0 = sh[0], sh1 = sh[1];
+    t2_cv cv = t2_cv_init(swk, k);
     for (uint32_t r = 0; r < rn; r++, w += rb) {
         int32_t s0 = t3_lookup7(w, tab) - 7 * T3_BIAS, s1 = t3_lookup7(w + b1, tab1) - 7 * T3_BIAS;
-        out[r] = t2_out(tl_asr32(s0 * m0, sh0) + tl_asr32(s1 * m1, sh1), k, sw, swk);
+        out[r] = t2_out32(tl_asr32(s0 * m0, sh0) + tl_asr32(s1 * m1, sh1), &cv, k, sw, swk);
     }
 }
 
@@ -1133,6 +1180,7 @@ static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
     xdec d;
     int32_t base = t2_vec_init(&d, qx, n);
     float sw = W->scales[0], swk = t2_scale_k(sw, base - 142);
+    t2_cv cv = t2_cv_init(swk, base - 142);
     for (uint32_t r0 = 0; r0 < rows; r0 += TL_T2_ROWS) {
         uint32_t rn = rows - r0 < TL_T2_ROWS ? rows - r0 : TL_T2_ROWS;
         for (uint32_t g0 = 0, g1; g0 < ng; g0 = g1) {
@@ -1174,7 +1222,7 @@ static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
                     bs += tl_asr32((t2_lookup(w + b0[j], qx->t2tab + t0[j] * TL_T2_STRIDE, nb[j]) - bias[j]) *
                                    (int32_t)m[j], sh[j]);
                 if (single) {
-                    out[r0 + r] = t2_out(bs, base - 142, sw, swk);
+                    out[r0 + r] = t2_out32(bs, &cv, base - 142, sw, swk);
                     continue;
                 }
                 uint64_t acc = g0 ? ((uint64_t)qx->t2acc[2 * r + 1] << 32 | qx->t2acc[2 * r]) : 0u;
@@ -1182,7 +1230,7 @@ static uint32_t matmul_t3_tab(float *out, const tl_tensor *W, tl_qvec *qx) {
                 if (g1 < ng) {
                     qx->t2acc[2 * r] = (uint32_t)acc, qx->t2acc[2 * r + 1] = (uint32_t)(acc >> 32);
                 } else {
-                    out[r0 + r] = t2_out((int64_t)acc, base - 142, sw, swk);
+                    out[r0 + r] = t2_out64((int64_t)acc, &cv, base - 142, sw, swk);
                 }
             }
         }

@@ -210,6 +210,20 @@ static inline int32_t value_weight(int32_t e, uint32_t r, uint32_t vw, int32_t e
     return sh >= 32 ? 0 : (int32_t)((p * KV_M(vw)) >> sh);
 }
 
+/* TL_FMUL(TL_I2F(v), f) with f = tl_pow2f(k): for v != 0 and -126 <= k <= 127 the product is exact
+   when its exponent field stays in 1..254, so it is (float)v with k added to that field (a multiply
+   of ~25 instructions on rv32 saved per output). */
+static inline float i2f_scaled(int32_t v, float f, int32_t k) {
+#ifdef TL_SOFT_FLOAT
+    uint32_t b = tl_sf_bits(TL_I2F(v));
+    int32_t e = (int32_t)((b >> 23) & 255u) + k;
+    if (v != 0 && k >= -126 && k <= 127 && e >= 1 && e <= 254) return tl_sf_float(b + ((uint32_t)k << 23));
+#else
+    (void)k;
+#endif
+    return TL_FMUL(TL_I2F(v), f);
+}
+
 /* pass 3: out[i] = (float)(sum_t w_t * vq_t[i]) * 2^(V - 149); a holds e_t */
 static TL_NOINLINE void values_int(float *out, int32_t *a, const int8_t *vh, const uint32_t *vsh, uint32_t n,
                                    uint32_t hd, uint32_t r, int32_t ev) {
@@ -223,9 +237,10 @@ static TL_NOINLINE void values_int(float *out, int32_t *a, const int8_t *vh, con
             o0 += w * v[0], o1 += w * v[1], o2 += w * v[2], o3 += w * v[3];
             o4 += w * v[4], o5 += w * v[5], o6 += w * v[6], o7 += w * v[7];
         }
-        out[0] = TL_FMUL(TL_I2F(o0), f), out[1] = TL_FMUL(TL_I2F(o1), f), out[2] = TL_FMUL(TL_I2F(o2), f);
-        out[3] = TL_FMUL(TL_I2F(o3), f), out[4] = TL_FMUL(TL_I2F(o4), f), out[5] = TL_FMUL(TL_I2F(o5), f);
-        out[6] = TL_FMUL(TL_I2F(o6), f), out[7] = TL_FMUL(TL_I2F(o7), f);
+        int32_t k = ev - 149;
+        out[0] = i2f_scaled(o0, f, k), out[1] = i2f_scaled(o1, f, k), out[2] = i2f_scaled(o2, f, k);
+        out[3] = i2f_scaled(o3, f, k), out[4] = i2f_scaled(o4, f, k), out[5] = i2f_scaled(o5, f, k);
+        out[6] = i2f_scaled(o6, f, k), out[7] = i2f_scaled(o7, f, k);
         return;
     }
     for (uint32_t t = 0; t < n; t++) a[t] = value_weight(a[t], r, vsh[t], ev);
@@ -233,7 +248,7 @@ static TL_NOINLINE void values_int(float *out, int32_t *a, const int8_t *vh, con
         int32_t acc = 0;
         const int8_t *v = vh + i;
         for (uint32_t t = 0; t < n; t++, v += hd) acc += a[t] * (int32_t)*v;
-        out[i] = TL_FMUL(TL_I2F(acc), f);
+        out[i] = i2f_scaled(acc, f, ev - 149);
     }
 }
 
@@ -249,7 +264,7 @@ static void attention_int(const tl_blob *b, tl_transformer *s, uint32_t layer, u
         const uint32_t *ksh = s->ks + kvh * ctx, *vsh = s->vs + kvh * ctx;
         float qs;
         tl_iquant(qq, &qs, s->q + h * hd, hd, hd);
-        uint32_t uc = tl_fbits(qs * s->att_a);
+        uint32_t uc = tl_fbits(TL_FMUL(qs, s->att_a));
         int32_t zmax = scores_int(a, qq, kh, ksh, n, hd, tl_fm16(uc), tl_fexp(uc));
         if (h % group == 0) ev = value_exp_max(vsh, n); /* shared by the heads of this kv head */
         TL_PROF(TL_P_ATTN);
