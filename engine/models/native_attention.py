@@ -31,6 +31,7 @@ SOURCE = Path(__file__).with_name("native_attention.cpp")
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 BLOCK = 64  # query positions per block of scores: 64 x 512 floats stay in L2 (measured: 32 ties)
 BUILD_SECONDS = 30.0  # what a build costs, rounded up (measured 10-14 s on 2 EPYC cores)
+STALE_LOCK_S = 300.0  # a build lock this old was left by a build that was killed midway
 
 _state: dict[str, bool] = {"loaded": False}
 
@@ -70,7 +71,8 @@ def ensure(build: bool) -> str:
             return (f"its build failed on this machine before ({failed.read_text().strip()}); "
                     f"delete {folder} to try again")
         elif not build:
-            return ("being built by another process" if being_built else
+            return ("being built by another process (or a build was interrupted: the next long "
+                    "run builds it)" if being_built else
                     "not built on this machine yet (a run long enough to pay its ~10 s build does it)")
         else:
             _build(folder)  # waits for another process's build of the same key, if any
@@ -88,10 +90,31 @@ def ensure(build: bool) -> str:
     return ""
 
 
+def wait_for_other_build(lock: Path, stale_s: float = STALE_LOCK_S) -> None:
+    """Wait while another process builds (torch's lock file exists). torch itself waits for that
+    file forever, and a build killed midway (a run stopped during its calibration) leaves it
+    behind: every later long run would hang. A lock older than `stale_s` is removed."""
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > stale_s:
+            lock.unlink(missing_ok=True)
+            log.info("removed a stale build lock (%.0f s old): %s", age, lock)
+            return
+        time.sleep(0.5)
+
+
 def _build(folder: Path) -> None:
     from torch.utils.cpp_extension import load
 
     folder.mkdir(parents=True, exist_ok=True)
+    wait_for_other_build(folder / "lock")
+    library = folder / f"{_name()}.so"
+    if library.is_file():  # the other process finished it
+        torch.ops.load_library(str(library))
+        return
     t0 = time.perf_counter()
     load(name=_name(), sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=str(folder),
          is_python_module=False, verbose=False)

@@ -143,3 +143,30 @@ def test_a_compiled_model_uses_its_compiled_kernel(native_attention_kernel) -> N
         eager = model(x)[0]  # blocked is a training kernel: inference runs SDPA
         compiled = torch.compile(model, fullgraph=True, dynamic=False)(x)[0]
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_a_build_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path) -> None:
+    """torch's build lock is a file it waits on forever: a run stopped mid-build left one, and the
+    next long run hung in its calibration. Now a stale lock is removed, and a fresh one (another
+    process building) is waited for until that process removes it."""
+    import os
+    import threading
+    import time
+
+    stale = tmp_path / "stale" / "lock"
+    stale.parent.mkdir()
+    stale.write_text("")
+    old = time.time() - N.STALE_LOCK_S - 10
+    os.utime(stale, (old, old))
+    t0 = time.perf_counter()
+    N.wait_for_other_build(stale)
+    assert not stale.exists() and time.perf_counter() - t0 < 2
+
+    fresh = tmp_path / "fresh" / "lock"
+    fresh.parent.mkdir()
+    fresh.write_text("")
+    threading.Timer(1.0, fresh.unlink).start()  # the other build ends
+    t0 = time.perf_counter()
+    N.wait_for_other_build(fresh)
+    assert 0.9 < time.perf_counter() - t0 < 10
+    N.wait_for_other_build(tmp_path / "none" / "lock")  # no lock: returns at once
