@@ -42,9 +42,14 @@ def copy_demo(store: Store, name: str = "demo") -> None:
 
 async def wait_for(pilot: Any, check: Callable[[], Any], timeout: float = 20.0) -> Any:
     """Let the app run until `check()` is truthy (a condition on the app, not a sleep)."""
+    from textual.worker import WorkerCancelled
+
     deadline = time.monotonic() + timeout
     while True:
-        await pilot.app.workers.wait_for_complete()
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except WorkerCancelled:  # an exclusive worker replaced by a newer one: normal (seen in CI
+            pass                 # when a file event restarted a load); the check below decides
         await pilot.pause()
         value = check()
         if value:
