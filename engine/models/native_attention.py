@@ -41,11 +41,16 @@ def cache_dir() -> Path:
     return Path(root) / "tinylm" / "native"
 
 
+def source_digest() -> str:
+    """The kernel source's hash: part of the build key, and of engine/train/kernels.py's cache key
+    (a cached "native" choice names a build of one source)."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+
+
 def build_key() -> str:
     """Source, flags, torch and CPU: a change to any of them is a different build."""
-    h = hashlib.sha256(SOURCE.read_bytes())
-    h.update(" ".join(CFLAGS + [torch.__version__, cpu_id()]).encode())
-    return h.hexdigest()[:12]
+    parts = [source_digest(), *CFLAGS, torch.__version__, cpu_id()]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:12]
 
 
 def _name() -> str:
@@ -60,10 +65,12 @@ def ensure(build: bool) -> str:
     """Load the kernel ("" when it is in use), building it first if `build`; else why it is not."""
     if _state["loaded"]:
         return ""
-    folder = cache_dir() / _name()
-    failed = folder / "FAILED"
-    library = folder / f"{_name()}.so"
-    being_built = (folder / "lock").exists()  # torch's build lock: the .so may be half written
+    name = _name()
+    folder = cache_dir() / name
+    failed, library, lock = folder / "FAILED", folder / f"{name}.so", folder / "lock"
+    if build:
+        wait_for_other_build(lock)  # another process's build of the same key, if any
+    being_built = lock.exists()  # torch's build lock: the .so may be half written
     try:
         if library.is_file() and not being_built:
             torch.ops.load_library(str(library))
@@ -75,7 +82,7 @@ def ensure(build: bool) -> str:
                     "run builds it)" if being_built else
                     "not built on this machine yet (a run long enough to pay its ~10 s build does it)")
         else:
-            _build(folder)  # waits for another process's build of the same key, if any
+            _build(folder, name)
     except Exception as e:  # noqa: BLE001 - any failure leaves the torch paths, with the reason
         why = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
         if build:
@@ -106,17 +113,12 @@ def wait_for_other_build(lock: Path, stale_s: float = STALE_LOCK_S) -> None:
         time.sleep(0.5)
 
 
-def _build(folder: Path) -> None:
+def _build(folder: Path, name: str) -> None:
     from torch.utils.cpp_extension import load
 
     folder.mkdir(parents=True, exist_ok=True)
-    wait_for_other_build(folder / "lock")
-    library = folder / f"{_name()}.so"
-    if library.is_file():  # the other process finished it
-        torch.ops.load_library(str(library))
-        return
     t0 = time.perf_counter()
-    load(name=_name(), sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=str(folder),
+    load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=str(folder),
          is_python_module=False, verbose=False)
     log.info("native attention kernel built in %.1f s (%s)", time.perf_counter() - t0, folder)
 

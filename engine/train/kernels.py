@@ -13,7 +13,6 @@ differs. Calibration never fails a run: any error gives the default choice, with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -81,14 +80,14 @@ def calibration_key(cfg: ExperimentConfig, threads: int, torch_version: str,
     native attention kernel's build key is part of it: a new version of its source is a new
     build, which only a measurement (of a run long enough) makes; a cached "native" would
     otherwise fall back to SDPA until the cache was cleared."""
-    from engine.models.native_attention import SOURCE
+    from engine.models.native_attention import source_digest
 
     m = cfg.model
-    native = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12] if SOURCE.is_file() else "-"
     return {"cpu": cpu if cpu is not None else cpu_model(), "torch": torch_version,
             "threads": threads, "dim": m.dim, "n_layers": m.n_layers, "n_heads": m.n_heads,
             "n_kv_heads": m.n_kv_heads, "hidden": m.ffn_dim(), "vocab": cfg.tokenizer.vocab_size,
-            "batch": cfg.train.batch_size, "seq_len": m.seq_len, "native_source": native}
+            "batch": cfg.train.batch_size, "seq_len": m.seq_len,
+            "native_source": source_digest()}
 
 
 def key_string(key: dict[str, Any]) -> str:

@@ -146,7 +146,8 @@ class Trainer:
         self.lora_rank = lora_rank
         self.on_step = on_step or (lambda rec: None)
         self.stop = StopFlag()
-        self._progress_seen: dict[str, int | str] = {}
+        self._progress_seen: dict[str, int] = {}
+        self._kernel_stage_seen = ""
 
     # ---- setup -------------------------------------------------------------------------------------
 
@@ -344,8 +345,8 @@ class Trainer:
     def _kernel_stage(self, done: int, total: int, what: str) -> None:
         """Say in train.log when the calibration moves to another stage (a native kernel build
         takes ~10 s before any step: the log says why nothing moves)."""
-        if self._progress_seen.get("kernels") != what:
-            self._progress_seen["kernels"] = what
+        if self._kernel_stage_seen != what:
+            self._kernel_stage_seen = what
             log.info("%s", what)
 
     def _progress(self, what: str, fraction: float) -> None:
